@@ -1,0 +1,52 @@
+"""certpair: make two devices with self-signed TLS certificates trust each other.
+
+Device A shows a short secret, the user types it on device B, B connects to A over
+mutual TLS, both prove knowledge of the secret bound to the certificates they
+observed, and each adds the other to its trust store.
+"""
+
+from __future__ import annotations
+
+from certpair.codes import Mode, Secret, generate_code, generate_hmac_key, parse_secret
+from certpair.errors import (
+    BadInput,
+    CertpairError,
+    Expired,
+    LocalStateError,
+    NetworkError,
+    PairingFailed,
+)
+from certpair.identity import Identity, KeyType, create_identity, fingerprint, load_identity
+from certpair.net.pairing import Listening, PeerPaired, ProofRejected, run_join, run_offer
+from certpair.store import Event, Peer, TrustStore, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadInput",
+    "CertpairError",
+    "Event",
+    "Expired",
+    "Identity",
+    "KeyType",
+    "Listening",
+    "LocalStateError",
+    "Mode",
+    "NetworkError",
+    "PairingFailed",
+    "Peer",
+    "PeerPaired",
+    "ProofRejected",
+    "Secret",
+    "TrustStore",
+    "__version__",
+    "create_identity",
+    "fingerprint",
+    "generate_code",
+    "generate_hmac_key",
+    "load_identity",
+    "open_store",
+    "parse_secret",
+    "run_join",
+    "run_offer",
+]

@@ -1,0 +1,1 @@
+"""certpair's command-line interface: one module per command."""

@@ -1,0 +1,25 @@
+"""``certpair peers``: the trusted peers."""
+
+from __future__ import annotations
+
+import click
+
+from certpair.cli.context import emit_json, store_of
+
+__all__ = ["command"]
+
+
+@click.command("peers")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per peer and line.")
+@click.pass_context
+def command(ctx: click.Context, as_json: bool) -> None:
+    """List the devices this one trusts."""
+    peers = store_of(ctx).peers()
+    for peer in peers:
+        if as_json:
+            emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,
+                       "paired_at": peer.paired_at})
+        else:
+            click.echo(f"{peer.name}  {peer.fingerprint}  {peer.mode}  {peer.paired_at}")
+    if not peers and not as_json:
+        click.echo("No paired devices yet.")

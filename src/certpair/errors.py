@@ -1,0 +1,41 @@
+"""Errors raised by certpair.
+
+Every error a user can cause or meet derives from :class:`CertpairError`; the CLI maps
+each family to one exit status in one place (``certpair.cli.main``). Messages never
+contain a secret.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadInput",
+    "CertpairError",
+    "Expired",
+    "LocalStateError",
+    "NetworkError",
+    "PairingFailed",
+]
+
+
+class CertpairError(Exception):
+    """Base class of every error certpair raises on purpose."""
+
+
+class BadInput(CertpairError):
+    """The caller gave something unusable: a malformed or weak secret, a bad option."""
+
+
+class PairingFailed(CertpairError):
+    """The pairing proof did not check: wrong secret, tampered or hostile connection."""
+
+
+class Expired(CertpairError):
+    """A secret expired or a wait timed out."""
+
+
+class NetworkError(CertpairError):
+    """The peer could not be reached, refused, or the connection broke."""
+
+
+class LocalStateError(CertpairError):
+    """This device's own state is missing or unusable (no identity, broken store)."""

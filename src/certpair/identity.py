@@ -1,0 +1,271 @@
+"""A device's identity: private key, self-signed certificate and name, on disk.
+
+The key file is created with mode 0600 from its first byte (``os.open`` with
+``O_EXCL``), written to a temporary name and renamed into place, so no other user can
+ever read it and a crash never leaves half a key.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import hashlib
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from certpair.errors import BadInput, LocalStateError
+
+__all__ = [
+    "MAX_NAME_BYTES",
+    "Identity",
+    "IdentityExists",
+    "KeyType",
+    "NotInitialised",
+    "PrivateKey",
+    "create_identity",
+    "fingerprint",
+    "load_identity",
+    "validate_name",
+]
+
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+MAX_NAME_BYTES = 64
+# RFC 5280 4.1.2.5: "no well-defined expiration date" — the certificate cannot change.
+_NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
+
+
+class KeyType(enum.Enum):
+    """Key algorithm of a new identity."""
+
+    ECDSA_P256 = "ecdsa-p256"
+    ED25519 = "ed25519"
+
+
+class NotInitialised(LocalStateError):
+    """No identity in this home; run ``certpair init``."""
+
+
+class IdentityExists(LocalStateError):
+    """An identity already exists and would be overwritten."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Identity:
+    """A device's key, certificate and name."""
+
+    name: str
+    key: PrivateKey = field(repr=False)
+    cert_der: bytes = field(repr=False)
+    cert_path: Path
+    key_path: Path
+
+    @property
+    def fingerprint(self) -> str:
+        """``sha256:`` + lowercase hex of SHA-256 over the certificate's DER."""
+        return fingerprint(self.cert_der)
+
+
+def fingerprint(cert_der: bytes) -> str:
+    """Return the certpair fingerprint of a DER certificate.
+
+    Args:
+        cert_der: the certificate, DER-encoded.
+
+    Returns:
+        ``sha256:`` followed by 64 lowercase hex digits.
+    """
+    return "sha256:" + hashlib.sha256(cert_der).hexdigest()
+
+
+def validate_name(name: str) -> str:
+    """Check a device name: 1 to 64 bytes of UTF-8, no control characters.
+
+    Args:
+        name: the proposed name.
+
+    Returns:
+        The name, unchanged.
+
+    Raises:
+        BadInput: empty, too long, or containing control characters.
+    """
+    encoded = name.encode("utf-8", errors="strict")
+    if not 1 <= len(encoded) <= MAX_NAME_BYTES:
+        raise BadInput(f"a device name is 1 to {MAX_NAME_BYTES} bytes of UTF-8")
+    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in name):
+        raise BadInput("a device name cannot contain control characters")
+    return name
+
+
+def _paths(home: Path) -> tuple[Path, Path, Path]:
+    directory = home / "identity"
+    return directory, directory / "key.pem", directory / "cert.pem"
+
+
+def _generate_key(key_type: KeyType) -> PrivateKey:
+    if key_type is KeyType.ED25519:
+        return ed25519.Ed25519PrivateKey.generate()
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _self_signed(key: PrivateKey, name: str) -> x509.Certificate:
+    # A random serial and device id make the subject unique per device even when two
+    # devices share a name.
+    device_id = secrets.token_hex(16)
+    subject = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, name),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "certpair"),
+            x509.NameAttribute(NameOID.SERIAL_NUMBER, device_id),
+        ]
+    )
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    public = key.public_key()
+    ski = x509.SubjectKeyIdentifier.from_public_key(public)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(public)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(_NOT_AFTER)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(f"{device_id}.certpair.invalid")]),
+            critical=False,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
+        )
+    )
+    algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
+    return builder.sign(key, algorithm)
+
+
+def _write_private(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        # umask can only remove bits; fchmod makes the mode exact before any byte lands.
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)
+
+
+def create_identity(
+    home: Path, name: str, *, key_type: KeyType = KeyType.ECDSA_P256, force: bool = False
+) -> Identity:
+    """Create this device's key and self-signed certificate under ``home``.
+
+    Args:
+        home: certpair's home directory (created 0700 if missing).
+        name: the device name shown to peers.
+        key_type: key algorithm.
+        force: replace an existing identity.
+
+    Returns:
+        The new identity.
+
+    Raises:
+        IdentityExists: an identity exists and ``force`` is false.
+        BadInput: the name is not acceptable.
+        LocalStateError: the files cannot be written.
+    """
+    validate_name(name)
+    directory, key_path, cert_path = _paths(home)
+    if not force and (key_path.exists() or cert_path.exists()):
+        raise IdentityExists(f"an identity already exists in {home} (use --force to replace it)")
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, exist_ok=True)
+        key = _generate_key(key_type)
+        cert = _self_signed(key, name)
+        key_pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        _write_private(key_path, key_pem, 0o600)
+        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    except OSError as exc:
+        raise LocalStateError(f"cannot write the identity in {home}: {exc.strerror}") from exc
+    return Identity(
+        name=name,
+        key=key,
+        cert_der=cert.public_bytes(serialization.Encoding.DER),
+        cert_path=cert_path,
+        key_path=key_path,
+    )
+
+
+def load_identity(home: Path) -> Identity:
+    """Load the identity stored under ``home``.
+
+    Args:
+        home: certpair's home directory.
+
+    Returns:
+        The identity; its name is the certificate's common name.
+
+    Raises:
+        NotInitialised: no identity there.
+        LocalStateError: the files are unreadable or do not belong together.
+    """
+    _, key_path, cert_path = _paths(home)
+    if not key_path.exists() or not cert_path.exists():
+        raise NotInitialised(f"no identity in {home}; run 'certpair init' first")
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise LocalStateError(f"the identity in {home} is unreadable") from exc
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
+        raise LocalStateError(f"the identity in {home} has an unsupported key type")
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    der = serialization.Encoding.DER
+    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+        raise LocalStateError(f"the key and certificate in {home} do not belong together")
+    names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    name = str(names[0].value) if names else "unnamed"
+    return Identity(
+        name=name,
+        key=key,
+        cert_der=cert.public_bytes(der),
+        cert_path=cert_path,
+        key_path=key_path,
+    )

@@ -1,0 +1,390 @@
+"""Pairing over the network: the offerer's server and the joiner's client.
+
+Thin drivers: they read and write sockets, run TLS, hand bytes to the sans-I/O
+sessions in ``certpair.protocol``, and commit trust only on a ``Paired`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from certpair.codes import (
+    CPACE_DEFAULT_DIGITS,
+    HMAC_DEFAULT_BITS,
+    Mode,
+    Secret,
+    generate_code,
+    generate_hmac_key,
+)
+from certpair.errors import BadInput, Expired, NetworkError, PairingFailed
+from certpair.identity import Identity
+from certpair.protocol.events import Failed, FailureReason, Paired, Role
+from certpair.protocol.offer import Offer, OfferState
+from certpair.protocol.session import JoinerSession, OffererSession
+from certpair.store import Peer, TrustStore
+from certpair.tls import PairingTLS, TLSFailure
+
+__all__ = [
+    "DEFAULT_PORT",
+    "MAX_CODES",
+    "Listening",
+    "OfferEvent",
+    "PeerPaired",
+    "ProofRejected",
+    "run_join",
+    "run_offer",
+]
+
+DEFAULT_PORT = 47820
+# Each burned cpace code gave an attacker one guess; a run issues at most this many,
+# so one `certpair pair` concedes at most MAX_CODES online guesses.
+MAX_CODES = 10
+CONVERSATION_TIMEOUT = 10.0
+_READ_SIZE = 16384
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listening:
+    """The offerer listens with a (new) secret."""
+
+    host: str
+    port: int
+    mode: Mode
+    code: str = field(repr=False)
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProofRejected:
+    """A joiner's proof failed; ``burned`` says whether the secret is used up."""
+
+    reason: FailureReason
+    remote: str
+    burned: bool
+    attempts_left: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerPaired:
+    """The offerer trusted a joiner."""
+
+    peer: Peer
+
+
+OfferEvent = Listening | ProofRejected | PeerPaired
+
+
+class _Conversation:
+    """One TCP connection carrying one pairing TLS session."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tls: PairingTLS
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.tls = tls
+
+    async def flush(self) -> None:
+        data = self.tls.bytes_to_send()
+        if data:
+            self.writer.write(data)
+            await self.writer.drain()
+
+    async def receive(self) -> None:
+        data = await self.reader.read(_READ_SIZE)
+        if not data:
+            raise ConnectionResetError("peer closed the connection")
+        self.tls.receive_bytes(data)
+
+    async def handshake(self) -> None:
+        while not self.tls.do_handshake():
+            await self.flush()
+            await self.receive()
+        await self.flush()
+
+    async def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        await self.flush()
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.tls.handshake_done:
+                self.tls.close()
+                await self.flush()
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+def _remote(writer: asyncio.StreamWriter) -> str:
+    peer = writer.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        return f"{peer[0]}:{peer[1]}"
+    return "unknown"
+
+
+class _Offerer:
+    def __init__(
+        self, *, identity: Identity, store: TrustStore, mode: Mode, ttl: float,
+        digits: int, bits: int, once: bool, on_event: Callable[[OfferEvent], None],
+        clock: Callable[[], float], secret: Secret | None,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.mode = mode
+        self.ttl = ttl
+        self.digits = digits
+        self.bits = bits
+        self.once = once
+        self.on_event = on_event
+        self.clock = clock
+        self.fixed_secret = secret
+        self.codes_issued = 0
+        self.current: Offer | None = None
+        self.changed = asyncio.Event()
+        self.result: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
+
+    def new_offer(self) -> Offer:
+        if self.fixed_secret is not None and self.codes_issued == 0:
+            secret = self.fixed_secret
+        elif self.mode is Mode.CPACE:
+            secret = generate_code(self.digits)
+        else:
+            secret = generate_hmac_key(self.bits)
+        self.codes_issued += 1
+        self.current = Offer(secret=secret, expires_at=self.clock() + self.ttl)
+        return self.current
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conv = _Conversation(reader, writer, PairingTLS(self.identity, server_side=True))
+        remote = _remote(writer)
+        session: OffererSession | None = None
+        try:
+            async with asyncio.timeout(CONVERSATION_TIMEOUT):
+                await conv.handshake()
+                assert self.current is not None
+                session = OffererSession(
+                    offer=self.current, channel=conv.tls.channel(), name=self.identity.name,
+                    scalar=secrets.token_bytes(32),
+                )
+                while not session.finished:
+                    await conv.receive()
+                    events = session.receive_data(conv.tls.read(), now=self.clock())
+                    await conv.send(session.data_to_send())
+                    for event in events:
+                        self.conclude(session, event, remote)
+        except (TLSFailure, OSError, TimeoutError):
+            # Not a pairing attempt unless a session exists; a session cut short still
+            # spends its attempt if it held the offer.
+            if session is not None:
+                lost = session.connection_lost()
+                if lost is not None:
+                    self.conclude(session, lost, remote)
+        finally:
+            await conv.close()
+
+    def conclude(self, session: OffererSession, event: Paired | Failed, remote: str) -> None:
+        mode = session.offer.mode.value
+        if isinstance(event, Paired):
+            peer = self.store.commit_pairing(
+                name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
+                role=Role.OFFERER.value, remote=remote,
+            )
+            if not self.result.done():
+                self.result.set_result(peer)
+            self.on_event(PeerPaired(peer=peer))
+            return
+        self.store.record_event(
+            kind="pairing", role=Role.OFFERER.value, remote=remote, mode=mode,
+            outcome="failed", reason=event.reason.text,
+        )
+        if event.reason in (FailureReason.PAIRING_FAILED, FailureReason.CONNECTION_LOST) and (
+            session.offer is self.current
+        ):
+            offer_ = session.offer
+            burned = offer_.state is OfferState.BURNED
+            if offer_.failures and (burned or event.reason is FailureReason.PAIRING_FAILED):
+                self.on_event(
+                    ProofRejected(
+                        reason=event.reason, remote=remote, burned=burned,
+                        attempts_left=offer_.max_failures - offer_.failures,
+                    )
+                )
+            if self.once and offer_.failures:
+                offer_.state = OfferState.BURNED
+        self.changed.set()
+
+    async def serve(self, host: str, port: int, timeout: float | None) -> Peer:
+        try:
+            server = await asyncio.start_server(self.handle, host, port)
+        except OSError as exc:
+            raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        try:
+            bound_port = int(server.sockets[0].getsockname()[1])
+            deadline = None if timeout is None else self.clock() + timeout
+            offer_ = self.new_offer()
+            self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
+                                   code=offer_.secret.display, expires_at=offer_.expires_at))
+            while not self.result.done():
+                if offer_.state is OfferState.BURNED:
+                    if self.once or self.mode is Mode.HMAC or self.codes_issued >= MAX_CODES:
+                        raise PairingFailed("pairing failed: wrong secret or tampered connection")
+                    offer_ = self.new_offer()
+                    if deadline is not None:
+                        offer_.expires_at = min(offer_.expires_at, deadline)
+                    self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
+                                           code=offer_.secret.display,
+                                           expires_at=offer_.expires_at))
+                    continue
+                end = offer_.expires_at if deadline is None else min(offer_.expires_at, deadline)
+                remaining = end - self.clock()
+                if remaining <= 0 and offer_.state is OfferState.OPEN:
+                    raise Expired("the pairing secret expired unused")
+                waiters: set[asyncio.Future[object]] = {
+                    asyncio.ensure_future(self.changed.wait()),
+                    asyncio.ensure_future(asyncio.shield(self.result)),
+                }
+                _, pending = await asyncio.wait(
+                    waiters, timeout=max(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+                self.changed.clear()
+            return self.result.result()
+        finally:
+            server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+async def run_offer(
+    *, identity: Identity, store: TrustStore, mode: Mode = Mode.CPACE, host: str = "0.0.0.0",  # noqa: S104  # the joiner is another device
+    port: int = DEFAULT_PORT, ttl: float = 300.0, timeout: float | None = None,
+    once: bool = False, digits: int = CPACE_DEFAULT_DIGITS, bits: int = HMAC_DEFAULT_BITS,
+    on_event: Callable[[OfferEvent], None] = lambda event: None,
+    clock: Callable[[], float] = time.time, secret: Secret | None = None,
+) -> Peer:
+    """Offer pairing: listen, show a secret, and trust the first joiner that proves it.
+
+    A failed cpace proof burns the code; unless ``once``, a fresh code is issued (at
+    most ``MAX_CODES`` per run) and announced with a new :class:`Listening` event.
+
+    Args:
+        identity: this device.
+        store: where the joiner is committed on success.
+        mode: cpace (default) or hmac.
+        host: address to listen on.
+        port: TCP port; 0 picks a free one (reported in :class:`Listening`).
+        ttl: lifetime of each secret in seconds.
+        timeout: overall limit in seconds, or None.
+        once: stop at the first failed proof instead of continuing.
+        digits: cpace code length.
+        bits: hmac key strength.
+        on_event: called with each :class:`OfferEvent`; runs on the event loop.
+        clock: time source.
+        secret: use this secret first instead of generating one.
+
+    Returns:
+        The stored peer.
+
+    Raises:
+        PairingFailed: the secret was burned and no fresh one may be issued.
+        Expired: the secret expired unused, or the overall timeout passed.
+        NetworkError: cannot listen.
+        BadInput: unusable digits, bits or mode of ``secret``.
+    """
+    if secret is not None and secret.mode is not mode:
+        raise BadInput("the given secret does not match the mode")
+    offerer = _Offerer(
+        identity=identity, store=store, mode=mode, ttl=ttl, digits=digits, bits=bits,
+        once=once, on_event=on_event, clock=clock, secret=secret,
+    )
+    return await offerer.serve(host, port, timeout)
+
+
+
+_FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
+    FailureReason.PAIRING_FAILED: (
+        PairingFailed, "pairing failed: wrong secret or tampered connection"),
+    FailureReason.PROTOCOL_ERROR: (PairingFailed, "pairing failed: the peer broke the protocol"),
+    FailureReason.MODE_MISMATCH: (
+        PairingFailed, "pairing failed: the offerer runs the other pairing mode"),
+    FailureReason.EXPIRED: (Expired, "the pairing secret has expired"),
+    FailureReason.BUSY: (NetworkError, "the offerer is busy with another joiner; try again"),
+    FailureReason.CONNECTION_LOST: (NetworkError, "the connection was lost during pairing"),
+}
+
+
+async def run_join(
+    *, identity: Identity, store: TrustStore, host: str, port: int = DEFAULT_PORT,
+    secret: Secret, timeout: float = 30.0,
+) -> Peer:
+    """Join an offerer: connect, prove the secret, and trust the offerer on success.
+
+    The mode comes from the secret's format alone, never from the network.
+
+    Args:
+        identity: this device.
+        store: where the offerer is committed on success.
+        host: offerer's address.
+        port: offerer's port.
+        secret: the parsed secret the user typed.
+        timeout: overall limit in seconds for connecting and pairing.
+
+    Returns:
+        The stored peer.
+
+    Raises:
+        PairingFailed: the proof failed or the peer misbehaved.
+        Expired: the offerer's secret expired, or the run timed out.
+        NetworkError: the offerer could not be reached or the connection broke.
+    """
+    remote = f"{host}:{port}"
+    tls = PairingTLS(identity, server_side=False)
+    session: JoinerSession | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                raise NetworkError(f"cannot reach {remote}: {exc.strerror or exc}") from exc
+            conv = _Conversation(reader, writer, tls)
+            try:
+                await conv.handshake()
+                session = JoinerSession(
+                    secret=secret, channel=tls.channel(), name=identity.name,
+                    scalar=secrets.token_bytes(32) if secret.mode is Mode.CPACE else None,
+                )
+                session.start()
+                await conv.send(session.data_to_send())
+                event: Paired | Failed | None = None
+                while event is None:
+                    await conv.receive()
+                    events = session.receive_data(tls.read())
+                    event = events[0] if events else None
+                await conv.send(session.data_to_send())
+            except (TLSFailure, OSError) as exc:
+                lost = session.connection_lost() if session is not None else None
+                event = lost
+                if event is None:
+                    raise NetworkError(f"the pairing connection to {remote} failed") from exc
+            finally:
+                await conv.close()
+    except TimeoutError:
+        store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
+                           mode=secret.mode.value, outcome="failed", reason="timed out")
+        raise Expired(f"pairing with {remote} timed out") from None
+    if isinstance(event, Paired):
+        return store.commit_pairing(
+            name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
+            role=Role.JOINER.value, remote=remote,
+        )
+    store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
+                       mode=secret.mode.value, outcome="failed", reason=event.reason.text)
+    error, message = _FAILURES[event.reason]
+    raise error(message)

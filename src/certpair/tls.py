@@ -1,0 +1,158 @@
+"""TLS for the pairing connection (pyOpenSSL, memory BIOs, no sockets).
+
+During pairing each side presents its own self-signed certificate and accepts
+whatever certificate the peer presents: the pairing proof decides, and it binds the
+certificate actually observed. Python's ``ssl`` cannot accept an unknown client
+certificate on the server side, which is why pairing uses pyOpenSSL.
+
+:class:`PairingTLS` is a TLS 1.3 engine over memory BIOs; the asyncio drivers in
+``certpair.net`` move its bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from OpenSSL import SSL
+
+from certpair.identity import Identity
+from certpair.protocol.events import Channel
+from certpair.protocol.session import EXPORTER_LABEL
+
+__all__ = ["EXPORTER_SIZE", "PairingTLS", "TLSFailure", "pairing_context"]
+
+EXPORTER_SIZE = 32
+_READ_CHUNK = 16384
+
+
+class TLSFailure(Exception):
+    """The TLS layer failed: handshake refused, bad record, peer sent garbage."""
+
+
+def _accept_any(
+    conn: SSL.Connection, cert: object, errnum: int, depth: int, ok: int
+) -> bool:
+    # Any certificate is acceptable here; the pairing proof, not PKI, decides trust.
+    del conn, cert, errnum, depth, ok
+    return True
+
+
+def pairing_context(identity: Identity, *, server_side: bool) -> SSL.Context:
+    """Build the TLS 1.3-only context for one side of a pairing connection.
+
+    Args:
+        identity: this device's key and certificate, presented to the peer.
+        server_side: true for the offerer.
+
+    Returns:
+        A pyOpenSSL context that requires a peer certificate and accepts any.
+    """
+    ctx = SSL.Context(SSL.TLS_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
+    ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
+    ctx.use_certificate(x509.load_der_x509_certificate(identity.cert_der))
+    ctx.use_privatekey(identity.key)
+    ctx.check_privatekey()
+    ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)
+    if server_side:
+        ctx.set_session_id(b"certpair-pairing")
+    return ctx
+
+
+class PairingTLS:
+    """One side of a pairing TLS connection, over memory BIOs."""
+
+    def __init__(self, identity: Identity, *, server_side: bool) -> None:
+        """Create the engine.
+
+        Args:
+            identity: this device's identity.
+            server_side: true for the offerer (TLS server).
+        """
+        self._identity = identity
+        self._server_side = server_side
+        self._conn = SSL.Connection(pairing_context(identity, server_side=server_side), None)
+        if server_side:
+            self._conn.set_accept_state()
+        else:
+            self._conn.set_connect_state()
+        self.handshake_done = False
+
+    def receive_bytes(self, data: bytes) -> None:
+        """Hand bytes read from the socket to TLS."""
+        self._conn.bio_write(data)
+
+    def bytes_to_send(self) -> bytes:
+        """Take every byte TLS wants written to the socket."""
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.bio_read(_READ_CHUNK))
+            except SSL.WantReadError:
+                break
+        return b"".join(chunks)
+
+    def do_handshake(self) -> bool:
+        """Advance the handshake; returns True once it is complete.
+
+        Raises:
+            TLSFailure: the handshake failed (bad version, garbage, no certificate).
+        """
+        try:
+            self._conn.do_handshake()
+        except SSL.WantReadError:
+            return False
+        except SSL.Error as exc:
+            raise TLSFailure("TLS handshake failed") from exc
+        self.handshake_done = True
+        return True
+
+    def read(self) -> bytes:
+        """Return the application bytes decrypted so far (possibly none).
+
+        Raises:
+            TLSFailure: a bad record, or the peer closed the TLS session.
+        """
+        chunks = []
+        while True:
+            try:
+                chunks.append(self._conn.recv(_READ_CHUNK))
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError as exc:
+                if chunks:
+                    break
+                raise TLSFailure("peer closed the TLS session") from exc
+            except SSL.Error as exc:
+                raise TLSFailure("TLS record error") from exc
+        return b"".join(chunks)
+
+    def write(self, data: bytes) -> None:
+        """Encrypt application bytes; take the records with :meth:`bytes_to_send`."""
+        if data:
+            self._conn.sendall(data)
+
+    def close(self) -> None:
+        """Queue a TLS close_notify."""
+        with contextlib.suppress(SSL.Error):
+            self._conn.shutdown()
+
+    def channel(self) -> Channel:
+        """Return the channel values both sides now share.
+
+        Raises:
+            TLSFailure: the handshake is incomplete or the peer sent no certificate.
+        """
+        if not self.handshake_done:
+            raise TLSFailure("handshake not complete")
+        peer = self._conn.get_peer_certificate(as_cryptography=True)
+        if peer is None:
+            raise TLSFailure("peer presented no certificate")
+        peer_der = peer.public_bytes(serialization.Encoding.DER)
+        exporter = self._conn.export_keying_material(EXPORTER_LABEL, EXPORTER_SIZE)
+        own = self._identity.cert_der
+        if self._server_side:
+            return Channel(cert_offerer=own, cert_joiner=peer_der, exporter=exporter)
+        return Channel(cert_offerer=peer_der, cert_joiner=own, exporter=exporter)
