@@ -101,6 +101,14 @@ class _Conversation:
             raise ConnectionResetError("peer closed the connection")
         self.tls.receive_bytes(data)
 
+    async def receive_app(self) -> bytes:
+        """Decrypted bytes; TLS may already hold some that arrived with the handshake."""
+        while True:
+            data = self.tls.read()
+            if data:
+                return data
+            await self.receive()
+
     async def handshake(self) -> None:
         while not self.tls.do_handshake():
             await self.flush()
@@ -173,8 +181,8 @@ class _Offerer:
                     scalar=secrets.token_bytes(32),
                 )
                 while not session.finished:
-                    await conv.receive()
-                    events = session.receive_data(conv.tls.read(), now=self.clock())
+                    data = await conv.receive_app()
+                    events = session.receive_data(data, now=self.clock())
                     await conv.send(session.data_to_send())
                     for event in events:
                         self.conclude(session, event, remote)
@@ -364,8 +372,7 @@ async def run_join(
                 await conv.send(session.data_to_send())
                 event: Paired | Failed | None = None
                 while event is None:
-                    await conv.receive()
-                    events = session.receive_data(tls.read())
+                    events = session.receive_data(await conv.receive_app())
                     event = events[0] if events else None
                 await conv.send(session.data_to_send())
             except (TLSFailure, OSError) as exc:

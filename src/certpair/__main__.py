@@ -1,0 +1,7 @@
+"""``python -m certpair``."""
+
+from __future__ import annotations
+
+from certpair.cli.main import main
+
+main()

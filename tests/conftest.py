@@ -1,0 +1,42 @@
+"""Shared fixtures: identities and stores in temporary homes."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from certpair.identity import Identity, create_identity
+from certpair.store import TrustStore, open_store
+
+
+@pytest.fixture
+def make_device(tmp_path: Path) -> Iterator[Callable[[str], tuple[Identity, TrustStore]]]:
+    """Create a device (identity + open store) in its own home under tmp_path."""
+    stores: list[TrustStore] = []
+
+    def make(name: str) -> tuple[Identity, TrustStore]:
+        home = tmp_path / name
+        identity = create_identity(home, name)
+        store = open_store(home)
+        stores.append(store)
+        return identity, store
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests in a fresh event loop (no plugin needed)."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs = {name: pyfuncitem.funcargs[name] for name in names}
+    asyncio.run(asyncio.wait_for(pyfuncitem.obj(**kwargs), timeout=60))
+    return True

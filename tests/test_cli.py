@@ -1,0 +1,225 @@
+"""End to end: real ``certpair`` processes pairing over loopback sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from certpair.codes import damm_check_digit
+
+CLI = [sys.executable, "-m", "certpair"]
+
+
+def run(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CLI, "--home", str(home), *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+def init(home: Path, name: str) -> None:
+    assert run(home, "init", "--name", name).returncode == 0
+
+
+class Offerer:
+    """A ``certpair pair --json`` process; its first line says where it listens."""
+
+    def __init__(self, home: Path, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [*CLI, "--home", str(home), "pair", "--json", "--listen", "127.0.0.1", "--port", "0",
+             *args],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        self.listening = self.next_event()
+        assert self.listening["event"] == "listening", self.listening
+
+    def next_event(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line, f"offerer ended: {self.proc.stderr.read() if self.proc.stderr else ''}"
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.listening['port']}"
+
+    def finish(self) -> tuple[int, list[dict[str, Any]], str]:
+        out, err = self.proc.communicate(timeout=60)
+        return self.proc.returncode, [json.loads(x) for x in out.splitlines()], err
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate()
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    a, b = tmp_path / "a", tmp_path / "b"
+    init(a, "alpha")
+    init(b, "beta")
+    yield a, b
+
+
+def peers(home: Path) -> list[dict[str, Any]]:
+    result = run(home, "peers", "--json")
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def cert_fingerprint(home: Path) -> str:
+    import hashlib
+
+    cert = x509.load_pem_x509_certificate((home / "identity" / "cert.pem").read_bytes())
+    return "sha256:" + hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["cpace", "hmac"])
+def test_two_processes_pair_and_stores_hold_each_others_certificate(
+    homes: tuple[Path, Path], mode: str
+) -> None:
+    a, b = homes
+    offerer = Offerer(a, "--mode", mode)
+    try:
+        joined = run(b, "join", offerer.address, offerer.listening["code"], "--json")
+        code, events, _ = offerer.finish()
+    finally:
+        offerer.kill()
+    assert joined.returncode == 0, joined.stderr
+    assert code == 0
+    assert json.loads(joined.stdout)["peer"]["fingerprint"] == cert_fingerprint(a)
+    assert events[-1] == {"event": "paired",
+                          "peer": {"name": "beta", "fingerprint": cert_fingerprint(b)}}
+    assert [(p["name"], p["fingerprint"], p["mode"]) for p in peers(a)] == [
+        ("beta", cert_fingerprint(b), mode)]
+    assert [(p["name"], p["fingerprint"], p["mode"]) for p in peers(b)] == [
+        ("alpha", cert_fingerprint(a), mode)]
+
+
+def _wrong(code: str) -> str:
+    body = code.replace("-", "")[:-1]
+    body = str((int(body[0]) + 1) % 10) + body[1:]
+    return body + str(damm_check_digit(body))
+
+
+def test_wrong_code_exits_1_on_both_sides_and_stores_nothing(homes: tuple[Path, Path]) -> None:
+    a, b = homes
+    offerer = Offerer(a, "--once")
+    try:
+        joined = run(b, "join", offerer.address, _wrong(offerer.listening["code"]))
+        code, events, err = offerer.finish()
+    finally:
+        offerer.kill()
+    assert (joined.returncode, code) == (1, 1)
+    assert joined.stderr.startswith("Error: pairing failed") and "Traceback" not in joined.stderr
+    assert events[-1]["event"] == "failed"
+    assert peers(a) == [] and peers(b) == []
+    result = subprocess.run([*CLI, "--home", str(a), "--traceback", "show"], capture_output=True,
+                            text=True, check=True)
+    assert "alpha" in result.stdout
+    import sqlite3
+
+    with sqlite3.connect(a / "trust.db") as db:
+        rows = db.execute("SELECT outcome, reason FROM events").fetchall()
+    assert rows == [("failed", "pairing failed")]
+
+
+def test_typo_is_caught_before_connecting_and_code_stays_valid(homes: tuple[Path, Path]) -> None:
+    a, b = homes
+    offerer = Offerer(a)
+    try:
+        good = offerer.listening["code"]
+        digits = good.replace("-", "")
+        typo = digits[:-1] + str((int(digits[-1]) + 1) % 10)
+        typed = run(b, "join", offerer.address, typo)
+        joined = run(b, "join", offerer.address, good)
+        code, _, _ = offerer.finish()
+    finally:
+        offerer.kill()
+    assert typed.returncode == 2 and "check digit" in typed.stderr
+    assert joined.returncode == 0 and code == 0
+
+
+def test_offerer_whose_code_expires_unused_exits_3(homes: tuple[Path, Path]) -> None:
+    a, _ = homes
+    offerer = Offerer(a, "--ttl", "1")
+    code, events, err = offerer.finish()
+    assert code == 3 and events[-1]["event"] == "failed" and "expired" in err
+
+
+def test_joiner_with_nobody_listening_exits_4(homes: tuple[Path, Path]) -> None:
+    _, b = homes
+    result = run(b, "join", "127.0.0.1:1", "1234-5678-6", "--timeout", "5")
+    assert result.returncode == 4 and result.stderr.startswith("Error: cannot reach")
+
+
+@pytest.mark.parametrize(
+    ("args", "status"),
+    [
+        (["join", "127.0.0.1", "12345"], 2),  # too short for a code
+        (["join", "127.0.0.1", "abc"], 2),
+        (["join", "1234-5678-6"], 2),  # no host (discovery is not built yet)
+        (["join", "127.0.0.1:99999", "1234-5678-6"], 2),
+        (["pair", "--digits", "5"], 2),
+        (["pair", "--mode", "hmac", "--bits", "63"], 2),
+        (["pair", "--mode", "des"], 2),
+    ],
+)
+def test_bad_input_exits_2_without_traceback(
+    homes: tuple[Path, Path], args: list[str], status: int
+) -> None:
+    _, b = homes
+    result = run(b, *args)
+    assert result.returncode == status
+    assert "Traceback" not in result.stderr and result.stderr.strip()
+
+
+def test_uninitialised_home_exits_5(tmp_path: Path) -> None:
+    for args in (["show"], ["pair"], ["join", "127.0.0.1", "1234-5678-6"]):
+        result = run(tmp_path / "empty", *args)
+        assert result.returncode == 5, (args, result.stderr)
+        assert "certpair init" in result.stderr
+
+
+def test_init_refuses_to_overwrite_without_force(homes: tuple[Path, Path]) -> None:
+    a, _ = homes
+    before = cert_fingerprint(a)
+    assert run(a, "init", "--name", "x").returncode == 5
+    assert cert_fingerprint(a) == before
+    assert run(a, "init", "--name", "x", "--force").returncode == 0
+    assert cert_fingerprint(a) != before
+
+
+def test_show_json_reports_name_fingerprint_and_cert_path(homes: tuple[Path, Path]) -> None:
+    a, _ = homes
+    shown = json.loads(run(a, "show", "--json").stdout)
+    assert shown == {"name": "alpha", "fingerprint": cert_fingerprint(a),
+                     "cert_path": str(a / "identity" / "cert.pem")}
+
+
+def test_home_comes_from_environment(tmp_path: Path) -> None:
+    env = {**os.environ, "CERTPAIR_HOME": str(tmp_path / "env-home")}
+    subprocess.run([*CLI, "init", "--name", "envy"], env=env, check=True, capture_output=True)
+    assert (tmp_path / "env-home" / "identity" / "key.pem").exists()
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o077])
+def test_key_file_is_0600_whatever_the_umask(tmp_path: Path, umask: int) -> None:
+    home = tmp_path / "h"
+    old = os.umask(umask)
+    try:
+        subprocess.run([*CLI, "--home", str(home), "init"], check=True, capture_output=True)
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((home / "identity" / "key.pem").stat().st_mode)
+    assert mode == 0o600
+    assert stat.S_IMODE((home / "identity").stat().st_mode) & 0o077 == 0
