@@ -7,7 +7,6 @@ import os
 import stat
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,11 +62,11 @@ class Offerer:
 
 
 @pytest.fixture
-def homes(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+def homes(tmp_path: Path) -> tuple[Path, Path]:
     a, b = tmp_path / "a", tmp_path / "b"
     init(a, "alpha")
     init(b, "beta")
-    yield a, b
+    return a, b
 
 
 def peers(home: Path) -> list[dict[str, Any]]:
@@ -116,7 +115,7 @@ def test_wrong_code_exits_1_on_both_sides_and_stores_nothing(homes: tuple[Path, 
     offerer = Offerer(a, "--once")
     try:
         joined = run(b, "join", offerer.address, _wrong(offerer.listening["code"]))
-        code, events, err = offerer.finish()
+        code, events, _ = offerer.finish()
     finally:
         offerer.kill()
     assert (joined.returncode, code) == (1, 1)

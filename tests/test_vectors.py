@@ -23,7 +23,8 @@ def _load(name: str) -> dict[str, Any]:
 
 def test_hmac_m1_m2_match_published_vector() -> None:
     v = _load("hmac_vector.json")
-    joiner, offerer = bytes.fromhex(v["cert_joiner_der_hex"]), bytes.fromhex(v["cert_offerer_der_hex"])
+    joiner = bytes.fromhex(v["cert_joiner_der_hex"])
+    offerer = bytes.fromhex(v["cert_offerer_der_hex"])
     key = bytes.fromhex(v["key_hex"])
     assert compute(key, REQUEST_LABEL, joiner, offerer).hex() == v["m1_hex"]
     assert compute(key, RESPONSE_LABEL, joiner, offerer).hex() == v["m2_hex"]

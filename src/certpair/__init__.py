@@ -7,20 +7,47 @@ observed, and each adds the other to its trust store.
 
 from __future__ import annotations
 
-from certpair.codes import Mode, Secret, generate_code, generate_hmac_key, parse_secret
-from certpair.errors import (
-    BadInput,
-    CertpairError,
-    Expired,
-    LocalStateError,
-    NetworkError,
-    PairingFailed,
-)
-from certpair.identity import Identity, KeyType, create_identity, fingerprint, load_identity
-from certpair.net.pairing import Listening, PeerPaired, ProofRejected, run_join, run_offer
-from certpair.store import Event, Peer, TrustStore, open_store
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from certpair.codes import Mode, Secret, generate_code, generate_hmac_key, parse_secret
+    from certpair.errors import (
+        BadInput,
+        CertpairError,
+        Expired,
+        LocalStateError,
+        NetworkError,
+        PairingFailed,
+    )
+    from certpair.identity import Identity, KeyType, create_identity, fingerprint, load_identity
+    from certpair.net.pairing import Listening, PeerPaired, ProofRejected, run_join, run_offer
+    from certpair.store import Event, Peer, TrustStore, open_store
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that `certpair --version` does not load cryptography,
+# pyOpenSSL and asyncio.
+_LAZY = {
+    "certpair.codes": ["Mode", "Secret", "generate_code", "generate_hmac_key", "parse_secret"],
+    "certpair.errors": ["BadInput", "CertpairError", "Expired", "LocalStateError",
+                        "NetworkError", "PairingFailed"],
+    "certpair.identity": ["Identity", "KeyType", "create_identity", "fingerprint",
+                          "load_identity"],
+    "certpair.net.pairing": ["Listening", "PeerPaired", "ProofRejected", "run_join",
+                             "run_offer"],
+    "certpair.store": ["Event", "Peer", "TrustStore", "open_store"],
+}
+_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'certpair' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "BadInput",

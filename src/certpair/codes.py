@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import enum
 import math
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -127,6 +126,12 @@ def _luhn32_check(symbols: str) -> str:
     return _CROCKFORD[(32 - total % 32) % 32]
 
 
+def _secure_randbelow(n: int) -> int:
+    import secrets  # noqa: PLC0415  # loads hashlib/OpenSSL; only needed to make secrets
+
+    return secrets.randbelow(n)
+
+
 def _group(text: str) -> str:
     return "-".join(text[i : i + 4] for i in range(0, len(text), 4))
 
@@ -134,13 +139,13 @@ def _group(text: str) -> str:
 def generate_code(
     digits: int = CPACE_DEFAULT_DIGITS,
     *,
-    randbelow: Callable[[int], int] = secrets.randbelow,
+    randbelow: Callable[[int], int] | None = None,
 ) -> Secret:
     """Make a fresh cpace code.
 
     Args:
         digits: how many random digits (6 to 12); a check digit is added.
-        randbelow: source of uniform integers; tests pass a fixed one.
+        randbelow: source of uniform integers; ``secrets.randbelow`` if None.
 
     Returns:
         The code as a :class:`Secret`; ``display`` is the text to show the user.
@@ -153,20 +158,21 @@ def generate_code(
         raise WeakSecret(f"a pairing code needs at least {CPACE_MIN_DIGITS} digits")
     if digits > CPACE_MAX_DIGITS:
         raise BadInput(f"a pairing code has at most {CPACE_MAX_DIGITS} digits; use hmac mode")
-    body = "".join(str(randbelow(10)) for _ in range(digits))
+    draw = randbelow or _secure_randbelow
+    body = "".join(str(draw(10)) for _ in range(digits))
     return parse_secret(_group(body + str(damm_check_digit(body))))
 
 
 def generate_hmac_key(
     bits: int = HMAC_DEFAULT_BITS,
     *,
-    randbelow: Callable[[int], int] = secrets.randbelow,
+    randbelow: Callable[[int], int] | None = None,
 ) -> Secret:
     """Make a fresh hmac-mode key of at least ``bits`` bits.
 
     Args:
         bits: minimum entropy (64 or more); rounded up to whole base32 characters.
-        randbelow: source of uniform integers; tests pass a fixed one.
+        randbelow: source of uniform integers; ``secrets.randbelow`` if None.
 
     Returns:
         The key as a :class:`Secret`.
@@ -176,7 +182,8 @@ def generate_hmac_key(
     """
     if bits < HMAC_MIN_BITS:
         raise WeakSecret(f"an hmac key needs at least {HMAC_MIN_BITS} bits")
-    body = "".join(_CROCKFORD[randbelow(32)] for _ in range(math.ceil(bits / 5)))
+    draw = randbelow or _secure_randbelow
+    body = "".join(_CROCKFORD[draw(32)] for _ in range(math.ceil(bits / 5)))
     return parse_secret(_group(body + _luhn32_check(body)))
 
 

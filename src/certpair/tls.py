@@ -64,16 +64,22 @@ def pairing_context(identity: Identity, *, server_side: bool) -> SSL.Context:
 class PairingTLS:
     """One side of a pairing TLS connection, over memory BIOs."""
 
-    def __init__(self, identity: Identity, *, server_side: bool) -> None:
+    def __init__(
+        self, identity: Identity, *, server_side: bool, context: SSL.Context | None = None
+    ) -> None:
         """Create the engine.
 
         Args:
             identity: this device's identity.
             server_side: true for the offerer (TLS server).
+            context: a :func:`pairing_context` for this identity and side, to share
+                one among many connections; made here if None.
         """
         self._identity = identity
         self._server_side = server_side
-        self._conn = SSL.Connection(pairing_context(identity, server_side=server_side), None)
+        if context is None:
+            context = pairing_context(identity, server_side=server_side)
+        self._conn = SSL.Connection(context, None)
         if server_side:
             self._conn.set_accept_state()
         else:

@@ -7,12 +7,13 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.identity import Identity, load_identity
-from certpair.store import TrustStore, open_store
+if TYPE_CHECKING:
+    from certpair.identity import Identity
+    from certpair.store import TrustStore
 
 __all__ = ["default_home", "emit_json", "home_of", "identity_of", "iso_time", "store_of"]
 
@@ -37,11 +38,15 @@ def home_of(ctx: click.Context) -> Path:
 
 def identity_of(ctx: click.Context) -> Identity:
     """Load this device's identity (exit 5 if there is none)."""
+    from certpair.identity import load_identity  # noqa: PLC0415  # keeps start-up fast
+
     return load_identity(home_of(ctx))
 
 
 def store_of(ctx: click.Context) -> TrustStore:
     """Open the trust store, closed when the command ends (exit 5 if unusable)."""
+    from certpair.store import open_store  # noqa: PLC0415  # keeps start-up fast
+
     store = open_store(home_of(ctx))
     ctx.call_on_close(store.close)
     return store

@@ -7,8 +7,6 @@ import socket
 import click
 
 from certpair.cli.context import emit_json, home_of
-from certpair.identity import KeyType, create_identity
-from certpair.store import open_store
 
 __all__ = ["command"]
 
@@ -17,8 +15,8 @@ __all__ = ["command"]
 @click.option("--name", help="Device name shown to peers (default: this host's name).")
 @click.option(
     "--key-type",
-    type=click.Choice([k.value for k in KeyType]),
-    default=KeyType.ECDSA_P256.value,
+    type=click.Choice(["ecdsa-p256", "ed25519"]),
+    default="ecdsa-p256",
     show_default=True,
 )
 @click.option("--force", is_flag=True, help="Replace an existing identity.")
@@ -28,6 +26,9 @@ def command(
     ctx: click.Context, name: str | None, key_type: str, force: bool, as_json: bool
 ) -> None:
     """Create this device's key and self-signed certificate."""
+    from certpair.identity import KeyType, create_identity  # noqa: PLC0415  # fast start-up
+    from certpair.store import open_store  # noqa: PLC0415
+
     home = home_of(ctx)
     identity = create_identity(
         home, name or socket.gethostname() or "device", key_type=KeyType(key_type), force=force

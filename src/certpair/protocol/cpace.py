@@ -138,18 +138,20 @@ def _encode_u_coordinate(u: int) -> bytes:
     return (u % _P).to_bytes(FIELD_SIZE_BYTES, "little")
 
 
+_HALF_A = _A * pow(2, -1, _P) % _P
+
+
 def _elligator2(r: int) -> int:
     # Follows the draft's branch-free formulation; note that Python integer arithmetic is
     # not constant time, so this only avoids the obvious secret-dependent branch.
     # 1 + Z*r^2 is never 0 because -1/2 is a non-square mod p.
     denominator = (1 + _Z * r * r) % _P
-    v = (-_A * pow(denominator, _P - 2, _P)) % _P
+    v = (-_A * pow(denominator, -1, _P)) % _P
     gv = (v * v * v + _A * v * v + v) % _P
     # Euler's criterion: 1 if v is a u-coordinate on the curve, p - 1 if on the twist,
     # in which case the formula below picks the other root -v - A.
     epsilon = pow(gv, (_P - 1) // 2, _P)
-    half_a = _A * pow(2, _P - 2, _P)
-    return (epsilon * v - (1 - epsilon) * half_a) % _P
+    return (epsilon * v - (1 - epsilon) * _HALF_A) % _P
 
 
 def calculate_generator(prs: bytes, ci: bytes, sid: bytes) -> bytes:

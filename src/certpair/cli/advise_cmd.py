@@ -1,0 +1,41 @@
+"""``certpair advise``: the minimum secret length for an attacker and a risk."""
+
+from __future__ import annotations
+
+import click
+
+from certpair.cli.context import emit_json
+
+# Mirrors certpair.advice.DEFAULT_GPU_GUESSES_PER_SECOND (checked by a test), so that
+# building the CLI does not import the crypto stack.
+_GPU_RATE = 2.2e10
+
+__all__ = ["command"]
+
+
+@click.command("advise")
+@click.option("--mode", type=click.Choice(["cpace", "hmac"]), default="cpace", show_default=True)
+@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), default=300.0,
+              show_default=True, help="hmac: seconds the key stays valid.")
+@click.option("--risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
+              show_default=True, help="Accepted chance that the attacker succeeds.")
+@click.option("--guesses-per-second", type=click.FloatRange(min=0, min_open=True),
+              default=_GPU_RATE, show_default=True,
+              help="hmac: the attacker's offline rate (default: one RTX 4090, safe bound).")
+@click.option("--codes", type=click.IntRange(min=1), default=10, show_default=True,
+              help="cpace: codes issued per pairing run.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def command(mode: str, ttl: float, risk: float, guesses_per_second: float, codes: int,
+            as_json: bool) -> None:
+    """Print the shortest secret that keeps an attacker's chance below --risk."""
+    from certpair.advice import advise  # noqa: PLC0415  # keeps start-up fast
+    from certpair.codes import Mode  # noqa: PLC0415
+
+    result = advise(mode=Mode(mode), risk=risk, ttl=ttl, guesses_per_second=guesses_per_second,
+                    codes=codes)
+    if as_json:
+        emit_json({"mode": mode, "bits": round(result.bits, 2), "length": result.length,
+                   "unit": result.unit, "option": result.option})
+        return
+    click.echo(f"{mode}: at least {result.bits:.1f} bits = {result.length} {result.unit} "
+               f"(certpair pair {result.option})")
