@@ -201,6 +201,8 @@ def parse_secret(text: str) -> Secret:
         WrongCheckCharacter: the check character does not match (a typo).
         WeakSecret: a code with fewer than 6 digits.
     """
+    if not text.isascii():
+        raise MalformedSecret("a pairing secret is made of ASCII letters and digits")
     compact = "".join(ch for ch in text.upper() if ch not in " -\t")
     if not compact:
         raise MalformedSecret("the pairing secret is empty")

@@ -91,6 +91,21 @@ for _module in (init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, advise_cmd):
     cli.add_command(_module.command)
 
 
+def _raise_fd_limit() -> None:
+    # An offerer or server must survive many idle connections; the common soft limit
+    # of 1024 descriptors is too low for that, the hard limit rarely is.
+    try:
+        import resource  # noqa: PLC0415  # POSIX only
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 8192 if hard == resource.RLIM_INFINITY else min(hard, 8192)
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def main() -> None:
     """Console-script entry point."""
+    _raise_fd_limit()
     sys.exit(cli.main(prog_name="certpair"))

@@ -45,6 +45,8 @@ CI_LABEL = b"certpair/1 cpace ci"
 AD_JOINER_LABEL = b"certpair/1 cpace joiner"
 AD_OFFERER_LABEL = b"certpair/1 cpace offerer"
 _MAX_NAME = 64
+# Reasons an ERROR frame may carry; CONNECTION_LOST is local only.
+_WIRE_REASONS = frozenset(int(r) for r in FailureReason) - {FailureReason.CONNECTION_LOST}
 
 Event = Paired | Failed
 
@@ -127,7 +129,8 @@ class _Session:
         try:
             for frame in self._decoder.feed(data):
                 if self.finished:
-                    raise ProtocolError("data after the end of the conversation")
+                    # The outcome is decided; bytes that trail it change nothing.
+                    break
                 event = self._dispatch(frame)
                 if event is not None:
                     events.append(event)
@@ -153,9 +156,7 @@ class _Session:
 
     def _fail_remote(self, code: int) -> Failed:
         reason = (
-            FailureReason(code)
-            if code in FailureReason.__members__.values()
-            else FailureReason.PROTOCOL_ERROR
+            FailureReason(code) if code in _WIRE_REASONS else FailureReason.PROTOCOL_ERROR
         )
         self._abandon()
         self.state = SessionState.FAILED
@@ -279,7 +280,8 @@ class OffererSession(_Session):
         Args:
             offer: the shown secret and its budget.
             channel: the pairing connection's certificates and exporter.
-            name: this device's name, sent to the joiner after its proof checks.
+            name: this device's name, sent to the joiner with m2 (hmac, after m1
+                checks) or with Yb and Tb (cpace).
             scalar: 32 random bytes for CPace (required in cpace mode).
 
         Raises:
