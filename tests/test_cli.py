@@ -33,8 +33,8 @@ class Offerer:
 
     def __init__(self, home: Path, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [*CLI, "--home", str(home), "pair", "--json", "--listen", "127.0.0.1", "--port", "0",
-             *args],
+            [*CLI, "--home", str(home), "pair", "--json", "--no-advertise", "--listen",
+             "127.0.0.1", "--port", "0", *args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.listening = self.next_event()
@@ -166,7 +166,7 @@ def test_joiner_with_nobody_listening_exits_4(homes: tuple[Path, Path]) -> None:
     [
         (["join", "127.0.0.1", "12345"], 2),  # too short for a code
         (["join", "127.0.0.1", "abc"], 2),
-        (["join", "1234-5678-6"], 2),  # no host (discovery is not built yet)
+        (["join", "1234-5678-6", "--no-discovery"], 2),  # no host, discovery off
         (["join", "127.0.0.1:99999", "1234-5678-6"], 2),
         (["pair", "--digits", "5"], 2),
         (["pair", "--mode", "hmac", "--bits", "63"], 2),

@@ -11,7 +11,15 @@ from typing import Any
 import click
 
 from certpair import __version__
-from certpair.cli import advise_cmd, init_cmd, join_cmd, pair_cmd, peers_cmd, show_cmd
+from certpair.cli import (
+    advise_cmd,
+    discover_cmd,
+    init_cmd,
+    join_cmd,
+    pair_cmd,
+    peers_cmd,
+    show_cmd,
+)
 from certpair.cli.context import default_home
 from certpair.errors import (
     BadInput,
@@ -87,7 +95,7 @@ def cli(ctx: click.Context, home: Path, traceback: bool) -> None:
     ctx.obj = home
 
 
-for _module in (init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, advise_cmd):
+for _module in (init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, advise_cmd):
     cli.add_command(_module.command)
 
 

@@ -22,7 +22,7 @@ from certpair.codes import (
     generate_hmac_key,
 )
 from certpair.errors import BadInput, Expired, NetworkError, PairingFailed
-from certpair.identity import Identity
+from certpair.identity import Identity, fingerprint
 from certpair.protocol.events import Failed, FailureReason, Paired, Role
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import JoinerSession, OffererSession
@@ -332,7 +332,7 @@ _FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
 
 async def run_join(
     *, identity: Identity, store: TrustStore, host: str, port: int = DEFAULT_PORT,
-    secret: Secret, timeout: float = 30.0,
+    secret: Secret, timeout: float = 30.0, expected_fingerprint: str | None = None,
 ) -> Peer:
     """Join an offerer: connect, prove the secret, and trust the offerer on success.
 
@@ -345,12 +345,15 @@ async def run_join(
         port: offerer's port.
         secret: the parsed secret the user typed.
         timeout: overall limit in seconds for connecting and pairing.
+        expected_fingerprint: if given, the offerer's certificate must have this
+            fingerprint, or the joiner stops before sending any proof.
 
     Returns:
         The stored peer.
 
     Raises:
-        PairingFailed: the proof failed or the peer misbehaved.
+        PairingFailed: the proof failed, the peer misbehaved, or its certificate is
+            not the expected one.
         Expired: the offerer's secret expired, or the run timed out.
         NetworkError: the offerer could not be reached or the connection broke.
     """
@@ -366,8 +369,16 @@ async def run_join(
             conv = _Conversation(reader, writer, tls)
             try:
                 await conv.handshake()
+                channel = tls.channel()
+                if (expected_fingerprint is not None
+                        and fingerprint(channel.cert_offerer) != expected_fingerprint):
+                    store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
+                                       mode=secret.mode.value, outcome="failed",
+                                       reason="certificate mismatch")
+                    raise PairingFailed("pairing failed: the offerer's certificate does not "
+                                        "match the expected fingerprint")
                 session = JoinerSession(
-                    secret=secret, channel=tls.channel(), name=identity.name,
+                    secret=secret, channel=channel, name=identity.name,
                     scalar=secrets.token_bytes(32) if secret.mode is Mode.CPACE else None,
                 )
                 session.start()

@@ -1,0 +1,68 @@
+"""``certpair discover``: list the devices currently offering pairing on the network."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+
+from certpair.cli.context import emit_json
+from certpair.discovery import DiscoveredOfferer, browse, check_interfaces
+
+__all__ = ["command", "interface_option", "offerer_json", "offerer_line"]
+
+
+def offerer_json(offerer: DiscoveredOfferer) -> dict[str, Any]:
+    """An offerer as one JSON object (the shape ``discover --json`` prints).
+
+    Args:
+        offerer: what discovery found.
+
+    Returns:
+        A JSON-ready dictionary.
+    """
+    return {"name": offerer.name, "instance": offerer.instance, "host": offerer.host,
+            "port": offerer.port, "addresses": list(offerer.addresses),
+            "mode": offerer.mode.value, "version": offerer.version,
+            "fingerprint": offerer.fingerprint}
+
+
+def offerer_line(offerer: DiscoveredOfferer) -> str:
+    """An offerer as one line of text: instance, address, mode, fingerprint.
+
+    Args:
+        offerer: what discovery found.
+
+    Returns:
+        The line, without a newline.
+    """
+    return (f"{offerer.instance}  {offerer.host}:{offerer.port}  {offerer.mode.value}  "
+            f"{offerer.fingerprint or '(no fingerprint)'}")
+
+
+interface_option = click.option(
+    "--interface", "interfaces", multiple=True, metavar="ADDR",
+    help="Use only the network interface with this IPv4 address (repeatable; default: all).",
+)
+
+
+@click.command("discover")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
+              help="Seconds to listen for offerers.")
+@interface_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per offerer and line.")
+def command(timeout: float, interfaces: tuple[str, ...], as_json: bool) -> None:
+    """List the devices offering pairing on the local network right now.
+
+    What is listed is only what devices claim about themselves; pairing still needs
+    the secret, and a wrong offerer cannot pass its proof.
+    """
+    offerers = asyncio.run(browse(timeout=timeout, interfaces=check_interfaces(interfaces)))
+    for offerer in offerers:
+        if as_json:
+            emit_json(offerer_json(offerer))
+        else:
+            click.echo(offerer_line(offerer))
+    if not offerers and not as_json:
+        click.echo("No device is offering pairing on the local network.")

@@ -1,0 +1,249 @@
+"""``certpair://`` URIs: where the offerer listens, its secret and its fingerprint.
+
+A pairing URI is what ``certpair pair --qr`` shows as a QR code and what
+``certpair join URI`` accepts::
+
+    certpair://192.168.1.20:47820/?code=4711-0815-3&fp=sha256:3fa2...
+
+* ``HOST`` is an IPv4 address, a bracketed IPv6 address or a DNS name; ``:PORT`` is
+  optional (default 47820).
+* ``code`` is the pairing secret in either format (cpace code or hmac key); as
+  everywhere, its shape decides the mode.
+* ``fp`` (optional) is the offerer's certificate fingerprint. A joiner given one refuses
+  an offerer whose certificate does not match it, before sending any proof.
+
+Parsing is strict: anything else (another scheme, user info, a path, a fragment, an
+unknown or repeated parameter, a bad host, port, code or fingerprint) is
+:class:`MalformedURI`. The QR helpers import ``segno`` only when called.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from certpair.codes import Secret, parse_secret
+from certpair.errors import BadInput
+
+__all__ = [
+    "DEFAULT_URI_PORT",
+    "SCHEME",
+    "MalformedURI",
+    "PairingURI",
+    "format_uri",
+    "looks_like_uri",
+    "parse_uri",
+    "qr_terminal_text",
+    "valid_host",
+    "write_qr_png",
+]
+
+SCHEME = "certpair"
+# Same as certpair.net.pairing.DEFAULT_PORT; repeated so this module stays below net.
+DEFAULT_URI_PORT = 47820
+_MAX_URI_LENGTH = 1024
+_FINGERPRINT_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_URI_RE = re.compile(
+    r"(?i:certpair)://"
+    r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
+    r"(?::(?P<port>[0-9]{1,5}))?"
+    r"/?"
+    r"\?(?P<query>[A-Za-z0-9=&:%._~-]*)",
+    re.ASCII,
+)
+_PARAM_RE = re.compile(r"(?P<key>[a-z]+)=(?P<value>(?:[A-Za-z0-9:._~-]|%[0-9A-Fa-f]{2})+)",
+                       re.ASCII)
+_LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+_KNOWN_PARAMS = frozenset({"code", "fp"})
+
+
+class MalformedURI(BadInput):
+    """The text is not a well-formed ``certpair://`` URI."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairingURI:
+    """A parsed pairing URI.
+
+    ``host`` carries no brackets, even for IPv6. ``fingerprint`` is the lowercase
+    ``sha256:`` form, or None when the URI has no ``fp``.
+    """
+
+    host: str
+    port: int
+    secret: Secret = field(repr=False)
+    fingerprint: str | None
+
+
+def looks_like_uri(text: str) -> bool:
+    """Tell whether a command-line argument is meant as a URI rather than a secret or host.
+
+    Args:
+        text: the argument as typed.
+
+    Returns:
+        True when it starts with ``certpair:`` (any case) or contains ``://``.
+    """
+    return text.strip()[: len(SCHEME) + 1].lower() == f"{SCHEME}:" or "://" in text
+
+
+def _check_host(host: str) -> str:
+    if host.startswith("["):
+        try:
+            if not re.fullmatch(r"\[[0-9A-Fa-f:.]+\]", host, re.ASCII):
+                raise ValueError(host)  # a zone (%eth0) means nothing to another device
+            return str(ipaddress.IPv6Address(host[1:-1]))
+        except ValueError:
+            raise MalformedURI("the URI's host is not a valid IPv6 address") from None
+    if all(ch.isdigit() or ch == "." for ch in host):
+        try:
+            return str(ipaddress.IPv4Address(host))
+        except ValueError:
+            raise MalformedURI("the URI's host is not a valid IPv4 address") from None
+    if len(host) > 253 or not all(_LABEL_RE.fullmatch(label) for label in host.split(".")):
+        raise MalformedURI("the URI's host is not a valid host name")
+    return host
+
+
+def valid_host(host: str) -> bool:
+    """Tell whether a host (IPv6 without brackets) can stand in a certpair URI.
+
+    Args:
+        host: an address or DNS name.
+
+    Returns:
+        True for an IPv4 or IPv6 address (no zone) or an RFC 1123 host name.
+    """
+    try:
+        _check_host(f"[{host}]" if ":" in host else host)
+    except MalformedURI:
+        return False
+    return True
+
+
+def _check_port(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_URI_PORT
+    port = int(text)
+    if not 1 <= port <= 65535:
+        raise MalformedURI("the URI's port is outside 1..65535")
+    return port
+
+
+def _params(query: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for part in query.split("&"):
+        match = _PARAM_RE.fullmatch(part)
+        if match is None:
+            raise MalformedURI("the URI's query is not a list of key=value parameters")
+        key = match["key"]
+        if key not in _KNOWN_PARAMS:
+            raise MalformedURI(f"the URI has an unknown parameter {key!r}")
+        if key in params:
+            raise MalformedURI(f"the URI repeats the parameter {key!r}")
+        params[key] = urllib.parse.unquote(match["value"], errors="strict")
+    return params
+
+
+def parse_uri(text: str) -> PairingURI:
+    """Parse a ``certpair://HOST[:PORT]/?code=SECRET[&fp=sha256:HEX]`` URI.
+
+    Surrounding white space is ignored; everything else must be exact.
+
+    Args:
+        text: the URI, e.g. as scanned from a QR code.
+
+    Returns:
+        The host, port, parsed secret and (optional) fingerprint.
+
+    Raises:
+        MalformedURI: not a well-formed certpair URI.
+        BadInput: the ``code`` is not a valid secret (its subclasses tell which way:
+            malformed, wrong check character, too weak).
+    """
+    text = text.strip()
+    if len(text) > _MAX_URI_LENGTH:
+        raise MalformedURI("the URI is too long")
+    if not text.lower().startswith(f"{SCHEME}://"):
+        raise MalformedURI(f"not a {SCHEME}:// URI")
+    match = _URI_RE.fullmatch(text)
+    if match is None:
+        raise MalformedURI(
+            f"malformed {SCHEME}:// URI (expected {SCHEME}://HOST:PORT/?code=…&fp=sha256:…)"
+        )
+    host = _check_host(match["host"])
+    port = _check_port(match["port"])
+    params = _params(match["query"])
+    if "code" not in params:
+        raise MalformedURI("the URI has no code parameter")
+    secret = parse_secret(params["code"])
+    fingerprint = params.get("fp")
+    if fingerprint is not None:
+        fingerprint = fingerprint.lower()
+        if not _FINGERPRINT_RE.fullmatch(fingerprint):
+            raise MalformedURI("the URI's fp is not sha256: followed by 64 hex digits")
+    return PairingURI(host=host, port=port, secret=secret, fingerprint=fingerprint)
+
+
+def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None) -> str:
+    """Build the pairing URI that :func:`parse_uri` reads back unchanged.
+
+    Args:
+        host: IPv4 or IPv6 address (without brackets) or DNS name of the offerer.
+        port: the offerer's TCP port.
+        secret: the active secret; its display form goes into ``code``.
+        fingerprint: the offerer's certificate fingerprint, or None to leave ``fp`` out.
+
+    Returns:
+        The URI text.
+
+    Raises:
+        MalformedURI: the host, port or fingerprint cannot be put in a URI.
+    """
+    shown = f"[{host}]" if ":" in host else host
+    query = f"code={secret.display}"
+    if fingerprint is not None:
+        query += f"&fp={fingerprint}"
+    uri = f"{SCHEME}://{shown}:{port}/?{query}"
+    parsed = parse_uri(uri)
+    if (parsed.port, parsed.fingerprint) != (port, fingerprint):
+        raise MalformedURI("the fingerprint is not in lowercase sha256: form")
+    return uri
+
+
+def qr_terminal_text(uri: str) -> str:
+    """Render a URI as a QR code for a terminal (two modules per character cell).
+
+    Args:
+        uri: the text to encode.
+
+    Returns:
+        Lines of Unicode block characters, ending with a newline.
+    """
+    import segno  # noqa: PLC0415  # only `pair --qr` needs it; keeps start-up fast
+
+    buffer = io.StringIO()
+    segno.make(uri, error="m", micro=False).terminal(out=buffer, compact=True)
+    return buffer.getvalue()
+
+
+def write_qr_png(uri: str, path: Path) -> None:
+    """Write a URI as a QR code image in PNG format.
+
+    Args:
+        uri: the text to encode.
+        path: the file to create or replace.
+
+    Raises:
+        BadInput: the file cannot be written.
+    """
+    import segno  # noqa: PLC0415  # only `pair --qr-png` needs it
+
+    try:
+        segno.make(uri, error="m", micro=False).save(str(path), kind="png", scale=8, border=4)
+    except OSError as exc:
+        raise BadInput(f"cannot write the QR image {path}: {exc.strerror or exc}") from exc
