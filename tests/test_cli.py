@@ -222,3 +222,19 @@ def test_key_file_is_0600_whatever_the_umask(tmp_path: Path, umask: int) -> None
     mode = stat.S_IMODE((home / "identity" / "key.pem").stat().st_mode)
     assert mode == 0o600
     assert stat.S_IMODE((home / "identity").stat().st_mode) & 0o077 == 0
+
+
+def test_secret_read_from_stdin_stays_out_of_argv(homes: tuple[Path, Path]) -> None:
+    a, b = homes
+    offerer = Offerer(a)
+    try:
+        code = offerer.listening["code"]
+        joined = subprocess.run([*CLI, "--home", str(b), "join", offerer.address, "-"],
+                                input=code + "\n", capture_output=True, text=True, timeout=60,
+                                check=False)
+        status, _, _ = offerer.finish()
+    finally:
+        offerer.kill()
+    assert joined.returncode == 0, joined.stderr
+    assert status == 0
+    assert [p["name"] for p in peers(b)] == ["alpha"]

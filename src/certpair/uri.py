@@ -28,6 +28,7 @@ from pathlib import Path
 
 from certpair.codes import Secret, parse_secret
 from certpair.errors import BadInput
+from certpair.ports import PAIRING_PORT
 
 __all__ = [
     "DEFAULT_URI_PORT",
@@ -43,8 +44,7 @@ __all__ = [
 ]
 
 SCHEME = "certpair"
-# Same as certpair.net.pairing.DEFAULT_PORT; repeated so this module stays below net.
-DEFAULT_URI_PORT = 47820
+DEFAULT_URI_PORT = PAIRING_PORT
 _MAX_URI_LENGTH = 1024
 _FINGERPRINT_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
 _URI_RE = re.compile(

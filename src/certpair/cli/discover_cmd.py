@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from certpair.cli.context import emit_json
-from certpair.discovery import DiscoveredOfferer, browse, check_interfaces
+
+if TYPE_CHECKING:
+    from certpair.discovery import DiscoveredOfferer
 
 __all__ = ["command", "interface_option", "offerer_json", "offerer_line"]
 
@@ -58,6 +59,10 @@ def command(timeout: float, interfaces: tuple[str, ...], as_json: bool) -> None:
     What is listed is only what devices claim about themselves; pairing still needs
     the secret, and a wrong offerer cannot pass its proof.
     """
+    import asyncio  # noqa: PLC0415  # keeps start-up fast
+
+    from certpair.discovery import browse, check_interfaces  # noqa: PLC0415
+
     offerers = asyncio.run(browse(timeout=timeout, interfaces=check_interfaces(interfaces)))
     for offerer in offerers:
         if as_json:

@@ -2,88 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-from dataclasses import dataclass
-
 import click
 
-from certpair.cli.context import emit_json, identity_of, store_of
-from certpair.cli.discover_cmd import interface_option, offerer_json, offerer_line
-from certpair.cli.params import HostPort, SecretParam
-from certpair.codes import Secret
-from certpair.discovery import (
-    AmbiguousOfferers,
-    DiscoveredOfferer,
-    browse,
-    check_interfaces,
-    choose_offerer,
-)
-from certpair.errors import BadInput, CertpairError
-from certpair.net.pairing import DEFAULT_PORT, run_join
-from certpair.uri import looks_like_uri, parse_uri
+from certpair.cli.discover_cmd import interface_option
 
 __all__ = ["command"]
-
-# Once one offerer has answered, how much longer to listen for others: a second one
-# means the user must choose, so it must have had a fair chance to be heard.
-_SETTLE = 1.5
-_USAGE = "join HOST[:PORT] SECRET, join SECRET (finds the offerer) or join 'certpair://…'"
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Target:
-    secret: Secret
-    address: tuple[str, int] | None
-    fingerprint: str | None
-
-
-def _target(args: tuple[str, ...], ctx: click.Context) -> _Target:
-    if len(args) == 1 and looks_like_uri(args[0]):
-        uri = parse_uri(args[0])
-        return _Target(secret=uri.secret, address=(uri.host, uri.port),
-                       fingerprint=uri.fingerprint)
-    if any(looks_like_uri(arg) for arg in args):
-        raise BadInput("a certpair:// URI already holds the address and the secret; "
-                       "give it alone")
-    if len(args) == 1:
-        return _Target(secret=SecretParam().convert(args[0], None, ctx), address=None,
-                       fingerprint=None)
-    if len(args) == 2:
-        secret = SecretParam().convert(args[1], None, ctx)
-        return _Target(secret=secret, address=HostPort(DEFAULT_PORT).convert(args[0], None, ctx),
-                       fingerprint=None)
-    raise BadInput(f"give the offerer and the secret: {_USAGE}")
-
-
-def _pick(error: AmbiguousOfferers, as_json: bool) -> DiscoveredOfferer:
-    """List the candidates; ask which one on a terminal, else refuse."""
-    if as_json:
-        emit_json({"event": "offerers", "offerers": [offerer_json(o) for o in error.candidates]})
-        raise error
-    click.echo("Several devices are offering pairing:", err=True)
-    for number, offerer in enumerate(error.candidates, 1):
-        click.echo(f"  {number}) {offerer_line(offerer)}", err=True)
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise error
-    number = click.prompt("Pair with which one? (number, Ctrl-C to stop)", err=True,
-                          type=click.IntRange(1, len(error.candidates)))
-    return error.candidates[number - 1]
-
-
-def _discover(target: _Target, *, peer_name: str | None, timeout: float,
-              interfaces: list[str], as_json: bool) -> DiscoveredOfferer:
-    offerers = asyncio.run(browse(timeout=timeout, settle=_SETTLE, interfaces=interfaces))
-    try:
-        chosen = choose_offerer(offerers, mode=target.secret.mode, peer_name=peer_name,
-                                waited=timeout)
-    except AmbiguousOfferers as error:
-        chosen = _pick(error, as_json)
-    if as_json:
-        emit_json({"event": "found", "offerer": offerer_json(chosen)})
-    else:
-        click.echo(f"Found {chosen.instance} at {chosen.host}:{chosen.port}", err=True)
-    return chosen
 
 
 @click.command("join")
@@ -112,30 +35,8 @@ def command(ctx: click.Context, args: tuple[str, ...], timeout: float, peer_name
     URI (from `pair --qr`) carries the address, the secret and the offerer's
     fingerprint; an offerer with another certificate is refused before any proof.
     """
-    target = _target(args, ctx)
-    if target.address is not None and (peer_name is not None or interfaces):
-        raise BadInput("--peer-name and --interface only apply when looking for the offerer")
-    if target.address is None and no_discovery:
-        raise BadInput(f"--no-discovery needs the offerer's address: {_USAGE}")
-    checked = check_interfaces(interfaces)
-    identity = identity_of(ctx)
-    store = store_of(ctx)
-    try:
-        address, pin = target.address, target.fingerprint
-        if address is None:
-            found = _discover(target, peer_name=peer_name, timeout=discovery_timeout,
-                              interfaces=checked, as_json=as_json)
-            # The advertised fingerprint proves nothing, but pinning it means an
-            # impostor answering at that address gets no proof to guess against.
-            address, pin = (found.host, found.port), found.fingerprint
-        peer = asyncio.run(run_join(identity=identity, store=store, host=address[0],
-                                    port=address[1], secret=target.secret, timeout=timeout,
-                                    expected_fingerprint=pin))
-    except CertpairError as exc:
-        if as_json:
-            emit_json({"event": "failed", "reason": str(exc)})
-        raise
-    if as_json:
-        emit_json({"event": "paired", "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
-    else:
-        click.echo(f"Paired with {peer.name}  {peer.fingerprint}")
+    from certpair.cli.join_run import run_join_command  # noqa: PLC0415  # fast start-up
+
+    run_join_command(ctx, args=args, timeout=timeout, peer_name=peer_name,
+                     no_discovery=no_discovery, discovery_timeout=discovery_timeout,
+                     interfaces=interfaces, as_json=as_json)

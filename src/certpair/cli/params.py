@@ -37,7 +37,11 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
 
 
 class SecretParam(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is not generic
-    """A pairing secret; its format decides the mode."""
+    """A pairing secret; its format decides the mode.
+
+    ``-`` reads the secret from the first line of standard input, so it need not
+    appear in the process's arguments, which other local users can read.
+    """
 
     name = "secret"
 
@@ -45,7 +49,10 @@ class SecretParam(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is no
                 ctx: click.Context | None) -> Secret:
         if isinstance(value, Secret):
             return value
-        return parse_secret(str(value))
+        text = str(value)
+        if text == "-":
+            text = click.get_text_stream("stdin").readline().strip()
+        return parse_secret(text)
 
 
 class HostPort(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is not generic

@@ -23,6 +23,7 @@ from certpair.codes import (
 )
 from certpair.errors import BadInput, Expired, NetworkError, PairingFailed
 from certpair.identity import Identity, fingerprint
+from certpair.ports import PAIRING_PORT
 from certpair.protocol.events import Failed, FailureReason, Paired, Role
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import JoinerSession, OffererSession
@@ -40,7 +41,7 @@ __all__ = [
     "run_offer",
 ]
 
-DEFAULT_PORT = 47820
+DEFAULT_PORT = PAIRING_PORT
 # Each burned cpace code gave an attacker one guess; a run issues at most this many,
 # so one `certpair pair` concedes at most MAX_CODES online guesses.
 MAX_CODES = 10

@@ -1,0 +1,167 @@
+"""The work behind ``certpair pair``: run the offer, render its events, advertise it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from certpair.cli.context import emit_json, identity_of, iso_time, store_of
+from certpair.codes import Mode, parse_secret
+from certpair.discovery import Advertisement, DiscoveryError, best_local_address
+from certpair.errors import CertpairError
+from certpair.identity import Identity
+from certpair.net.pairing import Listening, OfferEvent, PeerPaired, run_offer
+from certpair.store import TrustStore
+from certpair.uri import format_uri, qr_terminal_text, valid_host, write_qr_png
+
+__all__ = ["run_pair"]
+
+_TERMINATED = 128 + signal.SIGTERM
+
+
+def _uri_host(listen_host: str) -> str:
+    """The host a scanning device should connect to."""
+    if listen_host not in {"", "0.0.0.0", "::"}:  # noqa: S104  # compared, not bound
+        return listen_host
+    for candidate in (best_local_address(), socket.gethostname()):
+        if candidate and valid_host(candidate):
+            return candidate
+    return "localhost"
+
+
+@dataclass
+class _Show:
+    """Renders the offerer's events, and keeps the advertisement in step with them."""
+
+    identity: Identity
+    as_json: bool
+    qr: bool
+    qr_png: Path | None
+    advertise: bool
+    advertisement: Advertisement | None = None
+    registering: asyncio.Task[str] | None = None
+    ended: bool = False
+
+    def on_event(self, event: OfferEvent) -> None:
+        if isinstance(event, Listening):
+            self.listening(event)
+            if self.advertise and self.advertisement is None:
+                self.start_advertising(event)
+            return
+        if isinstance(event, PeerPaired):
+            self.ended = True
+            peer = event.peer
+            if self.as_json:
+                emit_json({"event": "paired",
+                           "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
+            else:
+                click.echo(f"Paired with {peer.name}  {peer.fingerprint}")
+        elif self.as_json:
+            emit_json({"event": "rejected", "reason": event.reason.text, "remote": event.remote,
+                       "burned": event.burned, "attempts_left": event.attempts_left})
+        else:
+            tail = "the secret is burned" if event.burned else f"{event.attempts_left} tries left"
+            click.echo(f"A wrong secret was tried from {event.remote}; {tail}.", err=True)
+
+    def listening(self, event: Listening) -> None:
+        uri = None
+        if self.qr or self.qr_png is not None:
+            uri = format_uri(host=_uri_host(event.host), port=event.port,
+                             secret=parse_secret(event.code), fingerprint=self.identity.fingerprint)
+        if self.qr_png is not None and uri is not None:
+            write_qr_png(uri, self.qr_png)
+        if self.as_json:
+            line = {"event": "listening", "host": event.host, "port": event.port,
+                    "mode": event.mode.value, "code": event.code,
+                    "expires_at": iso_time(event.expires_at)}
+            if uri is not None:
+                line["uri"] = uri
+            emit_json(line)
+            return
+        left = max(0, int(event.expires_at - time.time()))
+        what = "Pairing code" if event.mode is Mode.CPACE else "Pairing key"
+        click.echo(f"{what}: {event.code}     (expires in {left // 60}:{left % 60:02d})   "
+                   f"listening on {event.host}:{event.port}")
+        if self.qr and uri is not None:
+            click.echo(qr_terminal_text(uri), nl=False)
+            click.echo(f"Scan it, or on the other device: certpair join '{uri}'")
+        if self.qr_png is not None:
+            click.echo(f"QR code written to {self.qr_png}")
+
+    def start_advertising(self, event: Listening) -> None:
+        self.advertisement = Advertisement(
+            name=self.identity.name, mode=event.mode, port=event.port,
+            fingerprint=self.identity.fingerprint, listen_host=event.host,
+        )
+        self.registering = asyncio.get_running_loop().create_task(self.advertisement.start())
+        self.registering.add_done_callback(self.advertised)
+
+    def advertised(self, task: asyncio.Task[str]) -> None:
+        if task.cancelled() or self.ended:
+            return
+        error = task.exception()
+        if error is not None:
+            reason = str(error) if isinstance(error, DiscoveryError) else repr(error)
+            click.echo(f"Warning: not discoverable on the local network: {reason}", err=True)
+        elif self.as_json:
+            emit_json({"event": "advertised", "name": task.result()})
+        else:
+            click.echo(f"Discoverable on the local network as {task.result()!r}.")
+
+    async def stop_advertising(self) -> None:
+        self.ended = True
+        if self.registering is not None:
+            self.registering.cancel()
+            with contextlib.suppress(BaseException):
+                await self.registering
+        if self.advertisement is not None:
+            await self.advertisement.close()
+
+
+async def _offer(show: _Show, *, identity: Identity, store: TrustStore, mode: Mode, host: str,
+                 port: int, ttl: float, timeout: float | None, once: bool, digits: int,
+                 bits: int) -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    if main is not None:
+        # SIGTERM would otherwise end the process without the mDNS goodbye.
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
+        await run_offer(identity=identity, store=store, mode=mode, host=host, port=port, ttl=ttl,
+                        timeout=timeout, once=once, digits=digits, bits=bits,
+                        on_event=show.on_event)
+    finally:
+        await show.stop_advertising()
+
+
+def run_pair(
+    ctx: click.Context, *, mode: str, host: str, port: int, ttl: float, timeout: float | None,
+    digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, no_advertise: bool,
+    as_json: bool,
+) -> None:
+    """Run ``certpair pair`` with parsed options (see its help)."""
+    identity = identity_of(ctx)
+    store = store_of(ctx)
+    show = _Show(identity=identity, as_json=as_json, qr=qr, qr_png=qr_png,
+                 advertise=not no_advertise)
+    try:
+        asyncio.run(_offer(show, identity=identity, store=store, mode=Mode(mode), host=host,
+                           port=port, ttl=ttl, timeout=timeout, once=once, digits=digits,
+                           bits=bits))
+    except CertpairError as exc:
+        if as_json:
+            emit_json({"event": "failed", "reason": str(exc)})
+        raise
+    except asyncio.CancelledError:
+        if as_json:
+            emit_json({"event": "failed", "reason": "terminated"})
+        click.echo("Terminated.", err=True)
+        ctx.exit(_TERMINATED)

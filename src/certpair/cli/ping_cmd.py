@@ -1,0 +1,92 @@
+"""``certpair ping HOST[:PORT]``: mutual-TLS round trip to a paired device's ``serve``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from certpair.cli.context import emit_json, home_of, store_of
+from certpair.cli.params import HostPort
+from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
+from certpair.errors import CertpairError, NetworkError, PairingFailed
+
+if TYPE_CHECKING:
+    import ssl
+
+__all__ = ["command"]
+
+_MAX_ANSWER = 65536
+
+
+def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
+    """Send one line and read the JSON line ``serve`` answers (the socket has a timeout)."""
+    from certpair.trusted import NotPaired, connection_error  # noqa: PLC0415
+
+    try:
+        tls.sendall(b"ping\n")
+        data = b""
+        while not data.endswith(b"\n") and len(data) < _MAX_ANSWER:
+            chunk = tls.recv(4096)
+            if not chunk:
+                # TLS 1.3: a server that refuses the client certificate may just hang up.
+                raise NotPaired(f"{remote} closed the connection without answering; "
+                                "it probably does not trust this device")
+            data += chunk
+    except OSError as exc:
+        raise connection_error(exc, remote) from exc
+    try:
+        answer = json.loads(data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise NetworkError(f"{remote} does not speak certpair serve")
+    return answer
+
+
+@click.command("ping")
+@click.argument("address", metavar="HOST[:PORT]")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="Seconds for connecting and for each answer.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
+    """Time a mutual-TLS round trip to a paired device.
+
+    The device must run `certpair serve`; an unpaired one ends with exit status 1.
+    """
+    from certpair.trusted import client_context, connect  # noqa: PLC0415
+
+    host, port = HostPort(DEFAULT_SERVE_PORT).convert(address, None, ctx)
+    remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    home = home_of(ctx)
+    context = client_context(home)  # first: no identity is the more useful error
+    store = store_of(ctx)
+    try:
+        start = time.perf_counter()
+        tls, peer = connect(host, port, home, context=context, timeout=timeout)
+        with tls:
+            _exchange(tls, remote)  # answered only once the server accepted this device
+            setup = time.perf_counter() - start
+            start = time.perf_counter()
+            _exchange(tls, remote)
+            rtt = time.perf_counter() - start
+    except CertpairError as exc:
+        outcome = "refused" if isinstance(exc, PairingFailed) else "failed"
+        store.record_event(kind="connection", role="client", remote=remote, mode="mtls",
+                           outcome=outcome, reason=str(exc))
+        if as_json:
+            emit_json({"event": "failed", "reason": str(exc)})
+        raise
+    store.record_event(kind="connection", role="client", remote=remote, mode="mtls",
+                       outcome="accepted", reason="", peer_fingerprint=peer.fingerprint,
+                       peer_name=peer.name)
+    if as_json:
+        emit_json({"event": "reply", "remote": remote,
+                   "peer": {"name": peer.name, "fingerprint": peer.fingerprint},
+                   "rtt_ms": round(rtt * 1000, 3), "connect_ms": round(setup * 1000, 3)})
+    else:
+        click.echo(f"Reply from {peer.name}  {peer.fingerprint}  at {remote}: "
+                   f"rtt {rtt * 1000:.2f} ms  (connect + handshake {setup * 1000:.1f} ms)")

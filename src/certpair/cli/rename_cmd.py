@@ -1,0 +1,29 @@
+"""``certpair rename PEER NAME``: change the local name of a paired device."""
+
+from __future__ import annotations
+
+import click
+
+from certpair.cli.context import emit_json, store_of
+
+__all__ = ["command"]
+
+
+@click.command("rename")
+@click.argument("peer", metavar="PEER")
+@click.argument("name", metavar="NAME")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def command(ctx: click.Context, peer: str, name: str, as_json: bool) -> None:
+    """Give a paired device a new local name.
+
+    PEER is its current name, or at least 4 hex digits of its fingerprint.
+    """
+    store = store_of(ctx)
+    old = store.find_peer(peer)
+    renamed = store.rename_peer(old.fingerprint, name)
+    if as_json:
+        emit_json({"event": "renamed", "old_name": old.name,
+                   "peer": {"name": renamed.name, "fingerprint": renamed.fingerprint}})
+    else:
+        click.echo(f"Renamed {old.name} to {renamed.name}  {renamed.fingerprint}")

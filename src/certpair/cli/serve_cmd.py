@@ -1,0 +1,118 @@
+"""``certpair serve``: accept trusted connections from paired devices.
+
+Each accepted connection gets, for every line it sends, one JSON line naming this
+device and the peer; an HTTP request line gets the same JSON as an HTTP response, so
+``curl`` works too. Every connection, accepted or refused, is logged in the events
+table. A thread serves each connection; the blocking ``ssl`` module, unlike asyncio,
+sends the TLS alert when it refuses a certificate, so the refused side learns why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from certpair.cli.context import emit_json, home_of, identity_of, store_of
+
+if TYPE_CHECKING:
+    import ssl
+
+    from certpair.identity import Identity
+    from certpair.store import Peer, TrustStore
+
+__all__ = ["command"]
+
+# Mirrors certpair.trusted.DEFAULT_SERVE_PORT (checked by a test), so that building the
+# CLI does not import the TLS and crypto stack.
+DEFAULT_SERVE_PORT = 47821
+IDLE_TIMEOUT = 30.0
+MAX_LINES = 1000
+MAX_LINE = 8192
+MAX_HEADERS = 100
+_HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
+
+
+class _Server:
+    def __init__(self, identity: Identity, store: TrustStore, as_json: bool) -> None:
+        self.identity = identity
+        self.store = store
+        self.as_json = as_json
+        self.lock = threading.Lock()  # one report at a time: log row and output line
+
+    def report(self, remote: str, peer: Peer | None, reason: str) -> None:
+        outcome = "accepted" if peer else "refused"
+        with self.lock:
+            self.store.record_event(
+                kind="connection", role="server", remote=remote, mode="mtls",
+                outcome=outcome, reason=reason,
+                peer_fingerprint=peer.fingerprint if peer else None,
+                peer_name=peer.name if peer else None,
+            )
+            if self.as_json:
+                emit_json({"event": "connection", "remote": remote, "outcome": outcome,
+                           "peer": {"name": peer.name, "fingerprint": peer.fingerprint}
+                           if peer else None, "reason": reason})
+            elif peer:
+                click.echo(f"Accepted {peer.name}  {peer.fingerprint}  from {remote}")
+            else:
+                click.echo(f"Refused {remote}: {reason}")
+
+    def refused(self, remote: str, reason: str) -> None:
+        self.report(remote, None, reason)
+
+    def handle(self, tls: ssl.SSLSocket, peer: Peer) -> None:
+        host, port = tls.getpeername()[:2]
+        self.report(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", peer, "")
+        answer = json.dumps(
+            {"name": self.identity.name, "fingerprint": self.identity.fingerprint,
+             "peer": peer.name, "peer_fingerprint": peer.fingerprint}, ensure_ascii=False,
+        ).encode() + b"\n"
+        # The socket carries IDLE_TIMEOUT: every read below ends by then.
+        with contextlib.suppress(OSError), tls.makefile("rb") as reader:
+            for number in range(MAX_LINES):
+                line = reader.readline(MAX_LINE)
+                if not line.endswith(b"\n"):
+                    return  # closed, or a line too long
+                if number == 0 and _HTTP_REQUEST.fullmatch(line):
+                    for _ in range(MAX_HEADERS):
+                        if not reader.readline(MAX_LINE).strip():
+                            break
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                                % (len(answer), answer))
+                    return
+                tls.sendall(answer)
+
+
+@click.command("serve")
+@click.option("--listen", "host", default="0.0.0.0", show_default=True,  # noqa: S104  # peers are other devices
+              help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_SERVE_PORT,
+              show_default=True, help="TCP port; 0 picks a free one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line.")
+@click.pass_context
+def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
+    """Accept mutual-TLS connections from paired devices; log each one.
+
+    Each line a peer sends is answered with a JSON line naming both devices.
+    """
+    from certpair.trusted import make_server  # noqa: PLC0415  # keeps start-up fast
+
+    home: Path = home_of(ctx)
+    server = _Server(identity_of(ctx), store_of(ctx), as_json)
+    with make_server(server.handle, host, port, home, timeout=IDLE_TIMEOUT,
+                     on_refused=server.refused) as listener:
+        bound = int(listener.server_address[1])
+        if as_json:
+            emit_json({"event": "listening", "host": host, "port": bound})
+        else:
+            where = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+            click.echo(f"Serving {server.identity.name}  {server.identity.fingerprint}  "
+                       f"on {where}  (Ctrl-C stops)")
+        listener.serve_forever()

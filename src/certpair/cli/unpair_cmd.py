@@ -1,0 +1,28 @@
+"""``certpair unpair PEER``: stop trusting a device (by name or fingerprint prefix)."""
+
+from __future__ import annotations
+
+import click
+
+from certpair.cli.context import emit_json, store_of
+
+__all__ = ["command"]
+
+
+@click.command("unpair")
+@click.argument("peer", metavar="PEER")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+def command(ctx: click.Context, peer: str, as_json: bool) -> None:
+    """Stop trusting a paired device.
+
+    PEER is its name, or at least 4 hex digits of its fingerprint. Running servers and
+    clients refuse it from their next connection on.
+    """
+    store = store_of(ctx)
+    removed = store.remove_peer(store.find_peer(peer).fingerprint)
+    if as_json:
+        emit_json({"event": "unpaired",
+                   "peer": {"name": removed.name, "fingerprint": removed.fingerprint}})
+    else:
+        click.echo(f"Unpaired {removed.name}  {removed.fingerprint}")

@@ -1,0 +1,7 @@
+"""Default TCP ports (a module of its own so the CLI can show them without imports)."""
+
+from __future__ import annotations
+
+__all__ = ["PAIRING_PORT"]
+
+PAIRING_PORT = 47820
