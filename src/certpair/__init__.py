@@ -23,6 +23,16 @@ if TYPE_CHECKING:
     from certpair.identity import Identity, KeyType, create_identity, fingerprint, load_identity
     from certpair.net.pairing import Listening, PeerPaired, ProofRejected, run_join, run_offer
     from certpair.store import Event, Peer, TrustStore, open_store
+    from certpair.trusted import (
+        NotPaired,
+        client_context,
+        connect,
+        make_server,
+        open_connection,
+        peer_of,
+        server_context,
+        start_server,
+    )
 
 __version__ = "0.1.0"
 
@@ -37,6 +47,8 @@ _LAZY = {
     "certpair.net.pairing": ["Listening", "PeerPaired", "ProofRejected", "run_join",
                              "run_offer"],
     "certpair.store": ["Event", "Peer", "TrustStore", "open_store"],
+    "certpair.trusted": ["NotPaired", "client_context", "connect", "make_server",
+                         "open_connection", "peer_of", "server_context", "start_server"],
 }
 _WHERE = {name: module for module, names in _LAZY.items() for name in names}
 
@@ -60,6 +72,7 @@ __all__ = [
     "LocalStateError",
     "Mode",
     "NetworkError",
+    "NotPaired",
     "PairingFailed",
     "Peer",
     "PeerPaired",
@@ -67,13 +80,20 @@ __all__ = [
     "Secret",
     "TrustStore",
     "__version__",
+    "client_context",
+    "connect",
     "create_identity",
     "fingerprint",
     "generate_code",
     "generate_hmac_key",
     "load_identity",
+    "make_server",
+    "open_connection",
     "open_store",
     "parse_secret",
+    "peer_of",
     "run_join",
     "run_offer",
+    "server_context",
+    "start_server",
 ]

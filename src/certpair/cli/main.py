@@ -14,11 +14,17 @@ from certpair import __version__
 from certpair.cli import (
     advise_cmd,
     discover_cmd,
+    export_cmd,
     init_cmd,
     join_cmd,
+    log_cmd,
     pair_cmd,
     peers_cmd,
+    ping_cmd,
+    rename_cmd,
+    serve_cmd,
     show_cmd,
+    unpair_cmd,
 )
 from certpair.cli.context import default_home
 from certpair.errors import (
@@ -95,7 +101,10 @@ def cli(ctx: click.Context, home: Path, traceback: bool) -> None:
     ctx.obj = home
 
 
-for _module in (init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, advise_cmd):
+for _module in (
+    init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, serve_cmd, ping_cmd,
+    unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd,
+):
     cli.add_command(_module.command)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from certpair.codes import Secret, parse_secret
@@ -51,7 +53,7 @@ class SecretParam(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is no
             return value
         text = str(value)
         if text == "-":
-            text = click.get_text_stream("stdin").readline().strip()
+            text = sys.stdin.readline().strip()
         return parse_secret(text)
 
 
