@@ -10,6 +10,7 @@ TLS contexts can notice a change with one cheap query per connection.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import re
 import sqlite3
@@ -38,7 +39,8 @@ __all__ = [
 MIN_PREFIX_DIGITS = 4
 _HEX_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX_DIGITS},64}}")
 
-_SCHEMA_VERSION = 1
+# 1: peers, events. 2: the peers_version counter and its triggers.
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -243,7 +245,7 @@ class TrustStore:
         """
         when = _iso(time.time() if at is None else at)
         try:
-            with self._lock, self._db:
+            with self._lock, _synchronous_full(self._db), self._db:
                 peer = self._one(fingerprint_)
                 self._db.execute("DELETE FROM peers WHERE fingerprint = ?", (fingerprint_,))
                 self._insert_event(
@@ -403,6 +405,16 @@ class TrustStore:
         ]
 
 
+@contextlib.contextmanager
+def _synchronous_full(db: sqlite3.Connection) -> Iterator[None]:
+    """Make the commits inside durable on disk before they return."""
+    db.execute("PRAGMA synchronous=FULL")
+    try:
+        yield
+    finally:
+        db.execute("PRAGMA synchronous=NORMAL")
+
+
 def open_store(home: Path) -> TrustStore:
     """Open (creating if needed) the trust store ``home/trust.db``.
 
@@ -423,13 +435,17 @@ def open_store(home: Path) -> TrustStore:
                              check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
+            # WAL + NORMAL: every commit is atomic and survives a process crash; only
+            # a power loss may roll back the latest commits (never half of one).
+            # Removals of trust run with FULL (see remove_peer), so they always last.
+            db.execute("PRAGMA synchronous=NORMAL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
             if version > _SCHEMA_VERSION:
                 raise StoreUnusable(f"the trust store {path} is from a newer certpair")
-            with db:
-                db.executescript(_SCHEMA)
-                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            if version < _SCHEMA_VERSION:
+                with db:
+                    db.executescript(_SCHEMA)
+                    db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
         except BaseException:
             db.close()
             raise

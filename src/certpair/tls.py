@@ -24,6 +24,8 @@ from certpair.protocol.session import EXPORTER_LABEL
 __all__ = ["EXPORTER_SIZE", "PairingTLS", "TLSFailure", "pairing_context"]
 
 EXPORTER_SIZE = 32
+_MAX_CACHED = 8
+_CONTEXTS: dict[tuple[bytes, bool], SSL.Context] = {}
 _READ_CHUNK = 16384
 
 
@@ -40,7 +42,11 @@ def _accept_any(
 
 
 def pairing_context(identity: Identity, *, server_side: bool) -> SSL.Context:
-    """Build the TLS 1.3-only context for one side of a pairing connection.
+    """The TLS 1.3-only context for one side of a pairing connection.
+
+    Contexts are cached per certificate and side: building one (parsing the key and
+    certificate) costs more than the rest of a pairing's local work. A certificate
+    determines its key pair, so the certificate alone identifies the entry.
 
     Args:
         identity: this device's key and certificate, presented to the peer.
@@ -49,6 +55,17 @@ def pairing_context(identity: Identity, *, server_side: bool) -> SSL.Context:
     Returns:
         A pyOpenSSL context that requires a peer certificate and accepts any.
     """
+    cache_key = (identity.cert_der, server_side)
+    ctx = _CONTEXTS.get(cache_key)
+    if ctx is None:
+        ctx = _build_context(identity, server_side=server_side)
+        if len(_CONTEXTS) >= _MAX_CACHED:
+            _CONTEXTS.pop(next(iter(_CONTEXTS)))
+        _CONTEXTS[cache_key] = ctx
+    return ctx
+
+
+def _build_context(identity: Identity, *, server_side: bool) -> SSL.Context:
     ctx = SSL.Context(SSL.TLS_METHOD)
     ctx.set_min_proto_version(SSL.TLS1_3_VERSION)
     ctx.set_options(SSL.OP_NO_TICKET | SSL.OP_NO_COMPRESSION)
@@ -56,6 +73,8 @@ def pairing_context(identity: Identity, *, server_side: bool) -> SSL.Context:
     ctx.use_privatekey(identity.key)
     ctx.check_privatekey()
     ctx.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _accept_any)
+    # No resumption: every pairing run starts from a full handshake with certificates.
+    ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     if server_side:
         ctx.set_session_id(b"certpair-pairing")
     return ctx
@@ -64,22 +83,16 @@ def pairing_context(identity: Identity, *, server_side: bool) -> SSL.Context:
 class PairingTLS:
     """One side of a pairing TLS connection, over memory BIOs."""
 
-    def __init__(
-        self, identity: Identity, *, server_side: bool, context: SSL.Context | None = None
-    ) -> None:
+    def __init__(self, identity: Identity, *, server_side: bool) -> None:
         """Create the engine.
 
         Args:
             identity: this device's identity.
             server_side: true for the offerer (TLS server).
-            context: a :func:`pairing_context` for this identity and side, to share
-                one among many connections; made here if None.
         """
         self._identity = identity
         self._server_side = server_side
-        if context is None:
-            context = pairing_context(identity, server_side=server_side)
-        self._conn = SSL.Connection(context, None)
+        self._conn = SSL.Connection(pairing_context(identity, server_side=server_side), None)
         if server_side:
             self._conn.set_accept_state()
         else:

@@ -28,7 +28,7 @@ from certpair.protocol.events import Failed, FailureReason, Paired, Role
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import JoinerSession, OffererSession
 from certpair.store import Peer, TrustStore
-from certpair.tls import PairingTLS, TLSFailure, pairing_context
+from certpair.tls import PairingTLS, TLSFailure
 
 __all__ = [
     "DEFAULT_PORT",
@@ -157,7 +157,6 @@ class _Offerer:
         self.current: Offer | None = None
         self.changed = asyncio.Event()
         self.result: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
-        self.tls_context = pairing_context(identity, server_side=True)
 
     def new_offer(self) -> Offer:
         if self.fixed_secret is not None and self.codes_issued == 0:
@@ -171,7 +170,7 @@ class _Offerer:
         return self.current
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tls = PairingTLS(self.identity, server_side=True, context=self.tls_context)
+        tls = PairingTLS(self.identity, server_side=True)
         conv = _Conversation(reader, writer, tls)
         remote = _remote(writer)
         session: OffererSession | None = None
