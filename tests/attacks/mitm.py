@@ -16,33 +16,46 @@ Pieces:
 * :func:`hostile_server` — a TLS server with mallory's certificate that hands each
   accepted connection to a coroutine: a fake offerer.
 * :func:`connect_leg` — a TLS client connection to a real offerer: a fake joiner.
-* :func:`man_in_the_middle` — both at once, with a :class:`Policy` between them.
+* :func:`man_in_the_middle` — both at once, with a :class:`Policy` between them
+  (the policies and the raw-frame helpers live in :mod:`tests.attacks.policies` and
+  are re-exported here).
 * :class:`ForgedTLS` — a TLS engine configured with a certificate whose private key
   mallory does not have (to show that this cannot complete a handshake).
-* :func:`record_honest_join` — an honest joiner that also keeps its transcript, for
-  replays of a session whose plaintext leaked (stronger than any real capability).
+* :func:`tests.attacks.honest.record_honest_join` — an honest joiner that also keeps
+  its transcript, for replays of a session whose plaintext leaked (stronger than any
+  real capability).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
-import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from OpenSSL import SSL
 
-from certpair.codes import Mode, Secret
 from certpair.identity import Identity, PrivateKey
 from certpair.net.pairing import _Conversation
-from certpair.protocol.events import Channel, Failed, Paired
-from certpair.protocol.frames import HEADER_SIZE, VERSION
-from certpair.protocol.session import JoinerSession
+from certpair.protocol.events import Channel
 from certpair.tls import PairingTLS, TLSFailure
+from tests.attacks.policies import (
+    Callbacks,
+    Delay,
+    Direction,
+    Drop,
+    FrameSplitter,
+    Policy,
+    Reorder,
+    Replay,
+    Substitute,
+    Tamper,
+    frame_body,
+    frame_type,
+    raw_frame,
+)
 
 __all__ = [
     "LOOPBACK",
@@ -53,7 +66,6 @@ __all__ = [
     "Drop",
     "ForgedTLS",
     "FrameSplitter",
-    "HonestRecording",
     "HostileServer",
     "Interception",
     "Leg",
@@ -70,7 +82,6 @@ __all__ = [
     "hostile_server",
     "man_in_the_middle",
     "raw_frame",
-    "record_honest_join",
     "server_tls",
 ]
 
@@ -79,47 +90,6 @@ LOOPBACK = "127.0.0.1"
 WAIT = 10.0
 
 TLSFactory = Callable[[], PairingTLS]
-
-
-class Direction(enum.Enum):
-    """Which way a frame travels."""
-
-    TO_OFFERER = "joiner->offerer"
-    TO_JOINER = "offerer->joiner"
-
-
-def frame_type(frame: bytes) -> int:
-    """The type byte of a raw frame."""
-    return frame[1]
-
-
-def frame_body(frame: bytes) -> bytes:
-    """The body of a raw frame."""
-    return frame[HEADER_SIZE:]
-
-
-def raw_frame(type_byte: int, body: bytes, *, version: int = VERSION) -> bytes:
-    """Build a frame without any of the encoder's checks (mallory sends what she likes)."""
-    return bytes([version, type_byte]) + len(body).to_bytes(2, "big") + body
-
-
-class FrameSplitter:
-    """Cuts a byte stream into frames using the length field alone, validating nothing."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        """Add bytes; return every whole frame now available (header included)."""
-        self._buffer += data
-        frames: list[bytes] = []
-        while len(self._buffer) >= HEADER_SIZE:
-            end = HEADER_SIZE + int.from_bytes(self._buffer[2:4], "big")
-            if len(self._buffer) < end:
-                break
-            frames.append(bytes(self._buffer[:end]))
-            del self._buffer[:end]
-        return frames
 
 
 def server_tls(identity: Identity) -> TLSFactory:
@@ -330,129 +300,6 @@ class Interception:
         await leg.send_frame(frame)
 
 
-class Policy:
-    """What mallory does with each frame. The base class relays everything unchanged."""
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        """Return the frames to forward in ``direction`` instead of ``frame``."""
-        del direction, interception
-        return (frame,)
-
-
-def _matches(direction: Direction, frame: bytes, want_dir: Direction | None,
-             want_type: int | None) -> bool:
-    return (want_dir is None or direction is want_dir) and (
-        want_type is None or frame_type(frame) == want_type
-    )
-
-
-FrameHook = Callable[[bytes, Interception], Awaitable[Sequence[bytes]]]
-
-
-class Callbacks(Policy):
-    """One coroutine per direction decides; a missing one relays."""
-
-    def __init__(self, *, to_offerer: FrameHook | None = None,
-                 to_joiner: FrameHook | None = None) -> None:
-        self.hooks = {Direction.TO_OFFERER: to_offerer, Direction.TO_JOINER: to_joiner}
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        hook = self.hooks[direction]
-        return (frame,) if hook is None else await hook(frame, interception)
-
-
-class Drop(Policy):
-    """Swallow matching frames (and keep the connection open: a stall)."""
-
-    def __init__(self, direction: Direction | None = None, frame_type_: int | None = None):
-        self.direction, self.frame_type = direction, frame_type_
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        return () if _matches(direction, frame, self.direction, self.frame_type) else (frame,)
-
-
-class Delay(Policy):
-    """Hold matching frames for ``seconds`` before forwarding them."""
-
-    def __init__(self, seconds: float, direction: Direction | None = None) -> None:
-        self.seconds, self.direction = seconds, direction
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        if _matches(direction, frame, self.direction, None):
-            await asyncio.sleep(self.seconds)  # the attack itself, not synchronisation
-        return (frame,)
-
-
-class Tamper(Policy):
-    """Rewrite matching frames with ``edit`` (e.g. flip a bit of a tag)."""
-
-    def __init__(self, edit: Callable[[bytes], bytes], direction: Direction | None = None,
-                 frame_type_: int | None = None) -> None:
-        self.edit, self.direction, self.frame_type = edit, direction, frame_type_
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        if _matches(direction, frame, self.direction, self.frame_type):
-            return (self.edit(frame),)
-        return (frame,)
-
-
-class Substitute(Policy):
-    """Replace matching frames with fixed ones (e.g. recorded in another session)."""
-
-    def __init__(self, replacement: Sequence[bytes], direction: Direction | None = None,
-                 frame_type_: int | None = None) -> None:
-        self.replacement, self.direction, self.frame_type = replacement, direction, frame_type_
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        if _matches(direction, frame, self.direction, self.frame_type):
-            return tuple(self.replacement)
-        return (frame,)
-
-
-class Replay(Policy):
-    """Forward matching frames and then play them again, ``times`` more times."""
-
-    def __init__(self, times: int = 1, direction: Direction | None = None) -> None:
-        self.times, self.direction = times, direction
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        if _matches(direction, frame, self.direction, None):
-            return (frame,) * (1 + self.times)
-        return (frame,)
-
-
-class Reorder(Policy):
-    """Hold the first ``count`` frames of one direction, then release them reversed."""
-
-    def __init__(self, direction: Direction, count: int = 2) -> None:
-        self.direction, self.count = direction, count
-        self._held: list[bytes] = []
-
-    async def on_frame(
-        self, direction: Direction, frame: bytes, interception: Interception
-    ) -> Sequence[bytes]:
-        if direction is not self.direction or self.count <= 0:
-            return (frame,)
-        self._held.append(frame)
-        if len(self._held) < self.count:
-            return ()
-        released, self._held, self.count = self._held[::-1], [], 0
-        return tuple(released)
-
 
 @dataclass
 class ManInTheMiddle:
@@ -523,53 +370,3 @@ async def man_in_the_middle(
 
     async with hostile_server(to_joiner, relay) as server:
         yield ManInTheMiddle(server=server, interceptions=interceptions)
-
-
-@dataclass(frozen=True, kw_only=True)
-class HonestRecording:
-    """An honest joiner's run with its transcript (as if its plaintext had leaked)."""
-
-    event: Paired | Failed
-    transcript: list[tuple[Direction, bytes]]
-
-    def frames(self, direction: Direction) -> list[bytes]:
-        """The frames one side sent."""
-        return [frame for d, frame in self.transcript if d is direction]
-
-
-async def record_honest_join(identity: Identity, port: int, secret: Secret) -> HonestRecording:
-    """Run the honest joiner's state machine over a real TLS connection, keeping frames.
-
-    Nothing here is adversarial: it is ``run_join`` without the store, so a test can
-    replay a genuine session's messages elsewhere.
-    """
-    leg = await connect_leg(client_tls(identity), port)
-    transcript: list[tuple[Direction, bytes]] = []
-    session = JoinerSession(
-        secret=secret, channel=leg.channel, name=identity.name,
-        scalar=secrets.token_bytes(32) if secret.mode is Mode.CPACE else None,
-    )
-    splitter = FrameSplitter()
-
-    async def flush() -> None:
-        for frame in splitter.feed(session.data_to_send()):
-            transcript.append((Direction.TO_OFFERER, frame))
-            await leg.send_frame(frame)
-
-    try:
-        session.start()
-        await flush()
-        event: Paired | Failed | None = None
-        while event is None:
-            frame = await leg.read_frame()
-            if frame is None:
-                event = session.connection_lost()
-                break
-            transcript.append((Direction.TO_JOINER, frame))
-            events = session.receive_data(frame)
-            await flush()
-            event = events[0] if events else None
-    finally:
-        await leg.close()
-    assert event is not None
-    return HonestRecording(event=event, transcript=transcript)

@@ -1,0 +1,222 @@
+"""The contexts that follow the trust store, and the check of a connection's peer.
+
+:func:`server_context` and :func:`client_context` build :class:`TrustedContext` objects
+whose trust anchors are the store's peers, refreshed for each new connection (see the
+package documentation); :func:`peer_of` maps a connection back to its stored peer.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import threading
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from certpair.errors import BadInput, CertpairError, LocalStateError, PairingFailed
+from certpair.identity import Identity, fingerprint, load_identity
+from certpair.store import Peer, StoreUnusable, TrustStore, open_store
+
+__all__ = [
+    "NotPaired",
+    "TrustedContext",
+    "client_context",
+    "peer_of",
+    "server_context",
+]
+
+# Settings a caller may change on a context; a fresh context copies them, in this order.
+_COPIED = ("options", "minimum_version", "maximum_version", "verify_flags", "check_hostname",
+           "verify_mode", "keylog_filename")
+
+
+class NotPaired(PairingFailed):
+    """The other side is not a paired device, or it does not trust this one."""
+
+
+class TrustedContext(ssl.SSLContext):
+    """An ``SSLContext`` that follows the trust store (see the package documentation)."""
+
+    _certpair: _Anchors
+
+    def wrap_socket(
+        self, sock: socket.socket, server_side: bool = False,
+        do_handshake_on_connect: bool = True, suppress_ragged_eofs: bool = True,
+        server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLSocket:
+        """Wrap ``sock`` with the context holding the store's current peers."""
+        latest = self._certpair.latest()
+        wrap = super().wrap_socket if latest is self else latest.wrap_socket
+        return wrap(sock, server_side, do_handshake_on_connect, suppress_ragged_eofs,
+                    server_hostname, session)
+
+    def wrap_bio(
+        self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+        server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None,
+    ) -> ssl.SSLObject:
+        """Wrap the BIO pair with the context holding the store's current peers."""
+        latest = self._certpair.latest()
+        wrap = super().wrap_bio if latest is self else latest.wrap_bio
+        return wrap(incoming, outgoing, server_side, server_hostname, session)
+
+    def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
+        """Set ALPN here and on every context that later replaces this one."""
+        self._certpair.remember(self, "set_alpn_protocols", list(alpn_protocols))
+
+
+def _load_anchors(context: ssl.SSLContext, certs: Iterable[bytes]) -> None:
+    data = b"".join(certs)
+    if not data:
+        return
+    try:
+        context.load_verify_locations(cadata=data)
+    except (ssl.SSLError, ValueError) as exc:
+        raise StoreUnusable("a peer certificate in the trust store is unreadable") from exc
+
+
+class _Anchors:
+    """The store, and the contexts of one factory call that follow it."""
+
+    def __init__(self, home: Path, *, server_side: bool) -> None:
+        self.identity: Identity = load_identity(home)
+        self.store = open_store(home)
+        self.server_side = server_side
+        self._lock = threading.RLock()
+        self._version = -1
+        self._trusted: frozenset[str] = frozenset()
+        self._calls: dict[str, Any] = {}
+        self.first: TrustedContext | None = None
+        self.current: TrustedContext | None = None
+
+    def latest(self) -> TrustedContext:
+        """The context for the next connection, rebuilt or extended if the peers changed."""
+        version = self.store.peers_version()
+        with self._lock:
+            if version != self._version or self.current is None:
+                # Read the version first: a change racing with this refresh shows up as a
+                # newer version next time, never as a missed one.
+                peers = {p.fingerprint: p.cert_der for p in self.store.peers()}
+                if self.current is None or self._trusted - peers.keys():
+                    self.current = self._build(peers.values())
+                else:
+                    _load_anchors(self.current,
+                                  (der for fp, der in peers.items() if fp not in self._trusted))
+                self._trusted, self._version = frozenset(peers), version
+            return self.current
+
+    def remember(self, context: TrustedContext, method: str, argument: Any) -> None:
+        """Apply a setting now and to every context built later."""
+        with self._lock:
+            self._calls[method] = argument
+            for each in {id(c): c for c in (context, self.first, self.current) if c}.values():
+                getattr(ssl.SSLContext, method)(each, argument)
+
+    def _build(self, anchors: Iterable[bytes]) -> TrustedContext:
+        side = ssl.PROTOCOL_TLS_SERVER if self.server_side else ssl.PROTOCOL_TLS_CLIENT
+        context = TrustedContext(side)
+        context._certpair = self
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_REQUIRED
+        # Peer certificates are self-signed leaves (CA:FALSE); they are the anchors.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        try:
+            context.load_cert_chain(self.identity.cert_path, self.identity.key_path)
+        except (OSError, ssl.SSLError) as exc:
+            raise LocalStateError("cannot load this device's certificate and key") from exc
+        if self.server_side:
+            context.num_tickets = 0  # no resumption: every connection shows its certificate
+            context.sni_callback = self._on_client_hello
+        _load_anchors(context, anchors)
+        if self.first is None:
+            self.first = context
+        else:
+            for name in _COPIED:
+                setattr(context, name, getattr(self.first, name))
+            for method, argument in self._calls.items():
+                getattr(ssl.SSLContext, method)(context, argument)
+        return context
+
+    def _on_client_hello(
+        self, connection: ssl.SSLObject, server_name: str | None, context: ssl.SSLContext
+    ) -> int | None:
+        try:
+            latest = self.latest()
+        except CertpairError:
+            return ssl.ALERT_DESCRIPTION_INTERNAL_ERROR  # fail closed
+        if connection.context is not latest:
+            connection.context = latest
+        return None
+
+
+def server_context(home: Path) -> TrustedContext:
+    """Return a server context that accepts exactly the paired devices of ``home``.
+
+    Args:
+        home: certpair's home directory (identity and trust store).
+
+    Returns:
+        A context that requires a client certificate and follows the store.
+
+    Raises:
+        NotInitialised: no identity in ``home``.
+        LocalStateError: the identity or the store is unusable.
+    """
+    return _Anchors(home, server_side=True).latest()
+
+
+def client_context(home: Path) -> TrustedContext:
+    """Return a client context that accepts exactly the paired devices of ``home``.
+
+    Args:
+        home: certpair's home directory (identity and trust store).
+
+    Returns:
+        A context that presents this device's certificate and follows the store.
+
+    Raises:
+        NotInitialised: no identity in ``home``.
+        LocalStateError: the identity or the store is unusable.
+    """
+    return _Anchors(home, server_side=False).latest()
+
+
+def peer_of(
+    connection: ssl.SSLSocket | ssl.SSLObject, home_or_store: Path | TrustStore | None = None
+) -> Peer:
+    """Return the paired device whose certificate this connection's peer presented.
+
+    Args:
+        connection: a TLS connection after its handshake.
+        home_or_store: certpair's home directory, or an open trust store; may be left
+            out when the connection was made with one of this module's contexts.
+
+    Returns:
+        The stored peer with that certificate's fingerprint.
+
+    Raises:
+        NotPaired: no certificate, or one that belongs to no paired device.
+        BadInput: no store given, and the connection's context is not certpair's.
+        LocalStateError: the store is unusable.
+    """
+    der = connection.getpeercert(binary_form=True)
+    if not der:
+        raise NotPaired("the other side presented no certificate")
+    fp = fingerprint(der)
+    if home_or_store is None:
+        if not isinstance(connection.context, TrustedContext):
+            raise BadInput("peer_of needs the certpair home for a context not made by certpair")
+        home_or_store = connection.context._certpair.store
+    if isinstance(home_or_store, TrustStore):
+        peer = home_or_store.peer(fp)
+    else:
+        with open_store(home_or_store) as store:
+            peer = store.peer(fp)
+    if peer is None:
+        raise NotPaired(f"not a paired device: {fp}")
+    return peer
+
+
+def _store_of(context: ssl.SSLContext, home: Path) -> Path | TrustStore:
+    return context._certpair.store if isinstance(context, TrustedContext) else home

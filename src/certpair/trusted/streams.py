@@ -1,0 +1,315 @@
+"""Connections and servers for paired devices: asyncio streams and blocking sockets.
+
+Every helper checks the peer against the store after the handshake (``peer_of``) and
+reports failures through :func:`~certpair.trusted.failures.connection_error` and
+:func:`~certpair.trusted.failures.refusal_reason`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import socketserver
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from certpair.errors import CertpairError, NetworkError
+from certpair.store import Peer, TrustStore
+from certpair.trusted.contexts import (
+    NotPaired,
+    _store_of,
+    client_context,
+    peer_of,
+    server_context,
+)
+from certpair.trusted.failures import connection_error, refusal_reason
+
+__all__ = [
+    "DEFAULT_SERVE_PORT",
+    "HANDSHAKE_TIMEOUT",
+    "AsyncHandler",
+    "SyncHandler",
+    "TrustedServer",
+    "connect",
+    "make_server",
+    "measure_handshake",
+    "open_connection",
+    "start_server",
+]
+
+DEFAULT_SERVE_PORT = 47821
+HANDSHAKE_TIMEOUT = 10.0
+_LINGER = 2.0
+
+AsyncHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, Peer], Awaitable[None]]
+SyncHandler = Callable[[ssl.SSLSocket, Peer], None]
+
+
+def _address(peername: Any) -> str:
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host = str(peername[0])
+        return f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
+    return "unknown"
+
+
+async def open_connection(
+    host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Peer]:
+    """Connect to a paired device over mutual TLS.
+
+    In TLS 1.3 a server that refuses this device makes the first read fail (see
+    :func:`connection_error`). Bound your reads, e.g. with ``asyncio.timeout``.
+
+    Args:
+        host: the device's address.
+        port: its port.
+        home: certpair's home directory.
+        context: a client context to reuse (default: a new one).
+        timeout: seconds for connecting and the handshake.
+
+    Returns:
+        The streams and the verified peer.
+
+    Raises:
+        NotPaired: the server is not a paired device.
+        Expired: the connection or handshake timed out.
+        NetworkError: the device cannot be reached or the handshake failed.
+    """
+    context = context or client_context(home)
+    remote = _address((host, port))
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=context, ssl_handshake_timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        raise connection_error(exc, remote) from exc
+    try:
+        peer = peer_of(writer.get_extra_info("ssl_object"), _store_of(context, home))
+    except CertpairError:
+        writer.close()
+        raise
+    return reader, writer, peer
+
+
+async def start_server(
+    handler: AsyncHandler, host: str, port: int, home: Path, *,
+    context: ssl.SSLContext | None = None, timeout: float = HANDSHAKE_TIMEOUT,
+    on_refused: Callable[[str, str], None] | None = None,
+) -> asyncio.Server:
+    """Listen for paired devices; call ``handler(reader, writer, peer)`` for each one.
+
+    Args:
+        handler: coroutine run per accepted connection; the writer is closed after it.
+        host: address to listen on.
+        port: TCP port; 0 picks a free one (see ``server.sockets``).
+        home: certpair's home directory.
+        context: a server context to reuse (default: a new one).
+        timeout: seconds allowed for each handshake.
+        on_refused: called with the remote address and :func:`refusal_reason` for
+            each connection that is not let through. (asyncio sends no TLS alert.)
+
+    Returns:
+        The listening server.
+
+    Raises:
+        NetworkError: cannot listen.
+    """
+    tls = context or server_context(home)
+    store = _store_of(tls, home)
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        remote = _address(writer.get_extra_info("peername"))
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    await writer.start_tls(tls)
+                peer = peer_of(writer.get_extra_info("ssl_object"), store)
+            except (OSError, TimeoutError, NotPaired) as exc:
+                if on_refused is not None:
+                    on_refused(remote, refusal_reason(exc))
+                return
+            await handler(reader, writer, peer)
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()
+
+    try:
+        return await asyncio.start_server(accept, host, port)
+    except OSError as exc:
+        raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def _dial(host: str, port: int, timeout: float) -> socket.socket:
+    raw = socket.create_connection((host, port), timeout=timeout)
+    # Small TLS records back to back would otherwise wait for delayed ACKs (~40 ms).
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return raw
+
+
+def connect(
+    host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> tuple[ssl.SSLSocket, Peer]:
+    """Connect to a paired device over mutual TLS (blocking).
+
+    Args:
+        host: the device's address.
+        port: its port.
+        home: certpair's home directory.
+        context: a client context to reuse (default: a new one).
+        timeout: seconds for connecting, the handshake and every later read or write.
+
+    Returns:
+        The TLS socket (its timeout stays set) and the verified peer.
+
+    Raises:
+        NotPaired: the server is not a paired device.
+        Expired: the connection or handshake timed out.
+        NetworkError: the device cannot be reached or the handshake failed.
+    """
+    context = context or client_context(home)
+    remote = _address((host, port))
+    try:
+        raw = _dial(host, port, timeout)
+    except OSError as exc:
+        raise connection_error(exc, remote) from exc
+    try:
+        tls = context.wrap_socket(raw, server_hostname=host)
+    except OSError as exc:
+        raw.close()
+        raise connection_error(exc, remote) from exc
+    try:
+        return tls, peer_of(tls, _store_of(context, home))
+    except CertpairError:
+        tls.close()
+        raise
+
+
+class TrustedServer(socketserver.ThreadingTCPServer):
+    """A threading TCP server that lets only paired devices through to its handler."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, handler: SyncHandler, address: tuple[str, int],
+                 context: ssl.SSLContext, store: Path | TrustStore, timeout: float,
+                 on_refused: Callable[[str, str], None] | None) -> None:
+        self.handler, self.context, self.store = handler, context, store
+        self.io_timeout, self.on_refused = timeout, on_refused
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        super().__init__(address, socketserver.BaseRequestHandler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        """Run the handshake in the connection's thread, then the handler.
+
+        The handler's exceptions go to ``handle_error``, as in any socketserver.
+        """
+        request.settimeout(self.io_timeout)
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        tls = self.context.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
+        try:
+            tls.do_handshake()
+            peer = peer_of(tls, self.store)
+        except (OSError, NotPaired) as exc:
+            if self.on_refused is not None:
+                self.on_refused(_address(client_address), refusal_reason(exc))
+            _linger(tls)
+            return
+        with tls:
+            try:
+                self.handler(tls, peer)
+            finally:
+                # close_notify: OpenSSL 3 clients treat a bare TCP close as an error.
+                with contextlib.suppress(OSError, ValueError):
+                    tls.settimeout(min(self.io_timeout, _LINGER))
+                    tls.unwrap()
+
+
+def _linger(tls: ssl.SSLSocket) -> None:
+    # Closing with unread bytes (a TLS 1.3 client sends data right after its Finished)
+    # makes the kernel reset the connection, which can destroy the alert just sent;
+    # half-close and drain briefly instead, so the client reads why it was refused.
+    with socket.socket(fileno=tls.detach()) as raw:
+        deadline = time.monotonic() + _LINGER
+        with contextlib.suppress(OSError):
+            raw.shutdown(socket.SHUT_WR)
+            while (left := deadline - time.monotonic()) > 0:
+                raw.settimeout(left)
+                if not raw.recv(16384):
+                    break
+
+
+def make_server(
+    handler: SyncHandler, host: str, port: int, home: Path, *,
+    context: ssl.SSLContext | None = None, timeout: float = HANDSHAKE_TIMEOUT,
+    on_refused: Callable[[str, str], None] | None = None,
+) -> TrustedServer:
+    """Make a blocking server for paired devices; run it with ``serve_forever()``.
+
+    Args:
+        handler: called as ``handler(tls_socket, peer)`` in a thread per connection;
+            the socket is closed (with close_notify) after it.
+        host: address to listen on.
+        port: TCP port; 0 picks a free one (see ``server.server_address``).
+        home: certpair's home directory.
+        context: a server context to reuse (default: a new one).
+        timeout: seconds for the handshake and every read or write.
+        on_refused: called with the remote address and :func:`refusal_reason` for
+            each connection that is not let through (from the connection's thread).
+
+    Returns:
+        The bound server.
+
+    Raises:
+        NetworkError: cannot listen.
+    """
+    tls = context or server_context(home)
+    try:
+        return TrustedServer(handler, (host, port), tls, _store_of(tls, home), timeout,
+                             on_refused)
+    except OSError as exc:
+        raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def measure_handshake(
+    host: str, port: int, context: ssl.SSLContext, *, probe: bytes = b"\n",
+    timeout: float = HANDSHAKE_TIMEOUT,
+) -> float:
+    """Time one trusted connection set-up as a client sees it, for benchmarks.
+
+    From the TCP connect to the server's first byte after ``probe``: a TLS 1.3 client
+    is done before the server has checked its certificate, so the handshake alone
+    would miss that check. ``certpair serve`` answers every line.
+
+    Args:
+        host: the server's address.
+        port: its port.
+        context: the client context (build it once, outside the measurement).
+        probe: bytes to send after the handshake.
+        timeout: seconds for the whole exchange.
+
+    Returns:
+        Seconds elapsed.
+
+    Raises:
+        NotPaired, Expired, NetworkError: as for :func:`connect`, or the server sent
+            nothing.
+    """
+    remote = _address((host, port))
+    start = time.perf_counter()
+    try:
+        with (_dial(host, port, timeout) as raw,
+              context.wrap_socket(raw, server_hostname=host) as tls):
+            tls.sendall(probe)
+            if not tls.recv(1):
+                raise NetworkError(f"{remote} closed the connection without answering")
+    except OSError as exc:
+        raise connection_error(exc, remote) from exc
+    return time.perf_counter() - start
