@@ -185,9 +185,10 @@ async def test_malformed_frames_are_closed_and_offerer_still_serves(
         conv = await _tls_client(mallory, offer.listening.port)
         await conv.send(payload)
         assert await _closed_by_peer(conv)
-        await conv.close()
+        conv.close()
         peer = await run_join(identity=beta, store=beta_store, host="127.0.0.1",
                               port=offer.listening.port, secret=parse_secret(offer.listening.code))
+        await asyncio.wait_for(offer.task, 10)  # the offerer commits after the joiner
     assert peer.fingerprint == alpha.fingerprint
     assert [p.name for p in alpha_store.peers()] == ["beta"]
 
@@ -254,7 +255,7 @@ async def test_second_concurrent_proof_is_refused_busy(make_device: MakeDevice) 
         with pytest.raises(NetworkError, match="busy"):
             await run_join(identity=beta, store=beta_store, host="127.0.0.1", port=port,
                            secret=parse_secret(offer.listening.code), timeout=5)
-        await conv.close()
+        conv.close()
         event = await offer.next_event()
         assert isinstance(event, ProofRejected) and event.burned
     assert alpha_store.peers() == []

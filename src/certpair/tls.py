@@ -21,12 +21,21 @@ from certpair.identity import Identity
 from certpair.protocol.events import Channel
 from certpair.protocol.session import EXPORTER_LABEL
 
-__all__ = ["EXPORTER_SIZE", "PairingTLS", "TLSFailure", "pairing_context"]
+__all__ = ["EXPORTER_SIZE", "PairingTLS", "TLSFailure", "pairing_context", "starts_like_tls"]
 
 EXPORTER_SIZE = 32
 _MAX_CACHED = 8
 _CONTEXTS: dict[tuple[bytes, bool], SSL.Context] = {}
 _READ_CHUNK = 16384
+
+
+def starts_like_tls(data: bytes) -> bool:
+    """Whether ``data`` can begin a TLS handshake record (content type 22, version 3.x).
+
+    A cheap first check on a new connection, so that junk is dropped before any TLS
+    state is allocated for it.
+    """
+    return len(data) < 2 or (data[0] == 0x16 and data[1] == 0x03)
 
 
 class TLSFailure(Exception):

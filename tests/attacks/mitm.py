@@ -193,7 +193,7 @@ class Leg:
 
     async def close(self) -> None:
         """Send close_notify and close the socket."""
-        await self.conv.close()
+        self.conv.close()
 
 
 async def connect_leg(tls: TLSFactory, port: int, *, host: str = LOOPBACK) -> Leg:
@@ -209,7 +209,7 @@ async def connect_leg(tls: TLSFactory, port: int, *, host: str = LOOPBACK) -> Le
         async with asyncio.timeout(WAIT):
             await conv.handshake()
     except BaseException:
-        await conv.close()
+        conv.close()
         raise
     return Leg(conv)
 
@@ -264,7 +264,7 @@ async def hostile_server(tls: TLSFactory, handler: Handler) -> AsyncIterator[Hos
         except Exception as exc:
             state.handler_errors.append(exc)
         finally:
-            await conv.close()
+            conv.close()
             state.finished.put_nowait(leg)
 
     server = await asyncio.start_server(serve, LOOPBACK, 0)

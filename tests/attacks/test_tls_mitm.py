@@ -206,7 +206,9 @@ async def test_mitm_cannot_show_an_honest_certificate_without_its_key(
         # leaves no audit row), and the real joiner still pairs.
         assert alpha[1].events() == []
         peer = await join(beta, offer.listening.port, secret)
+        offered = await asyncio.wait_for(offer.task, WAIT)  # the offerer commits last
     assert peer.fingerprint == alpha[0].fingerprint
+    assert offered.fingerprint == beta[0].fingerprint
     assert [p.fingerprint for p in alpha[1].peers()] == [beta[0].fingerprint]
 
 

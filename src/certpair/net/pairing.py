@@ -28,7 +28,7 @@ from certpair.protocol.events import Failed, FailureReason, Paired, Role
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import JoinerSession, OffererSession
 from certpair.store import Peer, TrustStore
-from certpair.tls import PairingTLS, TLSFailure
+from certpair.tls import PairingTLS, TLSFailure, starts_like_tls
 
 __all__ = [
     "DEFAULT_PORT",
@@ -120,14 +120,17 @@ class _Conversation:
         self.tls.write(data)
         await self.flush()
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        """Queue close_notify and close; the transport flushes what is queued first."""
         with contextlib.suppress(Exception):
             if self.tls.handshake_done:
                 self.tls.close()
-                await self.flush()
+                data = self.tls.bytes_to_send()
+                if data:
+                    self.writer.write(data)
+        # Not awaiting wait_closed(): nothing depends on it, and a handler being
+        # cancelled at shutdown must not be caught waiting there.
         self.writer.close()
-        with contextlib.suppress(Exception):
-            await self.writer.wait_closed()
 
 
 def _remote(writer: asyncio.StreamWriter) -> str:
@@ -157,6 +160,7 @@ class _Offerer:
         self.current: Offer | None = None
         self.changed = asyncio.Event()
         self.result: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
+        self.handlers: set[asyncio.Task[object]] = set()
 
     def new_offer(self) -> Offer:
         if self.fixed_secret is not None and self.codes_issued == 0:
@@ -166,16 +170,25 @@ class _Offerer:
         else:
             secret = generate_hmac_key(self.bits)
         self.codes_issued += 1
-        self.current = Offer(secret=secret, expires_at=self.clock() + self.ttl)
+        self.current = Offer(secret=secret, expires_at=self.clock() + self.ttl,
+                             max_failures=1 if self.once else None)
         return self.current
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tls = PairingTLS(self.identity, server_side=True)
-        conv = _Conversation(reader, writer, tls)
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
         remote = _remote(writer)
+        conv: _Conversation | None = None
         session: OffererSession | None = None
         try:
             async with asyncio.timeout(CONVERSATION_TIMEOUT):
+                first = await reader.read(_READ_SIZE)
+                if not first or not starts_like_tls(first):
+                    return
+                conv = _Conversation(reader, writer, PairingTLS(self.identity, server_side=True))
+                conv.tls.receive_bytes(first)
                 await conv.handshake()
                 assert self.current is not None
                 session = OffererSession(
@@ -188,15 +201,22 @@ class _Offerer:
                     await conv.send(session.data_to_send())
                     for event in events:
                         self.conclude(session, event, remote)
-        except (TLSFailure, OSError, TimeoutError):
+        except (TLSFailure, OSError, TimeoutError, asyncio.CancelledError) as exc:
             # Not a pairing attempt unless a session exists; a session cut short still
             # spends its attempt if it held the offer.
             if session is not None:
                 lost = session.connection_lost()
                 if lost is not None:
                     self.conclude(session, lost, remote)
+            if isinstance(exc, asyncio.CancelledError):
+                # Shutting down. Ending normally rather than re-raising keeps Python
+                # 3.11's StreamReaderProtocol from logging each cancelled handler.
+                return
         finally:
-            await conv.close()
+            if conv is None:
+                writer.close()
+            else:
+                conv.close()
 
     def conclude(self, session: OffererSession, event: Paired | Failed, remote: str) -> None:
         mode = session.offer.mode.value
@@ -213,25 +233,18 @@ class _Offerer:
             kind="pairing", role=Role.OFFERER.value, remote=remote, mode=mode,
             outcome="failed", reason=event.reason.text,
         )
-        if event.reason in (FailureReason.PAIRING_FAILED, FailureReason.CONNECTION_LOST) and (
-            session.offer is self.current
-        ):
+        if session.attempt_spent:
             offer_ = session.offer
-            burned = offer_.state is OfferState.BURNED
-            if offer_.failures and (burned or event.reason is FailureReason.PAIRING_FAILED):
-                self.on_event(
-                    ProofRejected(
-                        reason=event.reason, remote=remote, burned=burned,
-                        attempts_left=offer_.max_failures - offer_.failures,
-                    )
-                )
-            if self.once and offer_.failures:
-                offer_.state = OfferState.BURNED
+            self.on_event(ProofRejected(
+                reason=event.reason, remote=remote, burned=offer_.state is OfferState.BURNED,
+                attempts_left=offer_.max_failures - offer_.failures,
+            ))
         self.changed.set()
 
     async def serve(self, host: str, port: int, timeout: float | None) -> Peer:
         try:
-            server = await asyncio.start_server(self.handle, host, port)
+            # A deep backlog: a flood of connections must not drop the real joiner's SYN.
+            server = await asyncio.start_server(self.handle, host, port, backlog=1024)
         except OSError as exc:
             raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
         try:
@@ -268,6 +281,12 @@ class _Offerer:
             return self.result.result()
         finally:
             server.close()
+            # End every open conversation here, so that none is still running (and
+            # cancelled by asyncio.run) after the offer is over.
+            for handler in list(self.handlers):
+                handler.cancel()
+            if self.handlers:
+                await asyncio.wait(self.handlers, timeout=2.0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 1.0)
 
@@ -394,7 +413,7 @@ async def run_join(
                 if event is None:
                     raise NetworkError(f"the pairing connection to {remote} failed") from exc
             finally:
-                await conv.close()
+                conv.close()
     except TimeoutError:
         store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
                            mode=secret.mode.value, outcome="failed", reason="timed out")

@@ -269,7 +269,8 @@ class OffererSession(_Session):
     """Device A: showed the secret, listens, TLS server, CPace responder.
 
     One session per accepted connection; all of them share one :class:`Offer`, which
-    admits one proof at a time and counts failures.
+    admits one proof at a time and counts failures. ``attempt_spent`` becomes true when
+    this session's proof counted as a failed attempt against the offer.
     """
 
     def __init__(
@@ -293,6 +294,7 @@ class OffererSession(_Session):
             raise ValueError("cpace mode needs a 32-byte scalar")
         self._scalar = scalar or b""
         self._claimed = False
+        self.attempt_spent = False
         self._mac_key = b""
         self._ya = b""
         self._ada = b""
@@ -325,6 +327,7 @@ class OffererSession(_Session):
         # received Tb and vanished has still had its guess checked.
         if self._claimed:
             self._claimed = False
+            self.attempt_spent = True
             self.offer.release(paired=False)
 
     def _succeed(self, name: str, mode: Mode) -> Paired:
