@@ -29,8 +29,17 @@ async def _main(port: int, seconds: float, connections: int,
             writers.append(writer)
             counts["idle"] += 1
 
+    first_round = asyncio.Event()
+    garbage_workers = connections - connections // 2
+
     async def garbage() -> None:
+        rounds = 0
         while not stop.is_set():
+            rounds += 1
+            if rounds == 2:
+                counts["settled"] = counts.get("settled", 0) + 1
+                if counts["settled"] == garbage_workers:
+                    first_round.set()
             try:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
                 writer.write(os.urandom(512))
@@ -47,7 +56,10 @@ async def _main(port: int, seconds: float, connections: int,
                     await asyncio.wait_for(stop.wait(), 0.01)  # back off, stop promptly
 
     await asyncio.gather(*(idle() for _ in range(connections // 2)))
-    workers = [asyncio.ensure_future(garbage()) for _ in range(connections - connections // 2)]
+    workers = [asyncio.ensure_future(garbage()) for _ in range(garbage_workers)]
+    # Ready once every garbage worker has been dropped and come back: the offerer has
+    # absorbed the opening burst and the load is in its steady state.
+    await asyncio.wait_for(first_round.wait(), seconds)
     print("ready", flush=True)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
