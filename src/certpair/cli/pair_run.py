@@ -15,7 +15,7 @@ import click
 from certpair.cli.context import emit_json, identity_of, iso_time, store_of
 from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
-from certpair.errors import CertpairError
+from certpair.errors import CertpairError, PairingFailed
 from certpair.identity import Identity
 from certpair.net.pairing import Listening, OfferEvent, PeerPaired, run_offer
 from certpair.store import TrustStore
@@ -48,6 +48,7 @@ class _Show:
     advertisement: Advertisement | None = None
     registering: asyncio.Task[str] | None = None
     ended: bool = False
+    failure_reported: bool = False
 
     def on_event(self, event: OfferEvent) -> None:
         if isinstance(event, Listening):
@@ -64,8 +65,13 @@ class _Show:
             else:
                 click.echo(f"Paired with {peer.name}  {peer.fingerprint}")
         elif self.as_json:
-            emit_json({"event": "rejected", "reason": event.reason.text, "remote": event.remote,
-                       "burned": event.burned, "attempts_left": event.attempts_left})
+            # A burned secret is a failed pairing (a fresh `listening` may follow); a
+            # wrong hmac key with tries left is only a rejected attempt.
+            self.failure_reported = event.burned
+            emit_json({"event": "failed" if event.burned else "rejected",
+                       "reason": "pairing failed: wrong secret or tampered connection",
+                       "remote": event.remote, "burned": event.burned,
+                       "attempts_left": event.attempts_left})
         else:
             tail = "the secret is burned" if event.burned else f"{event.attempts_left} tries left"
             click.echo(f"A wrong secret was tried from {event.remote}; {tail}.", err=True)
@@ -157,7 +163,7 @@ def run_pair(
                            port=port, ttl=ttl, timeout=timeout, once=once, digits=digits,
                            bits=bits))
     except CertpairError as exc:
-        if as_json:
+        if as_json and not (isinstance(exc, PairingFailed) and show.failure_reported):
             emit_json({"event": "failed", "reason": str(exc)})
         raise
     except asyncio.CancelledError:
