@@ -1,4 +1,4 @@
-"""Shared fixtures: identities and stores in temporary homes."""
+"""Shared fixtures: identities and stores in temporary homes, certpair processes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 
 from certpair.identity import Identity, create_identity
 from certpair.store import TrustStore, open_store
+from tests.cliutil import Proc, init
 
 
 @pytest.fixture
@@ -28,6 +29,24 @@ def make_device(tmp_path: Path) -> Iterator[Callable[[str], tuple[Identity, Trus
     yield make
     for store in stores:
         store.close()
+
+
+@pytest.fixture
+def homes(tmp_path: Path) -> tuple[Path, Path]:
+    """Two initialised certpair homes: ``a`` named alpha, ``b`` named beta."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    init(a, "alpha")
+    init(b, "beta")
+    return a, b
+
+
+@pytest.fixture
+def offerers() -> Iterator[list[Proc]]:
+    """Processes to kill at the end, whatever happens."""
+    started: list[Proc] = []
+    yield started
+    for proc in started:
+        proc.kill()
 
 
 @pytest.hookimpl(tryfirst=True)

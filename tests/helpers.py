@@ -20,13 +20,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certpair.codes import Secret, damm_check_digit, generate_hmac_key, parse_secret
-from certpair.protocol.events import Channel
-from certpair.protocol.frames import Frame, FrameDecoder
+from certpair.codes import Mode, Secret, damm_check_digit, generate_hmac_key, parse_secret
+from certpair.protocol.events import Channel, Failed, FailureReason
+from certpair.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 from certpair.protocol.offer import Offer
 from certpair.protocol.session import Event, JoinerSession, OffererSession
 
 __all__ = [
+    "BODY_BOUNDS",
     "EXPORTER_1",
     "EXPORTER_2",
     "JOINER_CERT",
@@ -38,13 +39,17 @@ __all__ = [
     "OFFERER_SCALAR",
     "Direction",
     "Link",
+    "error_frame",
+    "failed_with",
     "fixed_randbelow",
     "make_channel",
     "make_code",
     "make_hmac_key",
     "make_joiner",
+    "make_link",
     "make_offer",
     "make_offerer",
+    "make_secret",
     "make_self_signed_cert",
     "split_frames",
 ]
@@ -95,6 +100,16 @@ OFFERER_SCALAR: Final = hashlib.sha256(b"scalar offerer").digest()
 JOINER_NAME: Final = "joiner-laptop"
 OFFERER_NAME: Final = "offerer-desktop"
 
+# The body-length bounds of docs/PROTOCOL.md section 3, written out independently.
+BODY_BOUNDS: Final = {
+    FrameType.HMAC_REQUEST: (33, 96),
+    FrameType.HMAC_RESPONSE: (33, 96),
+    FrameType.CPACE_SHARE_A: (33, 96),
+    FrameType.CPACE_SHARE_B: (97, 160),
+    FrameType.CPACE_CONFIRM_A: (64, 64),
+    FrameType.ERROR: (1, 1),
+}
+
 
 def fixed_randbelow(values: list[int]) -> Callable[[int], int]:
     """A ``randbelow`` stand-in that returns ``values`` in turn, cycling."""
@@ -119,6 +134,11 @@ def make_hmac_key(seed: int, bits: int = 80) -> Secret:
     """Return a fixed, valid hmac key that differs for every ``seed``."""
     stream = hashlib.sha256(b"hmac key %d" % seed).digest()
     return generate_hmac_key(bits, randbelow=fixed_randbelow([b % 32 for b in stream]))
+
+
+def make_secret(mode: Mode) -> Secret:
+    """The fixed secret of ``mode`` that the protocol tests offer and join with."""
+    return make_code("31415926") if mode is Mode.CPACE else make_hmac_key(1)
 
 
 def make_channel(
@@ -158,6 +178,16 @@ def make_offerer(
 ) -> OffererSession:
     """An offerer session for one connection over ``channel``."""
     return OffererSession(offer=offer, channel=channel or make_channel(), name=name, scalar=scalar)
+
+
+def failed_with(reason: FailureReason, *, remote: bool = False) -> list[Event]:
+    """The events of a session that has just failed for ``reason``."""
+    return [Failed(reason=reason, remote=remote)]
+
+
+def error_frame(reason: int) -> bytes:
+    """An ERROR frame carrying ``reason``."""
+    return encode_frame(FrameType.ERROR, bytes([reason]))
 
 
 def split_frames(data: bytes) -> list[Frame]:
@@ -261,3 +291,20 @@ class Link:
     def sent(self, direction: Direction) -> list[bytes]:
         """Messages sent in ``direction``, as the sender wrote them."""
         return [data for way, data in self.transcript if way is direction]
+
+
+def make_link(
+    offer: Offer,
+    joiner_secret: Secret | None = None,
+    *,
+    now: float = 0.0,
+    exporter: bytes = EXPORTER_1,
+) -> Link:
+    """A link between a joiner of ``joiner_secret`` (the offer's own if None) and an
+    offerer of ``offer``, both over one honest TLS connection with ``exporter``."""
+    channel = make_channel(exporter=exporter)
+    return Link(
+        joiner=make_joiner(joiner_secret or offer.secret, channel=channel),
+        offerer=make_offerer(offer, channel=channel),
+        now=now,
+    )

@@ -6,80 +6,12 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from certpair.codes import damm_check_digit
-
-CLI = [sys.executable, "-m", "certpair"]
-
-
-def run(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "--home", str(home), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
-
-
-def init(home: Path, name: str) -> None:
-    assert run(home, "init", "--name", name).returncode == 0
-
-
-class Offerer:
-    """A ``certpair pair --json`` process; its first line says where it listens."""
-
-    def __init__(self, home: Path, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [*CLI, "--home", str(home), "pair", "--json", "--no-advertise", "--listen",
-             "127.0.0.1", "--port", "0", *args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
-        self.listening = self.next_event()
-        assert self.listening["event"] == "listening", self.listening
-
-    def next_event(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, f"offerer ended: {self.proc.stderr.read() if self.proc.stderr else ''}"
-        event: dict[str, Any] = json.loads(line)
-        return event
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.listening['port']}"
-
-    def finish(self) -> tuple[int, list[dict[str, Any]], str]:
-        out, err = self.proc.communicate(timeout=60)
-        return self.proc.returncode, [json.loads(x) for x in out.splitlines()], err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate()
-
-
-@pytest.fixture
-def homes(tmp_path: Path) -> tuple[Path, Path]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    init(a, "alpha")
-    init(b, "beta")
-    return a, b
-
-
-def peers(home: Path) -> list[dict[str, Any]]:
-    result = run(home, "peers", "--json")
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def cert_fingerprint(home: Path) -> str:
-    import hashlib
-
-    cert = x509.load_pem_x509_certificate((home / "identity" / "cert.pem").read_bytes())
-    return "sha256:" + hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
+from tests.cliutil import CLI, Offerer, cert_fingerprint, peers, run
 
 
 @pytest.mark.parametrize("mode", ["cpace", "hmac"])
@@ -87,7 +19,7 @@ def test_two_processes_pair_and_stores_hold_each_others_certificate(
     homes: tuple[Path, Path], mode: str
 ) -> None:
     a, b = homes
-    offerer = Offerer(a, "--mode", mode)
+    offerer = Offerer(a, "--mode", mode, advertise=False)
     try:
         joined = run(b, "join", offerer.address, offerer.listening["code"], "--json")
         code, events, _ = offerer.finish()
@@ -112,7 +44,7 @@ def _wrong(code: str) -> str:
 
 def test_wrong_code_exits_1_on_both_sides_and_stores_nothing(homes: tuple[Path, Path]) -> None:
     a, b = homes
-    offerer = Offerer(a, "--once")
+    offerer = Offerer(a, "--once", advertise=False)
     try:
         joined = run(b, "join", offerer.address, _wrong(offerer.listening["code"]))
         code, events, _ = offerer.finish()
@@ -120,7 +52,8 @@ def test_wrong_code_exits_1_on_both_sides_and_stores_nothing(homes: tuple[Path, 
         offerer.kill()
     assert (joined.returncode, code) == (1, 1)
     assert joined.stderr.startswith("Error: pairing failed") and "Traceback" not in joined.stderr
-    assert events[-1]["event"] == "failed"
+    assert [e["event"] for e in events] == ["failed"]  # exactly one, with --once
+    assert events[0]["burned"] is True
     assert peers(a) == [] and peers(b) == []
     result = subprocess.run([*CLI, "--home", str(a), "--traceback", "show"], capture_output=True,
                             text=True, check=True)
@@ -132,9 +65,35 @@ def test_wrong_code_exits_1_on_both_sides_and_stores_nothing(homes: tuple[Path, 
     assert rows == [("failed", "pairing failed")]
 
 
+def test_wrong_code_reports_failed_then_a_fresh_code_that_pairs(
+    homes: tuple[Path, Path],
+) -> None:
+    a, b = homes
+    offerer = Offerer(a, advertise=False)
+    try:
+        old = offerer.listening["code"]
+        wrong = run(b, "join", offerer.address, _wrong(old))
+        failed, fresh = offerer.next_event(), offerer.next_event()
+        stale = run(b, "join", offerer.address, old)  # the right code, but burned
+        assert offerer.next_event()["event"] == "failed"  # that was a guess too
+        fresher = offerer.next_event()
+        joined = run(b, "join", offerer.address, fresher["code"])
+        status, rest, _ = offerer.finish()
+    finally:
+        offerer.kill()
+    assert wrong.returncode == 1
+    assert failed["event"] == "failed" and failed["burned"] is True
+    assert fresh["event"] == "listening" and fresh["code"] != old
+    assert fresh["port"] == offerer.listening["port"]
+    assert stale.returncode == 1
+    assert joined.returncode == 0 and status == 0
+    assert rest[-1]["event"] == "paired"
+    assert [p["name"] for p in peers(a)] == ["beta"]
+
+
 def test_typo_is_caught_before_connecting_and_code_stays_valid(homes: tuple[Path, Path]) -> None:
     a, b = homes
-    offerer = Offerer(a)
+    offerer = Offerer(a, advertise=False)
     try:
         good = offerer.listening["code"]
         digits = good.replace("-", "")
@@ -150,7 +109,7 @@ def test_typo_is_caught_before_connecting_and_code_stays_valid(homes: tuple[Path
 
 def test_offerer_whose_code_expires_unused_exits_3(homes: tuple[Path, Path]) -> None:
     a, _ = homes
-    offerer = Offerer(a, "--ttl", "1")
+    offerer = Offerer(a, "--ttl", "1", advertise=False)
     code, events, err = offerer.finish()
     assert code == 3 and events[-1]["event"] == "failed" and "expired" in err
 
@@ -226,7 +185,7 @@ def test_key_file_is_0600_whatever_the_umask(tmp_path: Path, umask: int) -> None
 
 def test_secret_read_from_stdin_stays_out_of_argv(homes: tuple[Path, Path]) -> None:
     a, b = homes
-    offerer = Offerer(a)
+    offerer = Offerer(a, advertise=False)
     try:
         code = offerer.listening["code"]
         joined = subprocess.run([*CLI, "--home", str(b), "join", offerer.address, "-"],

@@ -15,23 +15,18 @@ import contextlib
 import hashlib
 import json
 import os
-import queue
 import re
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from certpair.codes import Mode, parse_secret
 from certpair.discovery import (
@@ -43,122 +38,18 @@ from certpair.discovery import (
     choose_offerer,
 )
 from certpair.errors import BadInput, Expired
+from tests.cliutil import (
+    LOOPBACK,
+    Offerer,
+    Proc,
+    cert_fingerprint,
+    events,
+    init,
+    peers,
+    run,
+)
 
-LOOPBACK = "127.0.0.1"
 MDNS_GROUP = "224.0.0.251"
-
-
-# ---------------------------------------------------------------- helpers (also used by
-# test_two_hosts.py)
-
-def certpair_argv(home: Path, *args: str, prefix: Sequence[str] = ()) -> list[str]:
-    return [*prefix, sys.executable, "-m", "certpair", "--home", str(home), *args]
-
-
-def run(home: Path, *args: str, prefix: Sequence[str] = (),
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(certpair_argv(home, *args, prefix=prefix), capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
-def init(home: Path, name: str) -> None:
-    result = run(home, "init", "--name", name)
-    assert result.returncode == 0, result.stderr
-
-
-def cert_fingerprint(home: Path) -> str:
-    cert = x509.load_pem_x509_certificate((home / "identity" / "cert.pem").read_bytes())
-    return "sha256:" + hashlib.sha256(cert.public_bytes(Encoding.DER)).hexdigest()
-
-
-def peers(home: Path) -> list[dict[str, Any]]:
-    result = run(home, "peers", "--json")
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]
-
-
-def events(home: Path) -> list[tuple[str, str]]:
-    if not (home / "trust.db").exists():
-        return []
-    with sqlite3.connect(home / "trust.db") as db:
-        return list(db.execute("SELECT outcome, reason FROM events"))
-
-
-class Proc:
-    """A certpair process whose stdout lines are read by a thread (no blocking reads)."""
-
-    def __init__(self, argv: list[str]) -> None:
-        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(None)
-
-    def next_line(self, timeout: float = 30) -> str:
-        line = self.lines.get(timeout=timeout)
-        if line is None:
-            self.proc.wait(10)
-            err = self.proc.stderr.read() if self.proc.stderr else ""
-            raise AssertionError(f"process ended ({self.proc.returncode}): {err}")
-        return line
-
-    def next_event(self, timeout: float = 30) -> dict[str, Any]:
-        event: dict[str, Any] = json.loads(self.next_line(timeout))
-        return event
-
-    def finish(self, timeout: float = 60) -> tuple[int, list[dict[str, Any]], str]:
-        code = self.proc.wait(timeout)
-        rest: list[dict[str, Any]] = []
-        while (line := self.lines.get(timeout=10)) is not None:
-            rest.append(json.loads(line))
-        err = self.proc.stderr.read() if self.proc.stderr else ""
-        return code, rest, err
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
-
-
-class Offerer(Proc):
-    """``certpair pair --json --port 0``; its first line says where it listens."""
-
-    def __init__(self, home: Path, *args: str, listen: str | None = LOOPBACK,
-                 prefix: Sequence[str] = ()) -> None:
-        where = ["--listen", listen] if listen is not None else []
-        super().__init__(certpair_argv(home, "pair", "--json", "--port", "0", *where, *args,
-                                       prefix=prefix))
-        self.listening = self.next_event()
-        assert self.listening["event"] == "listening", self.listening
-
-    @property
-    def code(self) -> str:
-        return str(self.listening["code"])
-
-
-@pytest.fixture
-def homes(tmp_path: Path) -> tuple[Path, Path]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    init(a, "alpha")
-    init(b, "beta")
-    return a, b
-
-
-@pytest.fixture
-def offerers() -> Iterator[list[Proc]]:
-    """Processes to kill at the end, whatever happens."""
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
 
 
 @pytest.fixture(scope="module")
@@ -488,7 +379,7 @@ async def test_advertisement_is_withdrawn_when_pairing_ends(
 def test_no_advertise_publishes_nothing(homes: tuple[Path, Path], offerers: list[Proc],
                                      link: list[str]) -> None:
     a, b = homes
-    offerer = Offerer(a, "--no-advertise", prefix=link)
+    offerer = Offerer(a, advertise=False, prefix=link)
     offerers.append(offerer)
     result = run(b, "discover", "--json", "--interface", LOOPBACK, "--timeout", "2.5",
                  prefix=link)

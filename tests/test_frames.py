@@ -19,16 +19,8 @@ from certpair.protocol.frames import (
     ProtocolError,
     encode_frame,
 )
+from tests.helpers import BODY_BOUNDS
 
-# The body-length bounds of docs/PROTOCOL.md section 3, written out independently.
-_BOUNDS: Final = {
-    FrameType.HMAC_REQUEST: (33, 96),
-    FrameType.HMAC_RESPONSE: (33, 96),
-    FrameType.CPACE_SHARE_A: (33, 96),
-    FrameType.CPACE_SHARE_B: (97, 160),
-    FrameType.CPACE_CONFIRM_A: (64, 64),
-    FrameType.ERROR: (1, 1),
-}
 _TYPE_BYTES: Final = {
     FrameType.HMAC_REQUEST: 0x01,
     FrameType.HMAC_RESPONSE: 0x02,
@@ -50,7 +42,7 @@ def _body(frame_type: FrameType, length: int) -> bytes:
 
 def _sample_frames() -> list[Frame]:
     frames = []
-    for frame_type, (low, high) in _BOUNDS.items():
+    for frame_type, (low, high) in BODY_BOUNDS.items():
         for length in sorted({low, (low + high) // 2, high}):
             frames.append(Frame(type=frame_type, body=_body(frame_type, length)))
     return frames
@@ -61,7 +53,7 @@ def _bad_headers() -> list[tuple[str, bytes]]:
         (f"version-{v}", _header(v, 0x01, 40)) for v in (0, 2, 0x7F, 0xFF) if v != VERSION
     ]
     cases += [(f"type-{t:#04x}", _header(VERSION, t, 40)) for t in _UNKNOWN_TYPES]
-    for frame_type, (low, high) in _BOUNDS.items():
+    for frame_type, (low, high) in BODY_BOUNDS.items():
         name = frame_type.name.lower()
         cases.append((f"{name}-above-max", _header(VERSION, frame_type, high + 1)))
         cases.append((f"{name}-below-min", _header(VERSION, frame_type, low - 1)))
@@ -91,7 +83,7 @@ def test_encode_decode_round_trip_for_every_type(frame: Frame) -> None:
 
 @pytest.mark.parametrize("frame_type", list(FrameType))
 def test_encode_refuses_body_outside_type_bounds(frame_type: FrameType) -> None:
-    low, high = _BOUNDS[frame_type]
+    low, high = BODY_BOUNDS[frame_type]
     for length in (0, low - 1, high + 1, MAX_BODY + 1):
         if low <= length <= high:
             continue
@@ -210,7 +202,7 @@ def test_arbitrary_bytes_raise_nothing_but_protocol_error(chunks: list[bytes]) -
 @given(st.binary(min_size=HEADER_SIZE, max_size=HEADER_SIZE))
 def test_any_header_is_judged_on_arrival(header: bytes) -> None:
     version, type_byte, length = struct.unpack(">BBH", header)
-    bounds = _BOUNDS.get(FrameType(type_byte)) if type_byte in _TYPE_BYTES.values() else None
+    bounds = BODY_BOUNDS.get(FrameType(type_byte)) if type_byte in _TYPE_BYTES.values() else None
     acceptable = version == VERSION and bounds is not None and bounds[0] <= length <= bounds[1]
     decoder = FrameDecoder()
     if acceptable:

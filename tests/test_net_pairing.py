@@ -11,7 +11,8 @@ import pytest
 from certpair.codes import Mode, parse_secret
 from certpair.errors import Expired, NetworkError, PairingFailed
 from certpair.identity import Identity
-from certpair.net.pairing import PeerPaired, ProofRejected, _Conversation, run_join
+from certpair.net.conversation import Conversation
+from certpair.net.pairing import PeerPaired, ProofRejected, run_join
 from certpair.protocol.frames import FrameType, encode_frame
 from certpair.store import TrustStore
 from certpair.tls import PairingTLS
@@ -148,14 +149,14 @@ async def _raw(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     return await asyncio.open_connection("127.0.0.1", port)
 
 
-async def _tls_client(identity: Identity, port: int) -> _Conversation:
+async def _tls_client(identity: Identity, port: int) -> Conversation:
     reader, writer = await _raw(port)
-    conv = _Conversation(reader, writer, PairingTLS(identity, server_side=False))
+    conv = Conversation(reader, writer, PairingTLS(identity, server_side=False))
     await conv.handshake()
     return conv
 
 
-async def _closed_by_peer(conv: _Conversation) -> bool:
+async def _closed_by_peer(conv: Conversation) -> bool:
     """Read until EOF; true if the server closed the connection."""
     try:
         while True:

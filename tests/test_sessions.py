@@ -21,13 +21,11 @@ from certpair.protocol.session import (
     AD_OFFERER_LABEL,
     CI_LABEL,
     EXPORTER_LABEL,
-    Event,
     JoinerSession,
     OffererSession,
     SessionState,
 )
 from tests.helpers import (
-    EXPORTER_1,
     EXPORTER_2,
     JOINER_CERT,
     JOINER_NAME,
@@ -38,21 +36,21 @@ from tests.helpers import (
     OFFERER_SCALAR,
     Direction,
     Link,
+    error_frame,
+    failed_with,
     make_channel,
     make_code,
     make_hmac_key,
     make_joiner,
+    make_link,
     make_offer,
     make_offerer,
+    make_secret,
     split_frames,
 )
 
 _HMAC_VECTOR: Final = Path(__file__).parent / "vectors" / "hmac_vector.json"
 _MODES: Final = list(Mode)
-
-
-def _secret(mode: Mode) -> Secret:
-    return make_code("31415926") if mode is Mode.CPACE else make_hmac_key(1)
 
 
 def _wrong_secret(mode: Mode) -> Secret:
@@ -64,21 +62,6 @@ def _other(mode: Mode) -> Mode:
     return Mode.HMAC if mode is Mode.CPACE else Mode.CPACE
 
 
-def _link(
-    offer: Offer,
-    joiner_secret: Secret | None = None,
-    *,
-    now: float = 0.0,
-    exporter: bytes = EXPORTER_1,
-) -> Link:
-    channel = make_channel(exporter=exporter)
-    return Link(
-        joiner=make_joiner(joiner_secret or offer.secret, channel=channel),
-        offerer=make_offerer(offer, channel=channel),
-        now=now,
-    )
-
-
 def _state(session: JoinerSession | OffererSession) -> SessionState:
     # A call, so that mypy does not keep the attribute narrowed across receive_data().
     return session.state
@@ -88,19 +71,15 @@ def _offer_state(offer: Offer) -> OfferState:
     return offer.state
 
 
-def _error_frame(reason: int) -> bytes:
-    return encode_frame(FrameType.ERROR, bytes([reason]))
-
-
 def _started_joiner(mode: Mode) -> JoinerSession:
-    joiner = make_joiner(_secret(mode))
+    joiner = make_joiner(make_secret(mode))
     joiner.start()
     joiner.data_to_send()
     return joiner
 
 
 def _offerer_awaiting_confirm() -> tuple[OffererSession, Offer]:
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     joiner = make_joiner(offer.secret)
     offerer = make_offerer(offer)
     joiner.start()
@@ -110,17 +89,13 @@ def _offerer_awaiting_confirm() -> tuple[OffererSession, Offer]:
     return offerer, offer
 
 
-def _failed(reason: FailureReason, *, remote: bool = False) -> list[Event]:
-    return [Failed(reason=reason, remote=remote)]
-
-
 # --- honest runs ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", _MODES)
 def test_honest_run_pairs_both_sides_with_each_others_cert_and_name(mode: Mode) -> None:
-    offer = make_offer(_secret(mode))
-    link = _link(offer).run()
+    offer = make_offer(make_secret(mode))
+    link = make_link(offer).run()
     assert link.joiner_events == [
         Paired(peer_name=OFFERER_NAME, peer_cert_der=OFFERER_CERT, mode=mode)
     ]
@@ -146,7 +121,7 @@ def test_honest_run_pairs_both_sides_with_each_others_cert_and_name(mode: Mode) 
 def test_honest_run_sends_exactly_the_protocols_messages(
     mode: Mode, flow: list[FrameType]
 ) -> None:
-    link = _link(make_offer(_secret(mode))).run()
+    link = make_link(make_offer(make_secret(mode))).run()
     types = [frame.type for _, data in link.transcript for frame in split_frames(data)]
     assert types == flow
     directions = [way for way, _ in link.transcript]
@@ -156,8 +131,8 @@ def test_honest_run_sends_exactly_the_protocols_messages(
 
 @pytest.mark.parametrize("mode", _MODES)
 def test_byte_at_a_time_delivery_gives_same_transcript_and_events(mode: Mode) -> None:
-    whole = _link(make_offer(_secret(mode))).run()
-    drip = _link(make_offer(_secret(mode)))
+    whole = make_link(make_offer(make_secret(mode))).run()
+    drip = make_link(make_offer(make_secret(mode)))
     drip.chunk_size = 1
     drip.run()
     assert drip.transcript == whole.transcript
@@ -167,7 +142,7 @@ def test_byte_at_a_time_delivery_gives_same_transcript_and_events(mode: Mode) ->
 
 
 def test_hmac_offerer_commits_on_m1_and_joiner_on_m2() -> None:
-    link = _link(make_offer(_secret(Mode.HMAC)))
+    link = make_link(make_offer(make_secret(Mode.HMAC)))
     link.joiner.start()
     link.to_offerer()
     assert [type(event) for event in link.offerer_events] == [Paired]
@@ -177,7 +152,7 @@ def test_hmac_offerer_commits_on_m1_and_joiner_on_m2() -> None:
 
 
 def test_cpace_joiner_commits_on_tb_and_offerer_on_ta() -> None:
-    link = _link(make_offer(_secret(Mode.CPACE)))
+    link = make_link(make_offer(make_secret(Mode.CPACE)))
     link.joiner.start()
     link.to_offerer()
     assert link.offerer_events == []
@@ -189,7 +164,7 @@ def test_cpace_joiner_commits_on_tb_and_offerer_on_ta() -> None:
 
 
 def test_nothing_is_sent_before_start_or_before_the_proof_arrives() -> None:
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     joiner = make_joiner(offer.secret)
     offerer = make_offerer(offer)
     assert joiner.data_to_send() == b""
@@ -207,7 +182,7 @@ def test_nothing_is_sent_before_start_or_before_the_proof_arrives() -> None:
 def test_names_of_1_to_64_utf8_bytes_reach_the_peer(
     mode: Mode, joiner_name: str, offerer_name: str
 ) -> None:
-    offer = make_offer(_secret(mode))
+    offer = make_offer(make_secret(mode))
     link = Link(
         joiner=make_joiner(offer.secret, name=joiner_name),
         offerer=make_offerer(offer, name=offerer_name),
@@ -222,7 +197,7 @@ def test_names_of_1_to_64_utf8_bytes_reach_the_peer(
 
 @pytest.mark.parametrize("name", ["", "x" * 65, "é" * 33])
 def test_own_name_outside_1_to_64_bytes_is_a_local_error(name: str) -> None:
-    secret = _secret(Mode.CPACE)
+    secret = make_secret(Mode.CPACE)
     with pytest.raises(ValueError, match="name"):
         make_joiner(secret, name=name)
     with pytest.raises(ValueError, match="name"):
@@ -233,8 +208,8 @@ def test_own_name_outside_1_to_64_bytes_is_a_local_error(name: str) -> None:
 
 
 def test_hmac_request_and_response_carry_the_seeds_m1_and_m2() -> None:
-    secret = _secret(Mode.HMAC)
-    link = _link(make_offer(secret)).run()
+    secret = make_secret(Mode.HMAC)
+    link = make_link(make_offer(secret)).run()
     (request,) = split_frames(link.sent(Direction.TO_OFFERER)[0])
     (response,) = split_frames(link.sent(Direction.TO_JOINER)[0])
     certs = JOINER_CERT + OFFERER_CERT
@@ -245,8 +220,8 @@ def test_hmac_request_and_response_carry_the_seeds_m1_and_m2() -> None:
 
 
 def test_cpace_share_a_is_ya_on_generator_from_code_ci_and_exporter() -> None:
-    secret = _secret(Mode.CPACE)
-    link = _link(make_offer(secret)).run()
+    secret = make_secret(Mode.CPACE)
+    link = make_link(make_offer(secret)).run()
     (share_a,) = split_frames(link.sent(Direction.TO_OFFERER)[0])
     ci = cpace.lv_cat(b"certpair/1 cpace ci", JOINER_CERT, OFFERER_CERT)
     g = cpace.calculate_generator(secret.value, ci, make_channel().exporter)
@@ -255,8 +230,8 @@ def test_cpace_share_a_is_ya_on_generator_from_code_ci_and_exporter() -> None:
 
 
 def test_cpace_tags_follow_the_draft_over_role_labelled_ad() -> None:
-    secret = _secret(Mode.CPACE)
-    link = _link(make_offer(secret)).run()
+    secret = make_secret(Mode.CPACE)
+    link = make_link(make_offer(secret)).run()
     (share_a,) = split_frames(link.sent(Direction.TO_OFFERER)[0])
     (share_b,) = split_frames(link.sent(Direction.TO_JOINER)[0])
     (confirm_a,) = split_frames(link.sent(Direction.TO_OFFERER)[1])
@@ -291,14 +266,14 @@ def test_cpace_share_a_depends_on_code_certificates_and_exporter(change: str) ->
         joiner.start()
         return joiner.data_to_send()
 
-    base = share_a(_secret(Mode.CPACE))
+    base = share_a(make_secret(Mode.CPACE))
     changed = {
         "code": lambda: share_a(_wrong_secret(Mode.CPACE)),
-        "cert_joiner": lambda: share_a(_secret(Mode.CPACE), cert_joiner=MALLORY_CERT),
-        "cert_offerer": lambda: share_a(_secret(Mode.CPACE), cert_offerer=MALLORY_CERT),
-        "exporter": lambda: share_a(_secret(Mode.CPACE), exporter=EXPORTER_2),
+        "cert_joiner": lambda: share_a(make_secret(Mode.CPACE), cert_joiner=MALLORY_CERT),
+        "cert_offerer": lambda: share_a(make_secret(Mode.CPACE), cert_offerer=MALLORY_CERT),
+        "exporter": lambda: share_a(make_secret(Mode.CPACE), exporter=EXPORTER_2),
         "certs_swapped": lambda: share_a(
-            _secret(Mode.CPACE), cert_joiner=OFFERER_CERT, cert_offerer=JOINER_CERT
+            make_secret(Mode.CPACE), cert_joiner=OFFERER_CERT, cert_offerer=JOINER_CERT
         ),
     }[change]()
     assert changed != base
@@ -336,72 +311,72 @@ def test_hmac_messages_match_protocol_vector() -> None:
 
 
 def test_wrong_code_burns_cpace_offer() -> None:
-    offer = make_offer(_secret(Mode.CPACE))
-    link = _link(offer, _wrong_secret(Mode.CPACE)).run()
-    assert link.joiner_events == _failed(FailureReason.PAIRING_FAILED)
-    assert link.offerer_events == _failed(FailureReason.PAIRING_FAILED, remote=True)
+    offer = make_offer(make_secret(Mode.CPACE))
+    link = make_link(offer, _wrong_secret(Mode.CPACE)).run()
+    assert link.joiner_events == failed_with(FailureReason.PAIRING_FAILED)
+    assert link.offerer_events == failed_with(FailureReason.PAIRING_FAILED, remote=True)
     assert offer.state is OfferState.BURNED
     assert offer.failures == 1
     # The right code cannot be used any more either.
-    retry = _link(offer, exporter=EXPORTER_2).run()
-    assert retry.offerer_events == _failed(FailureReason.PAIRING_FAILED)
-    assert retry.joiner_events == _failed(FailureReason.PAIRING_FAILED, remote=True)
+    retry = make_link(offer, exporter=EXPORTER_2).run()
+    assert retry.offerer_events == failed_with(FailureReason.PAIRING_FAILED)
+    assert retry.joiner_events == failed_with(FailureReason.PAIRING_FAILED, remote=True)
 
 
 def test_wrong_hmac_key_fails_and_burns_key_on_third_failure() -> None:
-    offer = make_offer(_secret(Mode.HMAC))
+    offer = make_offer(make_secret(Mode.HMAC))
     for failures in (1, 2, 3):
-        link = _link(offer, _wrong_secret(Mode.HMAC)).run()
-        assert link.offerer_events == _failed(FailureReason.PAIRING_FAILED)
-        assert link.joiner_events == _failed(FailureReason.PAIRING_FAILED, remote=True)
+        link = make_link(offer, _wrong_secret(Mode.HMAC)).run()
+        assert link.offerer_events == failed_with(FailureReason.PAIRING_FAILED)
+        assert link.joiner_events == failed_with(FailureReason.PAIRING_FAILED, remote=True)
         assert offer.failures == failures
         assert _offer_state(offer) is (OfferState.BURNED if failures == 3 else OfferState.OPEN)
-    retry = _link(offer).run()
-    assert retry.offerer_events == _failed(FailureReason.PAIRING_FAILED)
+    retry = make_link(offer).run()
+    assert retry.offerer_events == failed_with(FailureReason.PAIRING_FAILED)
 
 
 def test_hmac_key_still_pairs_after_two_wrong_attempts() -> None:
-    offer = make_offer(_secret(Mode.HMAC))
+    offer = make_offer(make_secret(Mode.HMAC))
     for _ in range(2):
-        _link(offer, _wrong_secret(Mode.HMAC)).run()
-    link = _link(offer).run()
+        make_link(offer, _wrong_secret(Mode.HMAC)).run()
+    link = make_link(offer).run()
     assert [type(event) for event in link.offerer_events + link.joiner_events] == [Paired] * 2
     assert offer.state is OfferState.PAIRED
 
 
 @pytest.mark.parametrize("offer_mode", _MODES)
 def test_mode_mismatch_fails_without_spending_offer(offer_mode: Mode) -> None:
-    offer = make_offer(_secret(offer_mode))
-    link = _link(offer, _secret(_other(offer_mode))).run()
-    assert link.offerer_events == _failed(FailureReason.MODE_MISMATCH)
-    assert link.joiner_events == _failed(FailureReason.MODE_MISMATCH, remote=True)
+    offer = make_offer(make_secret(offer_mode))
+    link = make_link(offer, make_secret(_other(offer_mode))).run()
+    assert link.offerer_events == failed_with(FailureReason.MODE_MISMATCH)
+    assert link.joiner_events == failed_with(FailureReason.MODE_MISMATCH, remote=True)
     assert offer.state is OfferState.OPEN
     assert offer.failures == 0
-    assert isinstance(_link(offer).run().offerer_events[0], Paired)
+    assert isinstance(make_link(offer).run().offerer_events[0], Paired)
 
 
 @pytest.mark.parametrize("mode", _MODES)
 @pytest.mark.parametrize(("now", "pairs"), [(299.0, True), (300.0, False), (1e9, False)])
 def test_offer_refuses_proof_from_its_expiry_on(mode: Mode, now: float, pairs: bool) -> None:
-    offer = make_offer(_secret(mode), expires_at=300.0)
-    link = _link(offer, now=now).run()
+    offer = make_offer(make_secret(mode), expires_at=300.0)
+    link = make_link(offer, now=now).run()
     if pairs:
         assert isinstance(link.offerer_events[0], Paired)
     else:
-        assert link.offerer_events == _failed(FailureReason.EXPIRED)
-        assert link.joiner_events == _failed(FailureReason.EXPIRED, remote=True)
+        assert link.offerer_events == failed_with(FailureReason.EXPIRED)
+        assert link.joiner_events == failed_with(FailureReason.EXPIRED, remote=True)
         assert offer.failures == 0
 
 
 def test_second_session_is_busy_while_first_holds_cpace_claim() -> None:
-    offer = make_offer(_secret(Mode.CPACE))
-    first = _link(offer)
+    offer = make_offer(make_secret(Mode.CPACE))
+    first = make_link(offer)
     first.joiner.start()
     first.to_offerer()
     assert offer.state is OfferState.CLAIMED
-    second = _link(offer, exporter=EXPORTER_2).run()
-    assert second.offerer_events == _failed(FailureReason.BUSY)
-    assert second.joiner_events == _failed(FailureReason.BUSY, remote=True)
+    second = make_link(offer, exporter=EXPORTER_2).run()
+    assert second.offerer_events == failed_with(FailureReason.BUSY)
+    assert second.joiner_events == failed_with(FailureReason.BUSY, remote=True)
     assert _offer_state(offer) is OfferState.CLAIMED
     assert offer.failures == 0
     # The busy refusal did not disturb the first conversation.
@@ -411,9 +386,9 @@ def test_second_session_is_busy_while_first_holds_cpace_claim() -> None:
 
 
 def test_connection_without_proof_claims_nothing() -> None:
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     idle = make_offerer(offer)
-    other = _link(offer, exporter=EXPORTER_2)
+    other = make_link(offer, exporter=EXPORTER_2)
     other.joiner.start()
     other.to_offerer()  # the idle connection does not make this one busy
     assert offer.state is OfferState.CLAIMED
@@ -423,8 +398,8 @@ def test_connection_without_proof_claims_nothing() -> None:
 
 
 def test_joiner_vanishing_after_tb_burns_cpace_code() -> None:
-    offer = make_offer(_secret(Mode.CPACE))
-    link = _link(offer)
+    offer = make_offer(make_secret(Mode.CPACE))
+    link = make_link(offer)
 
     def drop_ta(way: Direction, data: bytes) -> bytes:
         return b"" if way is Direction.TO_OFFERER and link.joiner.finished else data
@@ -433,29 +408,29 @@ def test_joiner_vanishing_after_tb_burns_cpace_code() -> None:
     link.run()
     # The joiner checked Tb (and paired); its Ta never arrived.
     assert [type(event) for event in link.joiner_events] == [Paired]
-    assert link.offerer_events == _failed(FailureReason.CONNECTION_LOST)
+    assert link.offerer_events == failed_with(FailureReason.CONNECTION_LOST)
     assert offer.state is OfferState.BURNED
     assert link.offerer.data_to_send() == b""  # nobody to tell
 
 
 def test_joiner_error_after_tb_burns_cpace_code() -> None:
     offerer, offer = _offerer_awaiting_confirm()
-    events = offerer.receive_data(_error_frame(FailureReason.BUSY), now=0)
-    assert events == _failed(FailureReason.BUSY, remote=True)
+    events = offerer.receive_data(error_frame(FailureReason.BUSY), now=0)
+    assert events == failed_with(FailureReason.BUSY, remote=True)
     assert offer.state is OfferState.BURNED
 
 
 @pytest.mark.parametrize("mode", _MODES)
 def test_paired_offer_cannot_pair_a_second_joiner(mode: Mode) -> None:
-    offer = make_offer(_secret(mode))
-    _link(offer).run()
+    offer = make_offer(make_secret(mode))
+    make_link(offer).run()
     assert offer.state is OfferState.PAIRED
     second = Link(
         joiner=make_joiner(offer.secret, channel=make_channel(cert_joiner=MALLORY_CERT)),
         offerer=make_offerer(offer, channel=make_channel(cert_joiner=MALLORY_CERT)),
     ).run()
-    assert second.offerer_events == _failed(FailureReason.PAIRING_FAILED)
-    assert second.joiner_events == _failed(FailureReason.PAIRING_FAILED, remote=True)
+    assert second.offerer_events == failed_with(FailureReason.PAIRING_FAILED)
+    assert second.joiner_events == failed_with(FailureReason.PAIRING_FAILED, remote=True)
     assert offer.state is OfferState.PAIRED
 
 
@@ -479,12 +454,12 @@ _ANY_FRAMES: Final = {
 def test_offerer_awaiting_proof_refuses_other_frames_as_protocol_error(
     mode: Mode, frame_type: FrameType
 ) -> None:
-    offer = make_offer(_secret(mode))
+    offer = make_offer(make_secret(mode))
     offerer = make_offerer(offer)
-    assert offerer.receive_data(_ANY_FRAMES[frame_type], now=0) == _failed(
+    assert offerer.receive_data(_ANY_FRAMES[frame_type], now=0) == failed_with(
         FailureReason.PROTOCOL_ERROR
     )
-    assert offerer.data_to_send() == _error_frame(FailureReason.PROTOCOL_ERROR)
+    assert offerer.data_to_send() == error_frame(FailureReason.PROTOCOL_ERROR)
     assert offerer.state is SessionState.FAILED
     assert offer.failures == 0
 
@@ -498,8 +473,8 @@ def test_offerer_awaiting_confirm_fails_on_anything_but_right_ta_and_spends_clai
         expected = FailureReason.PAIRING_FAILED  # in order, but a wrong tag
     else:
         expected = FailureReason.PROTOCOL_ERROR
-    assert offerer.receive_data(_ANY_FRAMES[frame_type], now=0) == _failed(expected)
-    assert offerer.data_to_send() == _error_frame(expected)
+    assert offerer.receive_data(_ANY_FRAMES[frame_type], now=0) == failed_with(expected)
+    assert offerer.data_to_send() == error_frame(expected)
     assert offer.state is OfferState.BURNED
 
 
@@ -520,15 +495,15 @@ def test_joiner_refuses_out_of_order_frames_as_protocol_error(
     mode: Mode, frame_type: FrameType
 ) -> None:
     joiner = _started_joiner(mode)
-    assert joiner.receive_data(_ANY_FRAMES[frame_type]) == _failed(FailureReason.PROTOCOL_ERROR)
-    assert joiner.data_to_send() == _error_frame(FailureReason.PROTOCOL_ERROR)
+    assert joiner.receive_data(_ANY_FRAMES[frame_type]) == failed_with(FailureReason.PROTOCOL_ERROR)
+    assert joiner.data_to_send() == error_frame(FailureReason.PROTOCOL_ERROR)
     assert joiner.state is SessionState.FAILED
 
 
 @pytest.mark.parametrize("frame_type", list(_ANY_FRAMES))
 def test_joiner_refuses_any_frame_before_start(frame_type: FrameType) -> None:
-    joiner = make_joiner(_secret(Mode.CPACE))
-    assert joiner.receive_data(_ANY_FRAMES[frame_type]) == _failed(FailureReason.PROTOCOL_ERROR)
+    joiner = make_joiner(make_secret(Mode.CPACE))
+    assert joiner.receive_data(_ANY_FRAMES[frame_type]) == failed_with(FailureReason.PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize(
@@ -537,21 +512,21 @@ def test_joiner_refuses_any_frame_before_start(frame_type: FrameType) -> None:
     ids=["bad-version", "unknown-type", "huge-length"],
 )
 def test_broken_wire_format_is_protocol_error_on_both_sides(garbage: bytes) -> None:
-    offerer = make_offerer(make_offer(_secret(Mode.CPACE)))
-    assert offerer.receive_data(garbage, now=0) == _failed(FailureReason.PROTOCOL_ERROR)
+    offerer = make_offerer(make_offer(make_secret(Mode.CPACE)))
+    assert offerer.receive_data(garbage, now=0) == failed_with(FailureReason.PROTOCOL_ERROR)
     joiner = _started_joiner(Mode.CPACE)
-    assert joiner.receive_data(garbage) == _failed(FailureReason.PROTOCOL_ERROR)
+    assert joiner.receive_data(garbage) == failed_with(FailureReason.PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize("mode", _MODES)
 @pytest.mark.parametrize("outcome", ["paired", "failed"])
 def test_terminal_session_refuses_further_input(mode: Mode, outcome: str) -> None:
-    offer = make_offer(_secret(mode))
+    offer = make_offer(make_secret(mode))
     joiner_secret = offer.secret if outcome == "paired" else _wrong_secret(mode)
-    link = _link(offer, joiner_secret).run()
+    link = make_link(offer, joiner_secret).run()
     assert link.joiner.finished
     assert link.offerer.finished
-    for data in (b"", _error_frame(1)):
+    for data in (b"", error_frame(1)):
         with pytest.raises(RuntimeError, match="no more input"):
             link.joiner.receive_data(data)
         with pytest.raises(RuntimeError, match="no more input"):
@@ -561,7 +536,7 @@ def test_terminal_session_refuses_further_input(mode: Mode, outcome: str) -> Non
 
 
 def test_start_twice_is_a_local_error() -> None:
-    joiner = make_joiner(_secret(Mode.CPACE))
+    joiner = make_joiner(make_secret(Mode.CPACE))
     joiner.start()
     with pytest.raises(RuntimeError, match="twice"):
         joiner.start()
@@ -569,7 +544,7 @@ def test_start_twice_is_a_local_error() -> None:
 
 @pytest.mark.parametrize("scalar", [None, b"", bytes(31), bytes(33)])
 def test_cpace_sessions_need_a_32_byte_scalar(scalar: bytes | None) -> None:
-    secret = _secret(Mode.CPACE)
+    secret = make_secret(Mode.CPACE)
     with pytest.raises(ValueError, match="scalar"):
         JoinerSession(secret=secret, channel=make_channel(), name="j", scalar=scalar)
     with pytest.raises(ValueError, match="scalar"):
@@ -577,7 +552,7 @@ def test_cpace_sessions_need_a_32_byte_scalar(scalar: bytes | None) -> None:
 
 
 def test_hmac_sessions_need_no_scalar() -> None:
-    secret = _secret(Mode.HMAC)
+    secret = make_secret(Mode.HMAC)
     link = Link(
         joiner=JoinerSession(secret=secret, channel=make_channel(), name="j"),
         offerer=OffererSession(offer=make_offer(secret), channel=make_channel(), name="o"),
@@ -608,11 +583,11 @@ def test_error_frame_from_peer_ends_session_as_remote_failure(
     code: int, reason: FailureReason
 ) -> None:
     joiner = _started_joiner(Mode.CPACE)
-    assert joiner.receive_data(_error_frame(code)) == _failed(reason, remote=True)
+    assert joiner.receive_data(error_frame(code)) == failed_with(reason, remote=True)
     assert joiner.data_to_send() == b""  # an ERROR is never answered with an ERROR
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     offerer = make_offerer(offer)
-    assert offerer.receive_data(_error_frame(code), now=0) == _failed(reason, remote=True)
+    assert offerer.receive_data(error_frame(code), now=0) == failed_with(reason, remote=True)
     assert offerer.data_to_send() == b""
     assert offer.failures == 0
     assert offerer.state is SessionState.FAILED
@@ -642,8 +617,8 @@ def test_offerer_refuses_bad_joiner_name_as_protocol_error(mode: Mode, name: byt
         frame = encode_frame(FrameType.CPACE_SHARE_A, bytes([9]) * 32 + name)
     else:
         frame = encode_frame(FrameType.HMAC_REQUEST, bytes(32) + name)
-    offerer = make_offerer(make_offer(_secret(mode)))
-    assert offerer.receive_data(frame, now=0) == _failed(FailureReason.PROTOCOL_ERROR)
+    offerer = make_offerer(make_offer(make_secret(mode)))
+    assert offerer.receive_data(frame, now=0) == failed_with(FailureReason.PROTOCOL_ERROR)
 
 
 @pytest.mark.parametrize("name", _BAD_NAMES)
@@ -654,13 +629,13 @@ def test_joiner_refuses_bad_offerer_name_as_protocol_error(mode: Mode, name: byt
     else:
         frame = encode_frame(FrameType.HMAC_RESPONSE, bytes(32) + name)
     joiner = _started_joiner(mode)
-    assert joiner.receive_data(frame) == _failed(FailureReason.PROTOCOL_ERROR)
+    assert joiner.receive_data(frame) == failed_with(FailureReason.PROTOCOL_ERROR)
 
 
 def test_bad_name_from_honest_offerer_with_right_secret_still_fails_joiner() -> None:
     # Replace the offerer's name inside a genuine HMAC_RESPONSE: m2 checks, the name not.
-    offer = make_offer(_secret(Mode.HMAC))
-    link = _link(offer)
+    offer = make_offer(make_secret(Mode.HMAC))
+    link = make_link(offer)
 
     def rename(way: Direction, data: bytes) -> bytes:
         if way is Direction.TO_JOINER:
@@ -670,7 +645,7 @@ def test_bad_name_from_honest_offerer_with_right_secret_still_fails_joiner() -> 
 
     link.tamper = rename
     link.run()
-    assert link.joiner_events == _failed(FailureReason.PROTOCOL_ERROR)
+    assert link.joiner_events == failed_with(FailureReason.PROTOCOL_ERROR)
 
 
 # --- only Paired commits ------------------------------------------------------------------
@@ -679,36 +654,36 @@ def test_bad_name_from_honest_offerer_with_right_secret_still_fails_joiner() -> 
 def _scenarios() -> dict[str, Callable[[], tuple[Link, Offer, bool]]]:
     def honest(mode: Mode) -> Callable[[], tuple[Link, Offer, bool]]:
         def run() -> tuple[Link, Offer, bool]:
-            offer = make_offer(_secret(mode))
-            return _link(offer).run(), offer, True
+            offer = make_offer(make_secret(mode))
+            return make_link(offer).run(), offer, True
 
         return run
 
     def wrong(mode: Mode) -> Callable[[], tuple[Link, Offer, bool]]:
         def run() -> tuple[Link, Offer, bool]:
-            offer = make_offer(_secret(mode))
-            return _link(offer, _wrong_secret(mode)).run(), offer, False
+            offer = make_offer(make_secret(mode))
+            return make_link(offer, _wrong_secret(mode)).run(), offer, False
 
         return run
 
     def mismatch(mode: Mode) -> Callable[[], tuple[Link, Offer, bool]]:
         def run() -> tuple[Link, Offer, bool]:
-            offer = make_offer(_secret(mode))
-            return _link(offer, _secret(_other(mode))).run(), offer, False
+            offer = make_offer(make_secret(mode))
+            return make_link(offer, make_secret(_other(mode))).run(), offer, False
 
         return run
 
     def expired(mode: Mode) -> Callable[[], tuple[Link, Offer, bool]]:
         def run() -> tuple[Link, Offer, bool]:
-            offer = make_offer(_secret(mode), expires_at=1.0)
-            return _link(offer, now=5.0).run(), offer, False
+            offer = make_offer(make_secret(mode), expires_at=1.0)
+            return make_link(offer, now=5.0).run(), offer, False
 
         return run
 
     def dropped(mode: Mode) -> Callable[[], tuple[Link, Offer, bool]]:
         def run() -> tuple[Link, Offer, bool]:
-            offer = make_offer(_secret(mode))
-            link = _link(offer)
+            offer = make_offer(make_secret(mode))
+            link = make_link(offer)
             link.tamper = lambda way, data: b""
             return link.run(), offer, False
 
@@ -748,14 +723,14 @@ def test_each_side_ends_with_one_event_and_only_paired_commits(scenario: str) ->
 
 @pytest.mark.parametrize("mode", _MODES)
 def test_trailing_bytes_after_final_proof_do_not_undo_paired(mode: Mode) -> None:
-    offer = make_offer(_secret(mode))
-    link = _link(offer)
+    offer = make_offer(make_secret(mode))
+    link = make_link(offer)
     link.joiner.start()
     if mode is Mode.CPACE:
         link.to_offerer()
         link.to_joiner()
     final_proof = link.joiner.data_to_send()
-    events = link.offerer.receive_data(final_proof + _error_frame(1), now=0)
+    events = link.offerer.receive_data(final_proof + error_frame(1), now=0)
     assert [type(event) for event in events] == [Paired]
     assert _state(link.offerer) is SessionState.DONE
     sent = split_frames(link.offerer.data_to_send())
@@ -763,12 +738,12 @@ def test_trailing_bytes_after_final_proof_do_not_undo_paired(mode: Mode) -> None
 
 
 def test_trailing_bytes_after_a_failure_add_no_second_failure() -> None:
-    offer = make_offer(_secret(Mode.HMAC))
+    offer = make_offer(make_secret(Mode.HMAC))
     joiner = make_joiner(_wrong_secret(Mode.HMAC))
     joiner.start()
     offerer = make_offerer(offer)
     wrong_m1 = joiner.data_to_send()
     events = offerer.receive_data(wrong_m1 + wrong_m1, now=0)
-    assert events == _failed(FailureReason.PAIRING_FAILED)
-    assert offerer.data_to_send() == _error_frame(FailureReason.PAIRING_FAILED)
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
+    assert offerer.data_to_send() == error_frame(FailureReason.PAIRING_FAILED)
     assert offer.failures == 1

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from certpair.uri import parse_uri
-from tests.test_discovery import Offerer, Proc, cert_fingerprint, init, peers, run
+from tests.cliutil import Offerer, Proc, cert_fingerprint, peers, run
 
 # A private /30 that only exists inside the two namespaces this file creates.
 OFFERER_ADDRESS = "10.231.0.1"
@@ -81,33 +81,17 @@ def two_hosts() -> Iterator[TwoHosts]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-@pytest.fixture
-def homes(tmp_path: Path) -> tuple[Path, Path]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    init(a, "alpha")
-    init(b, "beta")
-    return a, b
-
-
-@pytest.fixture
-def started() -> Iterator[list[Proc]]:
-    procs: list[Proc] = []
-    yield procs
-    for proc in procs:
-        proc.kill()
-
-
 def _assert_paired(a: Path, b: Path) -> None:
     assert [(p["name"], p["fingerprint"]) for p in peers(a)] == [("beta", cert_fingerprint(b))]
     assert [(p["name"], p["fingerprint"]) for p in peers(b)] == [("alpha", cert_fingerprint(a))]
 
 
 def test_pairs_across_two_hosts_by_explicit_address(
-    two_hosts: TwoHosts, homes: tuple[Path, Path], started: list[Proc]
+    two_hosts: TwoHosts, homes: tuple[Path, Path], offerers: list[Proc]
 ) -> None:
     a, b = homes
     offerer = Offerer(a, listen=OFFERER_ADDRESS, prefix=two_hosts.on_offerer)
-    started.append(offerer)
+    offerers.append(offerer)
     assert offerer.listening["host"] == OFFERER_ADDRESS
     joined = run(b, "join", "--no-discovery", f"{OFFERER_ADDRESS}:{offerer.listening['port']}",
                  offerer.code, prefix=two_hosts.on_joiner)
@@ -120,13 +104,13 @@ def test_pairs_across_two_hosts_by_explicit_address(
 
 @pytest.mark.parametrize("mode", ["cpace", "hmac"])
 def test_pairs_across_two_hosts_by_discovery_with_only_the_secret(
-    two_hosts: TwoHosts, homes: tuple[Path, Path], started: list[Proc], mode: str
+    two_hosts: TwoHosts, homes: tuple[Path, Path], offerers: list[Proc], mode: str
 ) -> None:
     a, b = homes
     # The default listen address (0.0.0.0): advertised on every interface of its host,
     # which here means lo and the veth only.
     offerer = Offerer(a, "--mode", mode, listen=None, prefix=two_hosts.on_offerer)
-    started.append(offerer)
+    offerers.append(offerer)
     joined = run(b, "join", offerer.code, "--json", prefix=two_hosts.on_joiner)
     assert joined.returncode == 0, joined.stderr
     lines = [json.loads(line) for line in joined.stdout.splitlines()]
@@ -139,11 +123,11 @@ def test_pairs_across_two_hosts_by_discovery_with_only_the_secret(
 
 
 def test_pairs_across_two_hosts_by_scanned_uri(
-    two_hosts: TwoHosts, homes: tuple[Path, Path], started: list[Proc]
+    two_hosts: TwoHosts, homes: tuple[Path, Path], offerers: list[Proc]
 ) -> None:
     a, b = homes
-    offerer = Offerer(a, "--qr", "--no-advertise", listen=None, prefix=two_hosts.on_offerer)
-    started.append(offerer)
+    offerer = Offerer(a, "--qr", advertise=False, listen=None, prefix=two_hosts.on_offerer)
+    offerers.append(offerer)
     uri = parse_uri(offerer.listening["uri"])
     # Listening on 0.0.0.0, the URI names the host's one non-loopback address.
     assert (uri.host, uri.port, uri.fingerprint) == (

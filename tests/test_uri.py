@@ -4,10 +4,7 @@ status, and real ``pair --qr`` / ``join URI`` processes on loopback."""
 from __future__ import annotations
 
 import struct
-import subprocess
-import sys
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ from certpair.uri import (
     parse_uri,
     valid_host,
 )
-from tests.test_discovery import (
+from tests.cliutil import (
     LOOPBACK,
     Offerer,
     Proc,
@@ -38,7 +35,6 @@ from tests.test_discovery import (
 
 FP = "sha256:" + "0123456789abcdef" * 4
 CODE = "1234-5678-6"
-CLI = [sys.executable, "-m", "certpair"]
 
 hosts = st.one_of(
     st.ip_addresses(v=4).map(str),
@@ -188,10 +184,8 @@ def test_cli_refuses_malformed_uri_with_exit_2_before_any_connection(
     tmp_path: Path, args: list[str]
 ) -> None:
     home = tmp_path / "b"
-    subprocess.run([*CLI, "--home", str(home), "init", "--name", "beta"], check=True,
-                   capture_output=True)
-    result = subprocess.run([*CLI, "--home", str(home), *args], capture_output=True, text=True,
-                            timeout=60, check=False)
+    init(home, "beta")
+    result = run(home, *args)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("Error: ") and "Traceback" not in result.stderr
     assert not (home / "trust.db").exists() or _no_events(home)
@@ -207,28 +201,12 @@ def _no_events(home: Path) -> bool:
 
 # ------------------------------------------------ from pair --qr to join, real processes
 
-@pytest.fixture
-def homes(tmp_path: Path) -> tuple[Path, Path]:
-    a, b = tmp_path / "a", tmp_path / "b"
-    init(a, "alpha")
-    init(b, "beta")
-    return a, b
-
-
-@pytest.fixture
-def offerers() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for proc in started:
-        proc.kill()
-
-
 @pytest.mark.parametrize("mode", ["cpace", "hmac"])
 def test_uri_from_pair_qr_carries_everything_needed_and_pairs(
     homes: tuple[Path, Path], offerers: list[Proc], mode: str
 ) -> None:
     a, b = homes
-    offerer = Offerer(a, "--mode", mode, "--qr", "--no-advertise")
+    offerer = Offerer(a, "--mode", mode, "--qr", advertise=False)
     offerers.append(offerer)
     uri = parse_uri(offerer.listening["uri"])
     assert (uri.host, uri.port) == (LOOPBACK, offerer.listening["port"])
@@ -246,7 +224,7 @@ def test_uri_whose_fingerprint_does_not_match_exits_1_and_stores_nothing(
     homes: tuple[Path, Path], offerers: list[Proc]
 ) -> None:
     a, b = homes
-    offerer = Offerer(a, "--once", "--qr", "--no-advertise")
+    offerer = Offerer(a, "--once", "--qr", advertise=False)
     offerers.append(offerer)
     good = parse_uri(offerer.listening["uri"])
     forged = format_uri(host=good.host, port=good.port, secret=good.secret,
@@ -340,7 +318,7 @@ def test_qr_png_encodes_the_uri(tmp_path: Path, homes: tuple[Path, Path],
                                 offerers: list[Proc]) -> None:
     a, _ = homes
     png = tmp_path / "pair.png"
-    offerer = Offerer(a, "--qr-png", str(png), "--no-advertise")
+    offerer = Offerer(a, "--qr-png", str(png), advertise=False)
     offerers.append(offerer)
     uri = offerer.listening["uri"]
     assert parse_uri(uri).fingerprint == cert_fingerprint(a)

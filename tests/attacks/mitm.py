@@ -38,7 +38,7 @@ from cryptography import x509
 from OpenSSL import SSL
 
 from certpair.identity import Identity, PrivateKey
-from certpair.net.pairing import _Conversation
+from certpair.net.conversation import Conversation
 from certpair.protocol.events import Channel
 from certpair.tls import PairingTLS, TLSFailure
 from tests.attacks.policies import (
@@ -144,7 +144,7 @@ def _accept_any(conn: SSL.Connection, cert: object, errnum: int, depth: int, ok:
 class Leg:
     """One TLS connection mallory terminates, read and written frame by frame."""
 
-    def __init__(self, conv: _Conversation) -> None:
+    def __init__(self, conv: Conversation) -> None:
         self.conv = conv
         self._splitter = FrameSplitter()
         self._pending: list[bytes] = []
@@ -204,7 +204,7 @@ async def connect_leg(tls: TLSFactory, port: int, *, host: str = LOOPBACK) -> Le
         TimeoutError: the handshake took longer than ``WAIT``.
     """
     reader, writer = await asyncio.open_connection(host, port)
-    conv = _Conversation(reader, writer, tls())
+    conv = Conversation(reader, writer, tls())
     try:
         async with asyncio.timeout(WAIT):
             await conv.handshake()
@@ -247,7 +247,7 @@ async def hostile_server(tls: TLSFactory, handler: Handler) -> AsyncIterator[Hos
     state = HostileServer(port=0)
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conv = _Conversation(reader, writer, tls())
+        conv = Conversation(reader, writer, tls())
         leg: Leg | None = None
         try:
             try:

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from certpair.codes import Mode, Secret
+from certpair.codes import Mode
 from certpair.protocol import cpace
 from certpair.protocol.events import Failed, FailureReason, Paired
 from certpair.protocol.frames import FrameType, encode_frame
@@ -33,6 +33,7 @@ from certpair.protocol.session import (
     cpace_ci,
 )
 from tests.helpers import (
+    BODY_BOUNDS,
     EXPORTER_1,
     EXPORTER_2,
     JOINER_NAME,
@@ -41,12 +42,15 @@ from tests.helpers import (
     OFFERER_SCALAR,
     Direction,
     Link,
+    error_frame,
+    failed_with,
     make_channel,
     make_code,
-    make_hmac_key,
     make_joiner,
+    make_link,
     make_offer,
     make_offerer,
+    make_secret,
     split_frames,
 )
 
@@ -72,18 +76,6 @@ _MALLORY: Final = b"mallory"
 _MODES: Final = list(Mode)
 
 
-def _secret(mode: Mode) -> Secret:
-    return make_code("31415926") if mode is Mode.CPACE else make_hmac_key(1)
-
-
-def _failed(reason: FailureReason, *, remote: bool = False) -> list[Event]:
-    return [Failed(reason=reason, remote=remote)]
-
-
-def _error_frame(reason: FailureReason) -> bytes:
-    return encode_frame(FrameType.ERROR, bytes([reason]))
-
-
 def _nobody_paired(link: Link) -> bool:
     return not any(isinstance(event, Paired) for event in link.joiner_events + link.offerer_events)
 
@@ -93,18 +85,13 @@ def _frame_types(messages: list[bytes]) -> list[FrameType]:
 
 
 def _started_joiner(mode: Mode, *, exporter: bytes = EXPORTER_1) -> tuple[JoinerSession, bytes]:
-    joiner = make_joiner(_secret(mode), channel=make_channel(exporter=exporter))
+    joiner = make_joiner(make_secret(mode), channel=make_channel(exporter=exporter))
     joiner.start()
     return joiner, joiner.data_to_send()
 
 
 def _honest_link(mode: Mode, offer: Offer | None = None, exporter: bytes = EXPORTER_1) -> Link:
-    offer = offer or make_offer(_secret(mode))
-    channel = make_channel(exporter=exporter)
-    return Link(
-        joiner=make_joiner(offer.secret, channel=channel),
-        offerer=make_offerer(offer, channel=channel),
-    )
+    return make_link(offer or make_offer(make_secret(mode)), exporter=exporter)
 
 
 # --- man in the middle ----------------------------------------------------------------
@@ -119,7 +106,7 @@ def _honest_link(mode: Mode, offer: Offer | None = None, exporter: bytes = EXPOR
 def test_mitm_relaying_frames_between_two_tls_sessions_pairs_nobody(
     mode: Mode, exporters: tuple[bytes, bytes]
 ) -> None:
-    offer = make_offer(_secret(mode))
+    offer = make_offer(make_secret(mode))
     # Mallory's certificate is what each victim observes of its peer.
     to_joiner = make_channel(cert_offerer=MALLORY_CERT, exporter=exporters[0])
     to_offerer = make_channel(cert_joiner=MALLORY_CERT, exporter=exporters[1])
@@ -143,14 +130,14 @@ def test_cpace_joiner_gives_an_impostor_no_tag_to_guess_against() -> None:
     mallory_offer = make_offer(make_code("27182818"))
     channel = make_channel(cert_offerer=MALLORY_CERT)
     link = Link(
-        joiner=make_joiner(_secret(Mode.CPACE), channel=channel),
+        joiner=make_joiner(make_secret(Mode.CPACE), channel=channel),
         offerer=make_offerer(mallory_offer, channel=channel, name="mallory"),
     ).run()
     assert _frame_types(link.sent(Direction.TO_OFFERER)) == [
         FrameType.CPACE_SHARE_A,
         FrameType.ERROR,
     ]
-    assert link.joiner_events == _failed(FailureReason.PAIRING_FAILED)
+    assert link.joiner_events == failed_with(FailureReason.PAIRING_FAILED)
 
 
 @pytest.mark.parametrize("which", ["joiner-name", "offerer-name"])
@@ -182,10 +169,10 @@ def test_replayed_ya_and_ta_fail_in_a_new_tls_session() -> None:
     # only the exporter (the new TLS session) differs.
     recorded = _honest_link(Mode.CPACE).run()
     share_a, confirm_a = recorded.sent(Direction.TO_OFFERER)
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     victim = make_offerer(offer, channel=make_channel(exporter=EXPORTER_2))
     assert victim.receive_data(share_a, now=0) == []
-    assert victim.receive_data(confirm_a, now=0) == _failed(FailureReason.PAIRING_FAILED)
+    assert victim.receive_data(confirm_a, now=0) == failed_with(FailureReason.PAIRING_FAILED)
     assert offer.state is OfferState.BURNED
 
 
@@ -193,27 +180,27 @@ def test_replayed_share_b_fails_in_a_new_tls_session() -> None:
     recorded = _honest_link(Mode.CPACE).run()
     (share_b,) = recorded.sent(Direction.TO_JOINER)
     joiner, _ = _started_joiner(Mode.CPACE, exporter=EXPORTER_2)
-    assert joiner.receive_data(share_b) == _failed(FailureReason.PAIRING_FAILED)
+    assert joiner.receive_data(share_b) == failed_with(FailureReason.PAIRING_FAILED)
     assert _frame_types([joiner.data_to_send()]) == [FrameType.ERROR]
 
 
 def test_replayed_m1_cannot_use_a_spent_offer() -> None:
-    offer = make_offer(_secret(Mode.HMAC))
+    offer = make_offer(make_secret(Mode.HMAC))
     recorded = _honest_link(Mode.HMAC, offer).run()
     (m1_frame,) = recorded.sent(Direction.TO_OFFERER)
     victim = make_offerer(offer, channel=make_channel(exporter=EXPORTER_2))
-    assert victim.receive_data(m1_frame, now=0) == _failed(FailureReason.PAIRING_FAILED)
+    assert victim.receive_data(m1_frame, now=0) == failed_with(FailureReason.PAIRING_FAILED)
     assert offer.state is OfferState.PAIRED
 
 
 def test_replayed_m1_fails_from_attackers_own_certificate() -> None:
     recorded = _honest_link(Mode.HMAC).run()
     (m1_frame,) = recorded.sent(Direction.TO_OFFERER)
-    offer = make_offer(_secret(Mode.HMAC))  # even a fresh offer of the same key
+    offer = make_offer(make_secret(Mode.HMAC))  # even a fresh offer of the same key
     victim = make_offerer(
         offer, channel=make_channel(cert_joiner=MALLORY_CERT, exporter=EXPORTER_2)
     )
-    assert victim.receive_data(m1_frame, now=0) == _failed(FailureReason.PAIRING_FAILED)
+    assert victim.receive_data(m1_frame, now=0) == failed_with(FailureReason.PAIRING_FAILED)
     assert offer.failures == 1
 
 
@@ -221,18 +208,18 @@ def test_replayed_m2_fails_to_a_joiner_talking_to_the_attacker() -> None:
     recorded = _honest_link(Mode.HMAC).run()
     (m2_frame,) = recorded.sent(Direction.TO_JOINER)
     joiner = make_joiner(
-        _secret(Mode.HMAC),
+        make_secret(Mode.HMAC),
         channel=make_channel(cert_offerer=MALLORY_CERT, exporter=EXPORTER_2),
     )
     joiner.start()
-    assert joiner.receive_data(m2_frame) == _failed(FailureReason.PAIRING_FAILED)
+    assert joiner.receive_data(m2_frame) == failed_with(FailureReason.PAIRING_FAILED)
 
 
 # --- reflection -----------------------------------------------------------------------
 
 
 def _offerer_after_share_a() -> tuple[OffererSession, Offer, bytes]:
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     _, share_a = _started_joiner(Mode.CPACE)
     offerer = make_offerer(offer)
     assert offerer.receive_data(share_a, now=0) == []
@@ -242,7 +229,7 @@ def _offerer_after_share_a() -> tuple[OffererSession, Offer, bytes]:
 def test_offerers_share_b_reflected_to_offerer_fails() -> None:
     offerer, offer, share_b = _offerer_after_share_a()
     events = offerer.receive_data(share_b, now=0)
-    assert events == _failed(FailureReason.PROTOCOL_ERROR)
+    assert events == failed_with(FailureReason.PROTOCOL_ERROR)
     assert offer.state is OfferState.BURNED
 
 
@@ -251,20 +238,20 @@ def test_offerers_tb_reflected_as_ta_fails() -> None:
     (frame,) = split_frames(share_b)
     tb = frame.body[32:96]
     events = offerer.receive_data(encode_frame(FrameType.CPACE_CONFIRM_A, tb), now=0)
-    assert events == _failed(FailureReason.PAIRING_FAILED)
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
     assert offer.state is OfferState.BURNED
 
 
 def test_offerer_refuses_ya_equal_to_its_own_yb() -> None:
     # Stronger than mallory: the test knows the offerer's scalar, so it can send Ya == Yb.
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     channel = make_channel()
     g = cpace.calculate_generator(offer.secret.value, cpace_ci(channel), channel.exporter)
     yb = cpace.public_share(OFFERER_SCALAR, g)
     offerer = make_offerer(offer, channel=channel)
     events = offerer.receive_data(encode_frame(FrameType.CPACE_SHARE_A, yb + _MALLORY), now=0)
-    assert events == _failed(FailureReason.PAIRING_FAILED)
-    assert offerer.data_to_send() == _error_frame(FailureReason.PAIRING_FAILED)  # no Tb
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
+    assert offerer.data_to_send() == error_frame(FailureReason.PAIRING_FAILED)  # no Tb
 
 
 def test_joiner_refuses_its_own_ya_echoed_as_yb_even_with_valid_tag() -> None:
@@ -279,20 +266,20 @@ def test_joiner_refuses_its_own_ya_echoed_as_yb_even_with_valid_tag() -> None:
     mac_key = cpace.confirmation_key(sid, cpace.intermediate_session_key(sid, k, ya, ada, ya, adb))
     tb = cpace.confirmation_tag(mac_key, ya, adb)
     events = joiner.receive_data(encode_frame(FrameType.CPACE_SHARE_B, ya + tb + _MALLORY))
-    assert events == _failed(FailureReason.PAIRING_FAILED)
-    assert joiner.data_to_send() == _error_frame(FailureReason.PAIRING_FAILED)  # no Ta
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
+    assert joiner.data_to_send() == error_frame(FailureReason.PAIRING_FAILED)  # no Ta
 
 
 def test_joiners_share_a_reflected_to_joiner_fails() -> None:
     joiner, share_a = _started_joiner(Mode.CPACE)
-    assert joiner.receive_data(share_a) == _failed(FailureReason.PROTOCOL_ERROR)
+    assert joiner.receive_data(share_a) == failed_with(FailureReason.PROTOCOL_ERROR)
 
 
 def test_m1_played_as_m2_fails() -> None:
     joiner, request = _started_joiner(Mode.HMAC)
     m1 = split_frames(request)[0].body[:32]
     events = joiner.receive_data(encode_frame(FrameType.HMAC_RESPONSE, m1 + _MALLORY))
-    assert events == _failed(FailureReason.PAIRING_FAILED)
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
 
 
 def test_m1_played_as_m2_over_the_link_pairs_nobody() -> None:
@@ -307,7 +294,7 @@ def test_m1_played_as_m2_over_the_link_pairs_nobody() -> None:
 
     link.tamper = reflect
     link.run()
-    assert link.joiner_events == _failed(FailureReason.PAIRING_FAILED)
+    assert link.joiner_events == failed_with(FailureReason.PAIRING_FAILED)
 
 
 # --- invalid points -------------------------------------------------------------------
@@ -321,12 +308,12 @@ def test_identity_point_list_matches_the_vector_file() -> None:
 @pytest.mark.parametrize("name", _IDENTITY_POINTS)
 def test_identity_point_as_ya_is_refused_before_any_tb_is_sent(name: str) -> None:
     # Were Tb sent for K = identity, mallory could test every code offline against it.
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     offerer = make_offerer(offer)
     point = bytes.fromhex(_POINTS[name])
     events = offerer.receive_data(encode_frame(FrameType.CPACE_SHARE_A, point + _MALLORY), now=0)
-    assert events == _failed(FailureReason.PAIRING_FAILED)
-    assert offerer.data_to_send() == _error_frame(FailureReason.PAIRING_FAILED)
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
+    assert offerer.data_to_send() == error_frame(FailureReason.PAIRING_FAILED)
     assert offer.state is OfferState.BURNED
 
 
@@ -344,8 +331,8 @@ def test_identity_point_as_yb_with_tag_for_identity_k_is_refused(name: str) -> N
     mac_key = cpace.confirmation_key(sid, cpace.intermediate_session_key(sid, k, ya, ada, yb, adb))
     tb = cpace.confirmation_tag(mac_key, yb, adb)
     events = joiner.receive_data(encode_frame(FrameType.CPACE_SHARE_B, yb + tb + _MALLORY))
-    assert events == _failed(FailureReason.PAIRING_FAILED)
-    assert joiner.data_to_send() == _error_frame(FailureReason.PAIRING_FAILED)
+    assert events == failed_with(FailureReason.PAIRING_FAILED)
+    assert joiner.data_to_send() == error_frame(FailureReason.PAIRING_FAILED)
 
 
 @pytest.mark.parametrize("which", ["Ya", "Yb"])
@@ -354,7 +341,7 @@ def test_any_listed_x25519_point_substituted_for_a_share_pairs_nobody(
     name: str, which: str
 ) -> None:
     point = bytes.fromhex(_POINTS[name])
-    offer = make_offer(_secret(Mode.CPACE))
+    offer = make_offer(make_secret(Mode.CPACE))
     link = _honest_link(Mode.CPACE, offer)
     target = {"Ya": FrameType.CPACE_SHARE_A, "Yb": FrameType.CPACE_SHARE_B}[which]
 
@@ -440,27 +427,17 @@ def test_unmodified_transcript_pairs_both_sides() -> None:
         assert [type(event) for event in link.joiner_events + link.offerer_events] == [Paired] * 2
 
 
-_BODY_BOUNDS: Final = {
-    FrameType.HMAC_REQUEST: (33, 96),
-    FrameType.HMAC_RESPONSE: (33, 96),
-    FrameType.CPACE_SHARE_A: (33, 96),
-    FrameType.CPACE_SHARE_B: (97, 160),
-    FrameType.CPACE_CONFIRM_A: (64, 64),
-    FrameType.ERROR: (1, 1),
-}
-
-
 @st.composite
 def _frames(draw: st.DrawFn) -> bytes:
-    frame_type = draw(st.sampled_from(list(_BODY_BOUNDS)))
-    low, high = _BODY_BOUNDS[frame_type]
+    frame_type = draw(st.sampled_from(list(BODY_BOUNDS)))
+    low, high = BODY_BOUNDS[frame_type]
     return encode_frame(frame_type, draw(st.binary(min_size=low, max_size=high)))
 
 
 @settings(max_examples=200, deadline=None)
 @given(mode=st.sampled_from(_MODES), frames=st.lists(_frames(), min_size=1, max_size=5))
 def test_random_frame_sequences_never_pair(mode: Mode, frames: list[bytes]) -> None:
-    offer = make_offer(_secret(mode))
+    offer = make_offer(make_secret(mode))
     offerer = make_offerer(offer)
     joiner, _ = _started_joiner(mode)
     for frame in frames:
@@ -475,7 +452,7 @@ def test_random_frame_sequences_never_pair(mode: Mode, frames: list[bytes]) -> N
 @settings(max_examples=200, deadline=None)
 @given(mode=st.sampled_from(_MODES), chunks=st.lists(st.binary(max_size=200), max_size=5))
 def test_arbitrary_bytes_never_pair_or_raise(mode: Mode, chunks: list[bytes]) -> None:
-    offer = make_offer(_secret(mode))
+    offer = make_offer(make_secret(mode))
     offerer = make_offerer(offer)
     joiner, _ = _started_joiner(mode)
     events: list[Event] = []

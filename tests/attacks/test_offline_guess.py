@@ -19,18 +19,16 @@ import json
 import math
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, hmac
 
 from certpair.codes import Mode, Secret
-from certpair.identity import Identity
 from certpair.net.pairing import run_join
 from certpair.protocol import hmac_proof
 from certpair.protocol.frames import FrameType, encode_frame
-from certpair.store import TrustStore
+from tests.attacks.honest import MakeDevice
 from tests.attacks.mitm import (
     LOOPBACK,
     WAIT,
@@ -41,9 +39,6 @@ from tests.attacks.mitm import (
     server_tls,
 )
 from tests.netutil import running_offer
-
-Device = tuple[Identity, TrustStore]
-MakeDevice = Callable[[str], Device]
 
 DIGITS = 6
 

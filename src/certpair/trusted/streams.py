@@ -56,6 +56,14 @@ def _address(peername: Any) -> str:
     return "unknown"
 
 
+def _client_side(
+    host: str, port: int, home: Path, context: ssl.SSLContext | None
+) -> tuple[ssl.SSLContext, str]:
+    """The client context to connect with (a new one unless given) and how errors name
+    the server."""
+    return context or client_context(home), _address((host, port))
+
+
 async def open_connection(
     host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
     timeout: float = HANDSHAKE_TIMEOUT,
@@ -80,8 +88,7 @@ async def open_connection(
         Expired: the connection or handshake timed out.
         NetworkError: the device cannot be reached or the handshake failed.
     """
-    context = context or client_context(home)
-    remote = _address((host, port))
+    context, remote = _client_side(host, port, home, context)
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
@@ -174,8 +181,7 @@ def connect(
         Expired: the connection or handshake timed out.
         NetworkError: the device cannot be reached or the handshake failed.
     """
-    context = context or client_context(home)
-    remote = _address((host, port))
+    context, remote = _client_side(host, port, home, context)
     try:
         raw = _dial(host, port, timeout)
     except OSError as exc:

@@ -1,0 +1,274 @@
+"""The offerer's driver: listen, show secrets, run one pairing conversation per connection.
+
+Thin: it reads and writes sockets, runs TLS, hands bytes to the sans-I/O sessions in
+``certpair.protocol``, and commits trust only on a ``Paired`` event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from certpair.codes import (
+    CPACE_DEFAULT_DIGITS,
+    HMAC_DEFAULT_BITS,
+    Mode,
+    Secret,
+    generate_code,
+    generate_hmac_key,
+)
+from certpair.errors import BadInput, Expired, NetworkError, PairingFailed
+from certpair.identity import Identity
+from certpair.net.conversation import READ_SIZE, Conversation, remote_of
+from certpair.ports import PAIRING_PORT
+from certpair.protocol.events import Failed, FailureReason, Paired, Role
+from certpair.protocol.offer import Offer, OfferState
+from certpair.protocol.session import OffererSession
+from certpair.store import Peer, TrustStore
+from certpair.tls import PairingTLS, TLSFailure, starts_like_tls
+
+__all__ = [
+    "CONVERSATION_TIMEOUT",
+    "MAX_CODES",
+    "Listening",
+    "OfferEvent",
+    "PeerPaired",
+    "ProofRejected",
+    "run_offer",
+]
+
+# Each burned cpace code gave an attacker one guess; a run issues at most this many,
+# so one `certpair pair` concedes at most MAX_CODES online guesses.
+MAX_CODES = 10
+CONVERSATION_TIMEOUT = 10.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listening:
+    """The offerer listens with a (new) secret."""
+
+    host: str
+    port: int
+    mode: Mode
+    code: str = field(repr=False)
+    expires_at: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProofRejected:
+    """A joiner's proof failed; ``burned`` says whether the secret is used up."""
+
+    reason: FailureReason
+    remote: str
+    burned: bool
+    attempts_left: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerPaired:
+    """The offerer trusted a joiner."""
+
+    peer: Peer
+
+
+OfferEvent = Listening | ProofRejected | PeerPaired
+
+
+class _Offerer:
+    def __init__(
+        self, *, identity: Identity, store: TrustStore, mode: Mode, ttl: float,
+        digits: int, bits: int, once: bool, on_event: Callable[[OfferEvent], None],
+        clock: Callable[[], float], secret: Secret | None,
+    ) -> None:
+        self.identity = identity
+        self.store = store
+        self.mode = mode
+        self.ttl = ttl
+        self.digits = digits
+        self.bits = bits
+        self.once = once
+        self.on_event = on_event
+        self.clock = clock
+        self.fixed_secret = secret
+        self.codes_issued = 0
+        self.current: Offer | None = None
+        self.changed = asyncio.Event()
+        self.result: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
+        self.handlers: set[asyncio.Task[object]] = set()
+
+    def new_offer(self) -> Offer:
+        if self.fixed_secret is not None and self.codes_issued == 0:
+            secret = self.fixed_secret
+        elif self.mode is Mode.CPACE:
+            secret = generate_code(self.digits)
+        else:
+            secret = generate_hmac_key(self.bits)
+        self.codes_issued += 1
+        self.current = Offer(secret=secret, expires_at=self.clock() + self.ttl,
+                             max_failures=1 if self.once else None)
+        return self.current
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.handlers.add(task)
+            task.add_done_callback(self.handlers.discard)
+        remote = remote_of(writer)
+        conv: Conversation | None = None
+        session: OffererSession | None = None
+        try:
+            async with asyncio.timeout(CONVERSATION_TIMEOUT):
+                first = await reader.read(READ_SIZE)
+                if not first or not starts_like_tls(first):
+                    return
+                conv = Conversation(reader, writer, PairingTLS(self.identity, server_side=True))
+                conv.tls.receive_bytes(first)
+                await conv.handshake()
+                assert self.current is not None
+                session = OffererSession(
+                    offer=self.current, channel=conv.tls.channel(), name=self.identity.name,
+                    scalar=secrets.token_bytes(32),
+                )
+                while not session.finished:
+                    data = await conv.receive_app()
+                    events = session.receive_data(data, now=self.clock())
+                    await conv.send(session.data_to_send())
+                    for event in events:
+                        self.conclude(session, event, remote)
+        except (TLSFailure, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            # Not a pairing attempt unless a session exists; a session cut short still
+            # spends its attempt if it held the offer.
+            if session is not None:
+                lost = session.connection_lost()
+                if lost is not None:
+                    self.conclude(session, lost, remote)
+            if isinstance(exc, asyncio.CancelledError):
+                # Shutting down. Ending normally rather than re-raising keeps Python
+                # 3.11's StreamReaderProtocol from logging each cancelled handler.
+                return
+        finally:
+            if conv is None:
+                writer.close()
+            else:
+                conv.close()
+
+    def conclude(self, session: OffererSession, event: Paired | Failed, remote: str) -> None:
+        mode = session.offer.mode.value
+        if isinstance(event, Paired):
+            peer = self.store.commit_pairing(
+                name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
+                role=Role.OFFERER.value, remote=remote,
+            )
+            if not self.result.done():
+                self.result.set_result(peer)
+            self.on_event(PeerPaired(peer=peer))
+            return
+        self.store.record_event(
+            kind="pairing", role=Role.OFFERER.value, remote=remote, mode=mode,
+            outcome="failed", reason=event.reason.text,
+        )
+        if session.attempt_spent:
+            offer_ = session.offer
+            self.on_event(ProofRejected(
+                reason=event.reason, remote=remote, burned=offer_.state is OfferState.BURNED,
+                attempts_left=offer_.max_failures - offer_.failures,
+            ))
+        self.changed.set()
+
+    async def serve(self, host: str, port: int, timeout: float | None) -> Peer:
+        try:
+            # A deep backlog: a flood of connections must not drop the real joiner's SYN.
+            server = await asyncio.start_server(self.handle, host, port, backlog=1024)
+        except OSError as exc:
+            raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+        try:
+            bound_port = int(server.sockets[0].getsockname()[1])
+            deadline = None if timeout is None else self.clock() + timeout
+            offer_ = self.new_offer()
+            self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
+                                   code=offer_.secret.display, expires_at=offer_.expires_at))
+            while not self.result.done():
+                if offer_.state is OfferState.BURNED:
+                    if self.once or self.mode is Mode.HMAC or self.codes_issued >= MAX_CODES:
+                        raise PairingFailed("pairing failed: wrong secret or tampered connection")
+                    offer_ = self.new_offer()
+                    if deadline is not None:
+                        offer_.expires_at = min(offer_.expires_at, deadline)
+                    self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
+                                           code=offer_.secret.display,
+                                           expires_at=offer_.expires_at))
+                    continue
+                end = offer_.expires_at if deadline is None else min(offer_.expires_at, deadline)
+                remaining = end - self.clock()
+                if remaining <= 0 and offer_.state is OfferState.OPEN:
+                    raise Expired("the pairing secret expired unused")
+                waiters: set[asyncio.Future[object]] = {
+                    asyncio.ensure_future(self.changed.wait()),
+                    asyncio.ensure_future(asyncio.shield(self.result)),
+                }
+                _, pending = await asyncio.wait(
+                    waiters, timeout=max(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in pending:
+                    task.cancel()
+                self.changed.clear()
+            return self.result.result()
+        finally:
+            server.close()
+            # End every open conversation here, so that none is still running (and
+            # cancelled by asyncio.run) after the offer is over.
+            for handler in list(self.handlers):
+                handler.cancel()
+            if self.handlers:
+                await asyncio.wait(self.handlers, timeout=2.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+
+
+async def run_offer(
+    *, identity: Identity, store: TrustStore, mode: Mode = Mode.CPACE, host: str = "0.0.0.0",  # noqa: S104  # the joiner is another device
+    port: int = PAIRING_PORT, ttl: float = 300.0, timeout: float | None = None,
+    once: bool = False, digits: int = CPACE_DEFAULT_DIGITS, bits: int = HMAC_DEFAULT_BITS,
+    on_event: Callable[[OfferEvent], None] = lambda event: None,
+    clock: Callable[[], float] = time.time, secret: Secret | None = None,
+) -> Peer:
+    """Offer pairing: listen, show a secret, and trust the first joiner that proves it.
+
+    A failed cpace proof burns the code; unless ``once``, a fresh code is issued (at
+    most ``MAX_CODES`` per run) and announced with a new :class:`Listening` event.
+
+    Args:
+        identity: this device.
+        store: where the joiner is committed on success.
+        mode: cpace (default) or hmac.
+        host: address to listen on.
+        port: TCP port; 0 picks a free one (reported in :class:`Listening`).
+        ttl: lifetime of each secret in seconds.
+        timeout: overall limit in seconds, or None.
+        once: stop at the first failed proof instead of continuing.
+        digits: cpace code length.
+        bits: hmac key strength.
+        on_event: called with each :class:`OfferEvent`; runs on the event loop.
+        clock: time source.
+        secret: use this secret first instead of generating one.
+
+    Returns:
+        The stored peer.
+
+    Raises:
+        PairingFailed: the secret was burned and no fresh one may be issued.
+        Expired: the secret expired unused, or the overall timeout passed.
+        NetworkError: cannot listen.
+        BadInput: unusable digits, bits or mode of ``secret``.
+    """
+    if secret is not None and secret.mode is not mode:
+        raise BadInput("the given secret does not match the mode")
+    offerer = _Offerer(
+        identity=identity, store=store, mode=mode, ttl=ttl, digits=digits, bits=bits,
+        once=once, on_event=on_event, clock=clock, secret=secret,
+    )
+    return await offerer.serve(host, port, timeout)
