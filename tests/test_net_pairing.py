@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from certpair.codes import Mode, parse_secret
-from certpair.errors import Expired, NetworkError, PairingFailed
+from certpair.errors import Expired, LocalStateError, NetworkError, PairingFailed
 from certpair.identity import Identity
 from certpair.net.conversation import Conversation
 from certpair.net.pairing import PeerPaired, ProofRejected, run_join
@@ -269,3 +269,15 @@ async def test_paired_event_reaches_listener(make_device: MakeDevice) -> None:
                        port=offer.listening.port, secret=parse_secret(offer.listening.code))
         event = await offer.next_event()
     assert isinstance(event, PeerPaired) and event.peer.name == "beta"
+
+
+async def test_offerer_whose_store_fails_ends_with_local_state_error(
+    make_device: MakeDevice,
+) -> None:
+    (alpha, alpha_store), (beta, beta_store) = make_device("alpha"), make_device("beta")
+    async with running_offer(alpha, alpha_store) as offer:
+        alpha_store.close()  # the store becomes unusable while the code is shown
+        await run_join(identity=beta, store=beta_store, host="127.0.0.1",
+                       port=offer.listening.port, secret=parse_secret(offer.listening.code))
+        with pytest.raises(LocalStateError):
+            await asyncio.wait_for(offer.task, 10)

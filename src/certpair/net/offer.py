@@ -21,7 +21,7 @@ from certpair.codes import (
     generate_code,
     generate_hmac_key,
 )
-from certpair.errors import BadInput, Expired, NetworkError, PairingFailed
+from certpair.errors import BadInput, CertpairError, Expired, NetworkError, PairingFailed
 from certpair.identity import Identity
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
 from certpair.ports import PAIRING_PORT
@@ -159,10 +159,17 @@ class _Offerer:
     def conclude(self, session: OffererSession, event: Paired | Failed, remote: str) -> None:
         mode = session.offer.mode.value
         if isinstance(event, Paired):
-            peer = self.store.commit_pairing(
-                name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
-                role=Role.OFFERER.value, remote=remote,
-            )
+            try:
+                peer = self.store.commit_pairing(
+                    name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
+                    role=Role.OFFERER.value, remote=remote,
+                )
+            except CertpairError as exc:
+                # The store refused the write: end the offer with that error (exit 5)
+                # instead of waiting on an offer that can no longer pair anyone.
+                if not self.result.done():
+                    self.result.set_exception(exc)
+                return
             if not self.result.done():
                 self.result.set_result(peer)
             self.on_event(PeerPaired(peer=peer))
