@@ -1,0 +1,68 @@
+"""What the store holds: peer and event records, and the store's errors."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from certpair.errors import BadInput, LocalStateError
+
+__all__ = [
+    "MIN_PREFIX_DIGITS",
+    "AmbiguousPeer",
+    "Event",
+    "Peer",
+    "PeerNotFound",
+    "StoreUnusable",
+    "iso_time",
+]
+
+# Fewer hex digits than this match too many fingerprints to be a deliberate choice.
+MIN_PREFIX_DIGITS = 4
+
+
+class StoreUnusable(LocalStateError):
+    """The trust store cannot be opened or is corrupt."""
+
+
+class PeerNotFound(BadInput):
+    """No paired device matches the given name or fingerprint."""
+
+
+class AmbiguousPeer(BadInput):
+    """Several paired devices match the given name or fingerprint prefix."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Peer:
+    """A trusted remote identity."""
+
+    name: str
+    fingerprint: str
+    cert_der: bytes = field(repr=False)
+    mode: str
+    paired_at: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    """One row of the audit log.
+
+    ``kind`` is ``pairing``, ``connection``, ``unpairing`` or ``rename``.
+    """
+
+    at: str
+    kind: str
+    role: str
+    remote: str
+    mode: str
+    outcome: str
+    reason: str
+    peer_fingerprint: str | None = None
+    peer_name: str | None = None
+
+
+def iso_time(at: float) -> str:
+    """Seconds since the epoch as the store writes times: ``YYYY-MM-DDTHH:MM:SSZ``."""
+    moment = datetime.datetime.fromtimestamp(at, datetime.UTC).replace(microsecond=0)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

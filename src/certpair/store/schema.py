@@ -1,0 +1,88 @@
+"""The store's file: its schema, its version, and how it is opened and migrated."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from certpair.store.records import StoreUnusable
+from certpair.store.trust import TrustStore
+
+__all__ = ["SCHEMA_VERSION", "open_store"]
+
+# 1: peers, events. 2: the peers_version counter and its triggers.
+SCHEMA_VERSION = 2
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS peers (
+    fingerprint TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    cert_der    BLOB NOT NULL,
+    mode        TEXT NOT NULL,
+    paired_at   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    remote      TEXT NOT NULL,
+    mode        TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    peer_fingerprint TEXT,
+    peer_name   TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key         TEXT PRIMARY KEY,
+    value       INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('peers_version', 0);
+CREATE TRIGGER IF NOT EXISTS peers_inserted AFTER INSERT ON peers BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'peers_version';
+END;
+CREATE TRIGGER IF NOT EXISTS peers_updated AFTER UPDATE ON peers BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'peers_version';
+END;
+CREATE TRIGGER IF NOT EXISTS peers_deleted AFTER DELETE ON peers BEGIN
+    UPDATE meta SET value = value + 1 WHERE key = 'peers_version';
+END;
+"""
+
+
+def open_store(home: Path) -> TrustStore:
+    """Open (creating if needed) the trust store ``home/trust.db``.
+
+    Args:
+        home: certpair's home directory; it must exist.
+
+    Returns:
+        The open store.
+
+    Raises:
+        StoreUnusable: the file cannot be opened, is not a certpair store, or is newer
+            than this version understands.
+    """
+    path = home / "trust.db"
+    try:
+        # The store serialises its own calls with a lock, so any thread may use it.
+        db = sqlite3.connect(path, timeout=10.0, isolation_level="DEFERRED",
+                             check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            # WAL + NORMAL: every commit is atomic and survives a process crash; only
+            # a power loss may roll back the latest commits (never half of one).
+            # Removals of trust run with FULL (see TrustStore.remove_peer), so they last.
+            db.execute("PRAGMA synchronous=NORMAL")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreUnusable(f"the trust store {path} is from a newer certpair")
+            if version < SCHEMA_VERSION:
+                with db:
+                    db.executescript(_SCHEMA)
+                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except BaseException:
+            db.close()
+            raise
+    except sqlite3.Error as exc:
+        raise StoreUnusable(f"cannot open the trust store {path}") from exc
+    return TrustStore(db, path)
