@@ -145,7 +145,7 @@ def test_uninitialised_home_exits_5(tmp_path: Path) -> None:
     for args in (["show"], ["pair"], ["join", "127.0.0.1", "1234-5678-6"]):
         result = run(tmp_path / "empty", *args)
         assert result.returncode == 5, (args, result.stderr)
-        assert "certpair init" in result.stderr
+        assert "init' first" in result.stderr and "certpair --home" in result.stderr
 
 
 def test_init_refuses_to_overwrite_without_force(homes: tuple[Path, Path]) -> None:

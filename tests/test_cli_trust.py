@@ -203,7 +203,7 @@ def test_serve_and_library_agree_on_the_default_port() -> None:
 @pytest.mark.parametrize("args", [["serve", "--port", "0"], ["ping", "127.0.0.1"], ["export"]])
 def test_commands_need_an_identity_and_exit_5_without_one(tmp_path: Path,
                                                            args: list[str]) -> None:
-    assert_one_error_line(run(tmp_path / "empty", *args), 5, "certpair init")
+    assert_one_error_line(run(tmp_path / "empty", *args), 5, "init' first")
 
 
 # -- unpair, rename, log -------------------------------------------------------------------

@@ -106,5 +106,11 @@ def advise(
                       option=f"--mode hmac --bits {chars * 5}")
     bits = cpace_min_bits(codes=codes, risk=risk)
     digits = max(CPACE_MIN_DIGITS, math.ceil(bits / math.log2(10)))
-    option = f"--digits {digits}" if digits <= CPACE_MAX_DIGITS else "--mode hmac"
+    if digits <= CPACE_MAX_DIGITS:
+        option = f"--digits {digits}"
+    else:
+        # Longer than a code can be: hmac mode, with the key hmac mode needs for the same
+        # risk against the offline attacker (not merely its default length).
+        option = advise(mode=Mode.HMAC, risk=risk, ttl=ttl,
+                        guesses_per_second=guesses_per_second).option
     return Advice(mode=mode, bits=bits, length=digits, unit="digits", option=option)

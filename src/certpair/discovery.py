@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import re
 import secrets
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ PROTOCOL_VERSION = "1"
 RECORD_TTL = 120
 _RESOLVE_MS = 1500
 _FINGERPRINT_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_log = logging.getLogger(__name__)
 _ANY_ADDRESSES = frozenset({"", "0.0.0.0", "::"})  # noqa: S104  # compared, not bound
 
 
@@ -252,7 +254,12 @@ async def browse(
     Raises:
         DiscoveryError: multicast DNS is unavailable here.
     """
-    from zeroconf import InterfaceChoice, IPVersion, ServiceStateChange  # noqa: PLC0415
+    from zeroconf import (  # noqa: PLC0415
+        BadTypeInNameException,
+        InterfaceChoice,
+        IPVersion,
+        ServiceStateChange,
+    )
     from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf  # noqa: PLC0415
 
     loop = asyncio.get_running_loop()
@@ -269,6 +276,7 @@ async def browse(
     except (OSError, RuntimeError) as exc:
         raise DiscoveryError(f"cannot use multicast DNS here: {exc}") from exc
     found: dict[str, DiscoveredOfferer] = {}
+    skipped: set[str] = set()
     end = loop.time() + timeout
     try:
         browser = AsyncServiceBrowser(azc.zeroconf, [SERVICE_TYPE], handlers=[on_change])
@@ -281,10 +289,19 @@ async def browse(
                 if change is ServiceStateChange.Removed:
                     found.pop(name, None)
                     continue
-                info = AsyncServiceInfo(SERVICE_TYPE, name)
-                if not await info.async_request(azc.zeroconf, _RESOLVE_MS):
+                try:
+                    info = AsyncServiceInfo(SERVICE_TYPE, name)
+                    if not await info.async_request(azc.zeroconf, _RESOLVE_MS):
+                        continue
+                    offerer = _offerer(info)
+                except (BadTypeInNameException, ValueError, UnicodeError) as exc:
+                    # Anyone on the link can announce any name: a malformed one (a control
+                    # character, say) is skipped, and said once per browse, not per packet.
+                    if not skipped:
+                        _log.warning("ignored a malformed DNS-SD advertisement: %s",
+                                     ascii(str(exc))[:200])
+                    skipped.add(name)
                     continue
-                offerer = _offerer(info)
                 if offerer is None:
                     continue
                 if not found and settle is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from certpair.cli.context import emit_json
+from certpair.cli.params import Finite
 
 # Mirrors certpair.advice.DEFAULT_GPU_GUESSES_PER_SECOND (checked by a test), so that
 # building the CLI does not import the crypto stack.
@@ -15,27 +16,34 @@ __all__ = ["command"]
 
 @click.command("advise")
 @click.option("--mode", type=click.Choice(["cpace", "hmac"]), default="cpace", show_default=True)
-@click.option("--ttl", type=click.FloatRange(min=0, min_open=True), default=300.0,
-              show_default=True, help="hmac: seconds the key stays valid.")
-@click.option("--risk", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6,
-              show_default=True, help="Accepted chance that the attacker succeeds.")
-@click.option("--guesses-per-second", type=click.FloatRange(min=0, min_open=True),
+@click.option("--ttl", type=Finite(0, 31_536_000, min_open=True), default=300.0,
+              show_default=True, metavar="SECONDS",
+              help="hmac: seconds the key stays valid (at most a year).")
+@click.option("--risk", type=Finite(0, 1, min_open=True, max_open=True), default=1e-6,
+              show_default=True, metavar="P", help="Accepted chance that the attacker succeeds.")
+@click.option("--guesses-per-second", type=Finite(0, 1e30, min_open=True), metavar="RATE",
               default=_GPU_RATE, show_default=True,
               help="hmac: the attacker's offline rate (default: one RTX 4090, safe bound).")
-@click.option("--codes", type=click.IntRange(min=1), default=10, show_default=True,
+@click.option("--codes", type=click.IntRange(1, 1_000_000), default=10, metavar="N",
+              show_default=True,
               help="cpace: codes issued per pairing run.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def command(mode: str, ttl: float, risk: float, guesses_per_second: float, codes: int,
             as_json: bool) -> None:
     """Print the shortest secret that keeps an attacker's chance below --risk."""
     from certpair.advice import advise  # noqa: PLC0415  # keeps start-up fast
-    from certpair.codes import Mode  # noqa: PLC0415
+    from certpair.codes import CPACE_MAX_DIGITS, Mode  # noqa: PLC0415
 
     result = advise(mode=Mode(mode), risk=risk, ttl=ttl, guesses_per_second=guesses_per_second,
                     codes=codes)
     if as_json:
         emit_json({"mode": mode, "bits": round(result.bits, 2), "length": result.length,
                    "unit": result.unit, "option": result.option})
+        return
+    if mode == "cpace" and "--mode hmac" in result.option:
+        click.echo(f"cpace: at least {result.bits:.1f} bits = {result.length} digits, more than "
+                   f"a code holds ({CPACE_MAX_DIGITS} at most); use hmac mode: "
+                   f"certpair pair {result.option}")
         return
     click.echo(f"{mode}: at least {result.bits:.1f} bits = {result.length} {result.unit} "
                f"(certpair pair {result.option})")

@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import datetime
+import errno
 import json
 import os
+import re
+import shlex
 import sys
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from certpair.errors import BadInput, LocalStateError
+
 if TYPE_CHECKING:
     from certpair.identity import Identity
-    from certpair.store import TrustStore
+    from certpair.store import Peer, TrustStore
 
-__all__ = ["default_home", "emit_json", "home_of", "identity_of", "iso_time", "store_of"]
+__all__ = [
+    "command_hint",
+    "default_home",
+    "emit_json",
+    "explain_home",
+    "find_peer",
+    "home_of",
+    "identity_of",
+    "iso_time",
+    "store_of",
+]
+
+_SHORT_PREFIX = re.compile(r"(sha256:)?[0-9a-f:]{1,3}", re.IGNORECASE)
 
 
 def default_home() -> Path:
@@ -29,27 +47,140 @@ def default_home() -> Path:
     return base / "certpair"
 
 
+def _home_source(ctx: click.Context) -> str:
+    """How the home was given: ``option``, ``env`` or ``default``."""
+    root = ctx.find_root()
+    meta = root.meta.get("certpair.home_source")
+    if isinstance(meta, str):
+        return meta
+    source = root.get_parameter_source("home")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        return "option"
+    if source is click.core.ParameterSource.ENVIRONMENT:
+        return "env"
+    return "default"
+
+
+def _describe(ctx: click.Context, home: Path) -> str:
+    source = _home_source(ctx)
+    if source == "env":
+        return f"CERTPAIR_HOME ({home})"
+    if source == "option":
+        return f"--home {home}"
+    return f"the home directory {home}"
+
+
 def home_of(ctx: click.Context) -> Path:
-    """The ``--home`` of this invocation."""
+    """The ``--home`` of this invocation, checked to be usable as a directory.
+
+    Raises:
+        LocalStateError: a home from ``CERTPAIR_HOME`` (or the default) is a file or
+            lies under one (exit 5, naming where it came from).
+        BadInput: the same for a ``--home`` given on the command line (exit 2).
+    """
     home = ctx.find_root().obj
     assert isinstance(home, Path)
+    probe = home
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is" if probe == home else f"lies under {probe}, which is"
+        message = f"{_describe(ctx, home)} {where} a file, not a directory"
+        raise BadInput(message) if _home_source(ctx) == "option" else LocalStateError(message)
     return home
+
+
+def command_hint(ctx: click.Context, command: str) -> str:
+    """``certpair COMMAND``, keeping a ``--home`` the user gave on the command line."""
+    if _home_source(ctx) == "option":
+        return f"certpair --home {shlex.quote(str(ctx.find_root().obj))} {command}"
+    return f"certpair {command}"
+
+
+def explain_home(ctx: click.Context) -> str | None:
+    """Why the home cannot be written, if it cannot (read-only, permission), else None."""
+    try:
+        home = home_of(ctx)
+    except (BadInput, LocalStateError):
+        return None
+    probe = home if home.exists() else home.parent
+    try:
+        if os.statvfs(probe).f_flag & os.ST_RDONLY:
+            return os.strerror(errno.EROFS).lower()
+    except OSError:
+        return None
+    if not os.access(probe, os.W_OK):
+        return os.strerror(errno.EACCES).lower()
+    return None
 
 
 def identity_of(ctx: click.Context) -> Identity:
     """Load this device's identity (exit 5 if there is none)."""
-    from certpair.identity import load_identity  # noqa: PLC0415  # keeps start-up fast
+    from certpair.identity import NotInitialised, load_identity  # noqa: PLC0415  # fast start-up
 
-    return load_identity(home_of(ctx))
+    home = home_of(ctx)
+    try:
+        return load_identity(home)
+    except NotInitialised:
+        raise NotInitialised(
+            f"no identity in {home}; run '{command_hint(ctx, 'init')}' first") from None
 
 
-def store_of(ctx: click.Context) -> TrustStore:
-    """Open the trust store, closed when the command ends (exit 5 if unusable)."""
-    from certpair.store import open_store  # noqa: PLC0415  # keeps start-up fast
+def _open_read_only(path: Path) -> TrustStore:
+    """Open an existing store that cannot be written (read-only file system or home).
 
-    store = open_store(home_of(ctx))
+    SQLite cannot open a WAL database read-only where it may not create its shared-
+    memory file, unless told the file cannot change while open (``immutable``).
+    """
+    import sqlite3  # noqa: PLC0415  # fast start-up
+
+    from certpair.store import StoreUnusable, TrustStore  # noqa: PLC0415
+
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro&immutable=1"
+    try:
+        db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        db.execute("SELECT 1 FROM peers LIMIT 1").fetchall()
+    except sqlite3.Error as exc:
+        raise StoreUnusable(f"cannot open the trust store {path}") from exc
+    return TrustStore(db, path)
+
+
+def store_of(ctx: click.Context, *, read_only: bool = False) -> TrustStore:
+    """Open the trust store, closed when the command ends (exit 5 if unusable).
+
+    Args:
+        ctx: the command's context.
+        read_only: the command only reads; then a store in a home that cannot be
+            written is still opened, read-only.
+    """
+    from certpair.store import StoreUnusable, open_store  # noqa: PLC0415  # fast start-up
+
+    home = home_of(ctx)
+    try:
+        store = open_store(home)
+    except StoreUnusable:
+        why = explain_home(ctx)
+        if why is None:
+            raise
+        if not read_only or not (home / "trust.db").is_file():
+            raise StoreUnusable(f"cannot write the trust store in {home}: {why}") from None
+        store = _open_read_only(home / "trust.db")
     ctx.call_on_close(store.close)
     return store
+
+
+def find_peer(store: TrustStore, query: str) -> Peer:
+    """The one paired device ``query`` names; a too-short prefix is said to be one."""
+    from certpair.store import MIN_PREFIX_DIGITS, PeerNotFound  # noqa: PLC0415
+
+    try:
+        return store.find_peer(query)
+    except PeerNotFound:
+        if _SHORT_PREFIX.fullmatch(query):
+            raise PeerNotFound(
+                f"no paired device is called {query!r}, and a fingerprint prefix needs at "
+                f"least {MIN_PREFIX_DIGITS} hex digits (see 'certpair peers')") from None
+        raise
 
 
 def emit_json(obj: dict[str, Any]) -> None:

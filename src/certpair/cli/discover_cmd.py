@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json
+from certpair.cli.params import Finite
 
 if TYPE_CHECKING:
     from certpair.discovery import DiscoveredOfferer
@@ -49,8 +50,8 @@ interface_option = click.option(
 
 
 @click.command("discover")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=3.0, show_default=True,
-              help="Seconds to listen for offerers.")
+@click.option("--timeout", type=Finite(0.1, 600), default=3.0, show_default=True,
+              metavar="SECONDS", help="Seconds to listen for offerers.")
 @interface_option
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per offerer and line.")
 def command(timeout: float, interfaces: tuple[str, ...], as_json: bool) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.cli.context import emit_json, home_of, identity_of, store_of
+from certpair.cli.context import emit_json, find_peer, home_of, identity_of, store_of
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.errors import LocalStateError
 
@@ -72,8 +72,9 @@ def _render(out: dict[str, Any]) -> None:
 def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json: bool) -> None:
     """Write cert.pem and peers.pem for curl, openssl and other TLS tools."""
     identity = identity_of(ctx)
-    store = store_of(ctx)
-    peers: list[Peer] = [store.find_peer(query)] if query is not None else store.peers()
+    store = store_of(ctx, read_only=True)
+    peers: list[Peer] = [find_peer(store, query)] if query is not None else store.peers()
+    hint = "" if out_dir is not None else "; choose another directory with --out DIR"
     out_dir = out_dir if out_dir is not None else home_of(ctx) / "export"
     cert, bundle = out_dir / "cert.pem", out_dir / "peers.pem"
     try:
@@ -81,7 +82,8 @@ def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json
         _write(cert, [identity.cert_der])
         _write(bundle, [peer.cert_der for peer in peers])
     except OSError as exc:
-        raise LocalStateError(f"cannot write to {out_dir}: {exc.strerror or exc}") from exc
+        raise LocalStateError(
+            f"cannot write to {out_dir}: {exc.strerror or exc}{hint}") from exc
     out = {
         "cert": str(cert.resolve()), "key": str(identity.key_path.resolve()),
         "peers": str(bundle.resolve()),

@@ -5,19 +5,20 @@ from __future__ import annotations
 import click
 
 from certpair.cli.discover_cmd import interface_option
+from certpair.cli.params import Finite
 
 __all__ = ["command"]
 
 
 @click.command("join")
 @click.argument("args", nargs=-1, metavar="[HOST[:PORT]] SECRET | URI")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
-              help="Seconds to connect and pair.")
+@click.option("--timeout", type=Finite(0.1, 3600), default=30.0, show_default=True,
+              metavar="SECONDS", help="Seconds to connect and pair.")
 @click.option("--peer-name", metavar="NAME",
               help="With discovery: the offerer to pair with when several are offering.")
 @click.option("--no-discovery", is_flag=True,
               help="Never look for the offerer on the network; an address is then required.")
-@click.option("--discovery-timeout", type=click.FloatRange(min=0.1), default=5.0,
+@click.option("--discovery-timeout", type=Finite(0.1, 600), default=5.0, metavar="SECONDS",
               show_default=True, help="Seconds to look for the offerer on the network.")
 @interface_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line.")

@@ -11,7 +11,7 @@ import click
 from certpair.cli.context import emit_json, identity_of, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
 from certpair.cli.params import HostPort, SecretParam
-from certpair.codes import Secret
+from certpair.codes import Secret, WrongCheckCharacter, parse_secret
 from certpair.discovery import (
     AmbiguousOfferers,
     DiscoveredOfferer,
@@ -39,7 +39,52 @@ class _Target:
     fingerprint: str | None
 
 
+def _looks_like_address(text: str) -> bool:
+    """Whether a word that is not a secret was probably meant as the offerer's address:
+    it has a dot or a colon, or letters and too few characters to be an hmac key."""
+    if any(ch in text for ch in ".:["):
+        return True
+    compact = text.replace("-", "")
+    return any(ch.isalpha() for ch in compact) and len(compact) <= 13
+
+
+def _is_secret(text: str) -> bool:
+    """Whether ``text`` has a secret's shape (a typo in its check character included)."""
+    try:
+        parse_secret(text)
+    except WrongCheckCharacter:
+        return True
+    except BadInput:
+        return False
+    return True
+
+
+def _check_shape(args: tuple[str, ...]) -> None:
+    """Catch the usual mistakes with a hint; never repeat the secret in the message."""
+    for arg in args:
+        if arg.lower().startswith(("http://", "https://")):
+            raise BadInput("an http:// address is not a certpair address: use the "
+                           "certpair://… URI that `certpair pair --qr` shows, or join HOST CODE")
+    if not args:
+        raise BadInput(f"missing the pairing code: {USAGE}")
+    if any(looks_like_uri(arg) for arg in args):
+        return
+    if len(args) == 1 and not _is_secret(args[0]) and _looks_like_address(args[0]):
+        raise BadInput(f"missing the pairing code: join {args[0]} CODE, with the code "
+                       "the other device shows")
+    if (len(args) == 2 and _is_secret(args[0]) and not _is_secret(args[1])
+            and _looks_like_address(args[1])):
+        raise BadInput(f"the address comes first: join {args[1]} CODE")
+    if len(args) >= 3:
+        spaced = args[1:] if not _is_secret("".join(args)) else args
+        if _is_secret("".join(spaced)):
+            host = "" if spaced is args else f"{args[0]} "
+            raise BadInput("the code was split into several words: quote the code or drop "
+                           f"the spaces, e.g. join {host}4711-0815-3")
+
+
 def _target(args: tuple[str, ...], ctx: click.Context) -> _Target:
+    _check_shape(args)
     if len(args) == 1 and looks_like_uri(args[0]):
         uri = parse_uri(args[0])
         return _Target(secret=uri.secret, address=(uri.host, uri.port),
@@ -51,9 +96,9 @@ def _target(args: tuple[str, ...], ctx: click.Context) -> _Target:
         return _Target(secret=SecretParam().convert(args[0], None, ctx), address=None,
                        fingerprint=None)
     if len(args) == 2:
+        address = HostPort(PAIRING_PORT).convert(args[0], None, ctx)
         secret = SecretParam().convert(args[1], None, ctx)
-        return _Target(secret=secret, address=HostPort(PAIRING_PORT).convert(args[0], None, ctx),
-                       fingerprint=None)
+        return _Target(secret=secret, address=address, fingerprint=None)
     raise BadInput(f"give the offerer and the secret: {USAGE}")
 
 

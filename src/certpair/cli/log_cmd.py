@@ -12,13 +12,14 @@ __all__ = ["command"]
 
 
 @click.command("log")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
+@click.option("--limit", type=click.IntRange(1, 1_000_000), metavar="N", default=50,
+              show_default=True,
               help="How many events to show.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
 @click.pass_context
 def command(ctx: click.Context, limit: int, as_json: bool) -> None:
     """Show logged events, newest first."""
-    events = store_of(ctx).events(limit=limit)
+    events = store_of(ctx, read_only=True).events(limit=limit)
     for event in events:
         if as_json:
             emit_json(dataclasses.asdict(event))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import logging
 import os
 import sys
 from pathlib import Path
@@ -26,7 +27,7 @@ from certpair.cli import (
     show_cmd,
     unpair_cmd,
 )
-from certpair.cli.context import default_home
+from certpair.cli.context import command_hint, default_home, explain_home
 from certpair.errors import (
     BadInput,
     CertpairError,
@@ -68,25 +69,70 @@ def exit_status(error: CertpairError) -> ExitStatus:
     return ExitStatus.LOCAL_STATE
 
 
+def _debug(ctx: click.Context) -> bool:
+    return (bool(ctx.params.get("traceback")) or bool(ctx.meta.get(_DEBUG))
+            or os.environ.get("CERTPAIR_DEBUG") == "1")
+
+
+def _message(ctx: click.Context, error: CertpairError) -> str:
+    # Hints name commands to run: keep the user's --home in them.
+    text = str(error).replace("'certpair init'", f"'{command_hint(ctx, 'init')}'")
+    if isinstance(error, LocalStateError):
+        # The store or identity could not be written: say why, if the home is the cause.
+        why = explain_home(ctx)
+        if why is not None and why not in text.lower():
+            text = f"{text} ({why})"
+    return text
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
-        debug = bool(ctx.params.get("traceback")) or os.environ.get("CERTPAIR_DEBUG") == "1"
         try:
             return super().invoke(ctx)
         except CertpairError as exc:
-            if debug:
+            if _debug(ctx):
                 raise
-            click.echo(f"Error: {exc}", err=True)
+            click.echo(f"Error: {_message(ctx, exc)}", err=True)
             ctx.exit(exit_status(exc))
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(ExitStatus.INTERRUPTED)
 
 
+_DEBUG = "certpair.debug"
+
+
+def _late_home(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    del param
+    if value is not None:
+        root = ctx.find_root()
+        root.obj = value
+        root.meta["certpair.home_source"] = "option"
+
+
+def _late_traceback(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    del param
+    if value:
+        ctx.find_root().meta[_DEBUG] = True
+
+
+def _accept_global_options(command: click.Command) -> None:
+    """Accept --home and --traceback after the command name too (``show --home X``)."""
+    command.params.extend([
+        click.Option(["--home"], type=click.Path(path_type=Path), hidden=True,
+                     expose_value=False, is_eager=True, callback=_late_home),
+        click.Option(["--traceback"], is_flag=True, hidden=True, expose_value=False,
+                     is_eager=True, callback=_late_traceback),
+    ])
+
+
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
-    type=click.Path(file_okay=False, path_type=Path),
+    metavar="DIR",
+    # No file_okay=False: a home that is a file is reported by home_of, naming where
+    # the path came from (CERTPAIR_HOME or --home), with the right exit status.
+    type=click.Path(path_type=Path),
     envvar="CERTPAIR_HOME",
     default=default_home,
     show_default="CERTPAIR_HOME, else the user data directory",
@@ -105,6 +151,7 @@ for _module in (
     init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, serve_cmd, ping_cmd,
     unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd,
 ):
+    _accept_global_options(_module.command)
     cli.add_command(_module.command)
 
 
@@ -122,7 +169,18 @@ def _raise_fd_limit() -> None:
         pass
 
 
+def _show_library_warnings() -> None:
+    # The library never prints; what it logs as a warning (a malformed advertisement
+    # skipped, say) reaches the user as one line on stderr.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("Warning: %(message)s"))
+    logger = logging.getLogger("certpair")
+    logger.addHandler(handler)
+    logger.propagate = False
+
+
 def main() -> None:
     """Console-script entry point."""
     _raise_fd_limit()
+    _show_library_warnings()
     sys.exit(cli.main(prog_name="certpair"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from certpair.cli.params import Finite
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
     CPACE_MAX_DIGITS,
@@ -14,9 +15,14 @@ from certpair.codes import (
     HMAC_MIN_BITS,
     Mode,
 )
+from certpair.errors import BadInput
 from certpair.ports import PAIRING_PORT
 
-__all__ = ["command"]
+__all__ = ["MAX_SECONDS", "command"]
+
+MAX_SECONDS = 86400
+# HMAC-SHA256 offers at most 256 bits of strength; a longer key only adds typing.
+HMAC_MAX_BITS = 256
 
 
 @click.command("pair")
@@ -26,14 +32,15 @@ __all__ = ["command"]
               help="Address to listen on (and to advertise on, if specific).")
 @click.option("--port", type=click.IntRange(0, 65535), default=PAIRING_PORT, show_default=True,
               help="TCP port; 0 picks a free one.")
-@click.option("--ttl", type=click.FloatRange(min=1), default=300.0, show_default=True,
-              help="Seconds each secret stays valid.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=None,
-              help="Overall seconds to wait (default: until a secret expires unused).")
+@click.option("--ttl", type=Finite(1, MAX_SECONDS), default=300.0, show_default=True,
+              metavar="SECONDS", help="Seconds each secret stays valid (at most a day).")
+@click.option("--timeout", type=Finite(1, MAX_SECONDS), default=None, metavar="SECONDS",
+              show_default="until the secret expires unused",
+              help="Overall seconds to wait; not longer than --ttl.")
 @click.option("--digits", type=click.IntRange(CPACE_MIN_DIGITS, CPACE_MAX_DIGITS),
               default=CPACE_DEFAULT_DIGITS, show_default=True, help="cpace code length.")
-@click.option("--bits", type=click.IntRange(min=HMAC_MIN_BITS), default=HMAC_DEFAULT_BITS,
-              show_default=True, help="hmac key strength.")
+@click.option("--bits", type=click.IntRange(HMAC_MIN_BITS, HMAC_MAX_BITS),
+              default=HMAC_DEFAULT_BITS, show_default=True, help="hmac key strength.")
 @click.option("--once", is_flag=True, help="Stop at the first failed proof (exit 1).")
 @click.option("--qr", is_flag=True,
               help="Show a QR code of the certpair:// URI (host, port, secret, fingerprint).")
@@ -54,6 +61,11 @@ def command(
     network (name, mode, fingerprint; never the secret), so that `certpair join SECRET`
     finds it without an address.
     """
+    if timeout is not None and timeout > ttl:
+        # The secret expires after --ttl and the run ends with it: a longer --timeout
+        # would be silently cut short, so it is refused rather than ignored.
+        raise BadInput(f"--timeout {timeout:g} is longer than --ttl {ttl:g}: the code "
+                       "expires after --ttl and pair stops then; raise --ttl instead")
     from certpair.cli.pair_run import run_pair  # noqa: PLC0415  # keeps start-up fast
 
     run_pair(ctx, mode=mode, host=host, port=port, ttl=ttl, timeout=timeout, digits=digits,

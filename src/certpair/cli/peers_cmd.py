@@ -14,7 +14,7 @@ __all__ = ["command"]
 @click.pass_context
 def command(ctx: click.Context, as_json: bool) -> None:
     """List the devices this one trusts."""
-    peers = store_of(ctx).peers()
+    peers = store_of(ctx, read_only=True).peers()
     for peer in peers:
         if as_json:
             emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,

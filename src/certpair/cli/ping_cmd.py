@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json, home_of, store_of
-from certpair.cli.params import HostPort
+from certpair.cli.params import Finite, HostPort
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.errors import CertpairError, NetworkError, PairingFailed
 
@@ -48,7 +48,8 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
 
 @click.command("ping")
 @click.argument("address", metavar="HOST[:PORT]")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+@click.option("--timeout", type=Finite(0.1, 3600), default=10.0, show_default=True,
+              metavar="SECONDS",
               help="Seconds for connecting and for each answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @click.pass_context

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from certpair.cli.context import emit_json, store_of
+from certpair.cli.context import emit_json, find_peer, store_of
 
 __all__ = ["command"]
 
@@ -20,7 +20,7 @@ def command(ctx: click.Context, peer: str, name: str, as_json: bool) -> None:
     PEER is its current name, or at least 4 hex digits of its fingerprint.
     """
     store = store_of(ctx)
-    old = store.find_peer(peer)
+    old = find_peer(store, peer)
     renamed = store.rename_peer(old.fingerprint, name)
     if as_json:
         emit_json({"event": "renamed", "old_name": old.name,

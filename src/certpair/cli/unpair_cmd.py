@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from certpair.cli.context import emit_json, store_of
+from certpair.cli.context import emit_json, find_peer, store_of
 
 __all__ = ["command"]
 
@@ -20,7 +20,7 @@ def command(ctx: click.Context, peer: str, as_json: bool) -> None:
     clients refuse it from their next connection on.
     """
     store = store_of(ctx)
-    removed = store.remove_peer(store.find_peer(peer).fingerprint)
+    removed = store.remove_peer(find_peer(store, peer).fingerprint)
     if as_json:
         emit_json({"event": "unpaired",
                    "peer": {"name": removed.name, "fingerprint": removed.fingerprint}})

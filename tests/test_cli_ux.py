@@ -1,0 +1,224 @@
+"""The CLI at the edges a person meets: bad numbers and addresses, usual mistakes, the
+home directory, with real ``certpair`` processes (no terminal needed; see test_tty.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certpair.cli.params import parse_host_port
+from certpair.errors import BadInput
+from certpair.identity import create_identity
+from certpair.store import open_store
+from tests.cliutil import CLI, cert_fingerprint, init, run
+
+CAN_MOUNT = os.geteuid() == 0 and shutil.which("unshare") is not None and sys.platform == "linux"
+
+
+def _run_all(home: Path, cases: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:
+    """Run every argv at once (they are independent) and return their results in order."""
+    procs = [subprocess.Popen([*CLI, "--home", str(home), *argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+             for argv in cases]
+    results = []
+    for argv, proc in zip(cases, procs, strict=True):
+        out, err = proc.communicate(timeout=60)
+        results.append(subprocess.CompletedProcess(argv, proc.returncode, out, err))
+    return results
+
+
+BAD_NUMBERS = [
+    ["pair", "--ttl", "inf"], ["pair", "--ttl", "nan"], ["pair", "--ttl", "1e308"],
+    ["pair", "--timeout", "nan"], ["pair", "--timeout", "-inf"],
+    ["pair", "--mode", "hmac", "--bits", "100000"],
+    ["join", "127.0.0.1", "1234-5678-6", "--timeout", "nan"],
+    ["join", "1234-5678-6", "--discovery-timeout", "inf"],
+    ["discover", "--timeout", "nan"], ["ping", "127.0.0.1", "--timeout", "inf"],
+    ["advise", "--risk", "nan"], ["advise", "--mode", "hmac", "--ttl", "inf"],
+    ["advise", "--guesses-per-second", "inf"], ["log", "--limit", "1" + "0" * 30],
+]
+
+
+def test_every_number_is_bounded_and_a_bad_one_exits_2_naming_its_option(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    for argv, result in zip(BAD_NUMBERS, _run_all(home, BAD_NUMBERS), strict=True):
+        option = next(arg for arg in argv if arg.startswith("--") and arg != "--mode")
+        assert result.returncode == 2, (argv, result.stderr)
+        assert f"'{option}'" in result.stderr, (argv, result.stderr)
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("text", [
+    "1.2.3.4:5:6", "[::1]:", "host:", "[::1]:\u0665\u0663\u0660\u0660\u0660",
+    "host:\uff18\uff10", "[::1]x", "a b", "host:0", "host:123456"])
+def test_addresses_that_are_not_host_port_are_refused(text: str) -> None:
+    with pytest.raises(BadInput):
+        parse_host_port(text, 47820)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("192.0.2.1", ("192.0.2.1", 47820)), ("192.0.2.1:5300", ("192.0.2.1", 5300)),
+    ("::1", ("::1", 47820)), ("[::1]:5300", ("::1", 5300)), ("[::1]", ("::1", 47820)),
+    ("alpha.local:80", ("alpha.local", 80)),
+])
+def test_addresses_in_every_accepted_form_parse(text: str, expected: tuple[str, int]) -> None:
+    assert parse_host_port(text, 47820) == expected
+
+
+MISTAKES = [
+    (["join", "1.2.3.4:5:6", "1234-5678-6"], "[IPV6]:PORT"),
+    (["join", "[::1]:", "1234-5678-6"], "no port after ':'"),
+    (["join", "[::1]:\u0665\u0663\u0660\u0660\u0660", "1234-5678-6"], "ASCII digits"),
+    (["join", "192.168.1.20"], "missing the pairing code"),
+    (["join", "1234-5678-6", "192.168.1.20"], "the address comes first"),
+    (["join", "http://192.168.1.20/", "1234-5678-6"], "certpair://"),
+    (["join", "192.168.1.20", "4711", "0815", "3"], "quote the code or drop the spaces"),
+    (["join", "1234", "5678", "6"], "quote the code or drop the spaces"),
+    (["unpair", "6b2"], "at least 4 hex digits"),
+    (["pair", "--ttl", "60", "--timeout", "600"], "--timeout 600 is longer than --ttl 60"),
+]
+
+
+def test_usual_mistakes_exit_2_with_the_hint_that_fixes_them(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    cases = [argv for argv, _ in MISTAKES]
+    for (argv, hint), result in zip(MISTAKES, _run_all(home, cases), strict=True):
+        assert result.returncode == 2, (argv, result.stderr)
+        assert hint in result.stderr, (argv, result.stderr)
+        assert result.stderr.count("\n") == 1 and "5678" not in result.stderr, result.stderr
+
+
+def test_advise_cpace_beyond_twelve_digits_suggests_the_hmac_bits_hmac_advice_computes() -> None:
+    def advice(*args: str) -> dict[str, object]:
+        result = subprocess.run([*CLI, "advise", "--risk", "1e-12", "--json", *args],
+                                capture_output=True, text=True, check=True)
+        parsed: dict[str, object] = json.loads(result.stdout)
+        return parsed
+
+    hmac, cpace = advice("--mode", "hmac"), advice("--mode", "cpace")
+    assert str(hmac["option"]).startswith("--mode hmac --bits ")
+    assert cpace["option"] == hmac["option"]
+    assert int(str(hmac["option"]).rsplit(" ", 1)[1]) > 80  # the default would fall short
+
+
+def _add_peer(home: Path, name: str, tmp_path: Path) -> None:
+    other = create_identity(tmp_path / f"peer-{name}", name)
+    with open_store(home) as store:
+        store.commit_pairing(name=name, cert_der=other.cert_der, mode="cpace", role="joiner",
+                             remote="192.0.2.9:47820")
+
+
+def test_init_force_over_an_identity_with_peers_needs_yes_off_a_terminal(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    _add_peer(home, "beta", tmp_path)
+    before = cert_fingerprint(home)
+    refused = run(home, "init", "--force", "--name", "alpha2")
+    assert refused.returncode == 2
+    assert "1 paired device" in refused.stderr and "pair again" in refused.stderr
+    assert "--yes" in refused.stderr
+    assert cert_fingerprint(home) == before
+    replaced = run(home, "init", "--force", "--yes", "--name", "alpha2")
+    assert replaced.returncode == 0, replaced.stderr
+    assert cert_fingerprint(home) != before
+    # Without peers there is nothing to lose: --force alone replaces.
+    empty = tmp_path / "b"
+    init(empty, "beta")
+    assert run(empty, "init", "--force", "--name", "beta2").returncode == 0
+
+
+def test_global_options_after_the_command_work_and_hints_keep_the_home(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    shown = subprocess.run([*CLI, "show", "--home", str(home), "--json"], capture_output=True,
+                           text=True, check=False)
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["name"] == "alpha"
+    missing = tmp_path / "nothing here"
+    for argv in (["--home", str(missing), "show"], ["show", "--home", str(missing)]):
+        nobody = subprocess.run([*CLI, *argv], capture_output=True, text=True, check=False)
+        assert nobody.returncode == 5
+        assert f"run 'certpair --home '{missing}' init' first" in nobody.stderr
+
+
+def test_certpair_home_that_is_a_file_exits_5_naming_the_variable(tmp_path: Path) -> None:
+    afile = tmp_path / "file"
+    afile.write_text("not a directory")
+    for home in (afile, afile / "below"):
+        env = {**os.environ, "CERTPAIR_HOME": str(home)}
+        result = subprocess.run([*CLI, "peers"], capture_output=True, text=True, env=env,
+                                check=False)
+        assert result.returncode == 5, result.stderr
+        assert result.stderr.startswith("Error: CERTPAIR_HOME (") and "a file" in result.stderr
+        assert "Invalid value" not in result.stderr
+    typed = subprocess.run([*CLI, "--home", str(afile), "peers"], capture_output=True, text=True,
+                           check=False)
+    assert typed.returncode == 2 and "--home" in typed.stderr and "a file" in typed.stderr
+
+
+@pytest.mark.skipif(not CAN_MOUNT, reason="needs root and unshare to mount a home read-only")
+def test_read_only_home_still_lists_and_exports_and_writers_say_why(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    _add_peer(home, "beta", tmp_path)
+    out = tmp_path / "out"
+    script = (f'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && '
+              f'for c in "peers --json" "log --json" "show --json" "export --out {out} --json"'
+              f' "pair --port 0 --no-advertise" "unpair beta"; do '
+              f'{" ".join(CLI)} --home "$1" $c; echo "rc=$?"; done')
+    result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(home), str(home)],
+                            capture_output=True, text=True, timeout=60, check=False)
+    codes = [line for line in result.stdout.splitlines() if line.startswith("rc=")]
+    assert codes == ["rc=0"] * 4 + ["rc=5"] * 2, (result.stdout, result.stderr)
+    assert '"name": "beta"' in result.stdout
+    assert (out / "peers.pem").read_text().count("BEGIN CERTIFICATE") == 1
+    assert result.stderr.count("read-only file system") == 2, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def private_link() -> Iterator[list[str]]:
+    """A network namespace of this test's own (only ``lo``), as a command prefix."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("needs root and ip to make a private network namespace")
+    ns = f"certpair-ux-{os.getpid()}"
+    if subprocess.run(["ip", "netns", "add", ns], capture_output=True, check=False).returncode:
+        pytest.skip("cannot make a network namespace here")
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        yield ["ip", "netns", "exec", ns]
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def test_advertisement_with_a_control_character_is_skipped_and_reported_once(
+    tmp_path: Path, private_link: list[str]
+) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    beacon = subprocess.Popen([*private_link, sys.executable, "-m", "tests.hostile_mdns", "300"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        found = run(home, "discover", "--interface", "127.0.0.1", "--timeout", "2",
+                    prefix=private_link)
+        joined = run(home, "join", "1234-5678-6", "--interface", "127.0.0.1",
+                     "--discovery-timeout", "2", prefix=private_link)
+    finally:
+        beacon.kill()
+        beacon.communicate(timeout=10)
+    assert found.returncode == 0, found.stderr
+    assert "No device is offering" in found.stdout
+    assert joined.returncode == 3 and joined.stderr.startswith("Warning: ignored a malformed")
+    for result in (found, joined):
+        assert "Traceback" not in result.stderr
+        assert result.stderr.count("malformed DNS-SD advertisement") == 1, result.stderr
+        assert "\x07" not in result.stderr
