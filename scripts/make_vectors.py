@@ -78,6 +78,13 @@ def main() -> None:
     confirm_a = joiner.data_to_send()
     events = offerer.receive_data(confirm_a, now=0.0)
     assert events, "the vector run must pair"
+    offerer.committed()
+    committed_o = offerer.data_to_send()
+    assert joiner.receive_data(committed_o), "the joiner commits on the offerer's word"
+    joiner.committed()
+    committed_j = joiner.data_to_send()
+    assert offerer.receive_data(committed_j, now=0.0), "the offerer is confirmed"
+    assert committed_o == committed_j
     ci = cpace_ci(channel)
     g = cpace.calculate_generator(code.value, ci, exporter)
     big_ya, big_yb = cpace.public_share(ya, g), cpace.public_share(yb, g)
@@ -109,6 +116,7 @@ def main() -> None:
         "frame_share_a_hex": share_a.hex(),
         "frame_share_b_hex": share_b.hex(),
         "frame_confirm_a_hex": confirm_a.hex(),
+        "frame_committed_hex": committed_o.hex(),
     }
     for name, vector in (("hmac_vector.json", hmac_vector), ("cpace_vector.json", cpace_vector)):
         (OUT / name).write_text(json.dumps(vector, indent=2) + "\n")

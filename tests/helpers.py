@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certpair.codes import Mode, Secret, damm_check_digit, generate_hmac_key, parse_secret
-from certpair.protocol.events import Channel, Failed, FailureReason
+from certpair.protocol.events import Channel, Failed, FailureReason, Paired
 from certpair.protocol.frames import Frame, FrameDecoder, FrameType, encode_frame
 from certpair.protocol.offer import Offer
 from certpair.protocol.session import Event, JoinerSession, OffererSession
@@ -107,6 +107,7 @@ BODY_BOUNDS: Final = {
     FrameType.CPACE_SHARE_A: (33, 96),
     FrameType.CPACE_SHARE_B: (97, 160),
     FrameType.CPACE_CONFIRM_A: (64, 64),
+    FrameType.COMMITTED: (0, 0),
     FrameType.ERROR: (1, 1),
 }
 
@@ -218,6 +219,8 @@ class Link:
     wrote it; ``tamper`` may rewrite (or drop, by returning ``b""``) each one in flight,
     like an attacker on the path. Bytes sent to a finished side are discarded, as a
     closed connection would. ``chunk_size`` splits each delivery, down to one byte.
+    Like a driver, the link answers each ``Paired`` with ``committed()``, or with
+    ``commit_failed()`` for the sides named in ``store_fails``.
     """
 
     joiner: JoinerSession
@@ -225,6 +228,7 @@ class Link:
     now: float = 0.0
     chunk_size: int | None = None
     tamper: Tamper | None = None
+    store_fails: frozenset[str] = frozenset()
     joiner_events: list[Event] = field(default_factory=list)
     offerer_events: list[Event] = field(default_factory=list)
     transcript: list[tuple[Direction, bytes]] = field(default_factory=list)
@@ -250,7 +254,8 @@ class Link:
             for chunk in self._chunks(data):
                 if self.offerer.finished:
                     break
-                self.offerer_events += self.offerer.receive_data(chunk, now=self.now)
+                self.offerer_events += self._commit(
+                    self.offerer, "offerer", self.offerer.receive_data(chunk, now=self.now))
         return True
 
     def to_joiner(self) -> bool:
@@ -264,8 +269,22 @@ class Link:
             for chunk in self._chunks(data):
                 if self.joiner.finished:
                     break
-                self.joiner_events += self.joiner.receive_data(chunk)
+                self.joiner_events += self._commit(
+                    self.joiner, "joiner", self.joiner.receive_data(chunk))
         return True
+
+    def _commit(
+        self, session: JoinerSession | OffererSession, side: str, events: list[Event]
+    ) -> list[Event]:
+        out: list[Event] = []
+        for event in events:
+            out.append(event)
+            if isinstance(event, Paired):
+                if side in self.store_fails:
+                    out.append(session.commit_failed())
+                else:
+                    out += self._commit(session, side, session.committed())
+        return out
 
     def pump(self) -> None:
         """Shuttle bytes both ways until both sides are quiet."""

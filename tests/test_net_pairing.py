@@ -277,7 +277,10 @@ async def test_offerer_whose_store_fails_ends_with_local_state_error(
     (alpha, alpha_store), (beta, beta_store) = make_device("alpha"), make_device("beta")
     async with running_offer(alpha, alpha_store) as offer:
         alpha_store.close()  # the store becomes unusable while the code is shown
-        await run_join(identity=beta, store=beta_store, host="127.0.0.1",
-                       port=offer.listening.port, secret=parse_secret(offer.listening.code))
-        with pytest.raises(LocalStateError):
+        # The offerer says so in the protocol: the joiner stores nothing (issue 11 1b).
+        with pytest.raises(PairingFailed, match="offerer could not store"):
+            await run_join(identity=beta, store=beta_store, host="127.0.0.1",
+                           port=offer.listening.port, secret=parse_secret(offer.listening.code))
+        with pytest.raises(LocalStateError, match="the joiner was told"):
             await asyncio.wait_for(offer.task, 10)
+    assert beta_store.peers() == []

@@ -13,7 +13,7 @@ import pytest
 
 from certpair.codes import Mode, Secret
 from certpair.protocol import cpace, hmac_proof
-from certpair.protocol.events import Failed, FailureReason, Paired
+from certpair.protocol.events import Confirmed, Failed, FailureReason, Paired, Unconfirmed
 from certpair.protocol.frames import FrameType, encode_frame
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import (
@@ -100,7 +100,8 @@ def test_honest_run_pairs_both_sides_with_each_others_cert_and_name(mode: Mode) 
         Paired(peer_name=OFFERER_NAME, peer_cert_der=OFFERER_CERT, mode=mode)
     ]
     assert link.offerer_events == [
-        Paired(peer_name=JOINER_NAME, peer_cert_der=JOINER_CERT, mode=mode)
+        Paired(peer_name=JOINER_NAME, peer_cert_der=JOINER_CERT, mode=mode),
+        Confirmed(peer_name=JOINER_NAME, peer_cert_der=JOINER_CERT, mode=mode),
     ]
     assert link.joiner.state is SessionState.DONE
     assert link.offerer.state is SessionState.DONE
@@ -111,10 +112,11 @@ def test_honest_run_pairs_both_sides_with_each_others_cert_and_name(mode: Mode) 
 @pytest.mark.parametrize(
     ("mode", "flow"),
     [
-        (Mode.HMAC, [FrameType.HMAC_REQUEST, FrameType.HMAC_RESPONSE]),
+        (Mode.HMAC, [FrameType.HMAC_REQUEST, FrameType.HMAC_RESPONSE, FrameType.COMMITTED]),
         (
             Mode.CPACE,
-            [FrameType.CPACE_SHARE_A, FrameType.CPACE_SHARE_B, FrameType.CPACE_CONFIRM_A],
+            [FrameType.CPACE_SHARE_A, FrameType.CPACE_SHARE_B, FrameType.CPACE_CONFIRM_A,
+             FrameType.COMMITTED, FrameType.COMMITTED],
         ),
     ],
 )
@@ -125,8 +127,8 @@ def test_honest_run_sends_exactly_the_protocols_messages(
     types = [frame.type for _, data in link.transcript for frame in split_frames(data)]
     assert types == flow
     directions = [way for way, _ in link.transcript]
-    expected = [Direction.TO_OFFERER, Direction.TO_JOINER, Direction.TO_OFFERER][: len(flow)]
-    assert directions == expected
+    expected = [Direction.TO_OFFERER, Direction.TO_JOINER] * 3
+    assert directions == expected[: len(flow)]
 
 
 @pytest.mark.parametrize("mode", _MODES)
@@ -138,29 +140,99 @@ def test_byte_at_a_time_delivery_gives_same_transcript_and_events(mode: Mode) ->
     assert drip.transcript == whole.transcript
     assert drip.joiner_events == whole.joiner_events
     assert drip.offerer_events == whole.offerer_events
-    assert all(isinstance(event, Paired) for event in drip.joiner_events + drip.offerer_events)
+    assert [type(e) for e in drip.joiner_events + drip.offerer_events] == [
+        Paired, Paired, Confirmed]
 
 
-def test_hmac_offerer_commits_on_m1_and_joiner_on_m2() -> None:
+def test_hmac_offerer_commits_on_m1_before_m2_and_joiner_on_m2() -> None:
     link = make_link(make_offer(make_secret(Mode.HMAC)))
     link.joiner.start()
-    link.to_offerer()
-    assert [type(event) for event in link.offerer_events] == [Paired]
-    assert link.joiner_events == []
-    link.to_joiner()
-    assert [type(event) for event in link.joiner_events] == [Paired]
+    link.offerer.receive_data(link.joiner.data_to_send(), now=0.0)
+    # m2 is the offerer's word that it committed: nothing goes out before the commit.
+    assert link.offerer.state is SessionState.COMMITTING
+    assert link.offerer.data_to_send() == b""
+    link.offerer.committed()
+    m2 = link.offerer.data_to_send()
+    assert [f.type for f in split_frames(m2)] == [FrameType.HMAC_RESPONSE]
+    assert [type(e) for e in link.joiner.receive_data(m2)] == [Paired]
+    assert link.joiner.data_to_send() == b""
+    link.joiner.committed()
+    assert [f.type for f in split_frames(link.joiner.data_to_send())] == [FrameType.COMMITTED]
+    assert link.joiner.state is SessionState.DONE
 
 
-def test_cpace_joiner_commits_on_tb_and_offerer_on_ta() -> None:
+def test_cpace_offerer_commits_on_ta_and_joiner_on_the_offerers_committed() -> None:
     link = make_link(make_offer(make_secret(Mode.CPACE)))
     link.joiner.start()
     link.to_offerer()
     assert link.offerer_events == []
     link.to_joiner()
-    assert [type(event) for event in link.joiner_events] == [Paired]
-    assert link.offerer_events == []
+    # Tb checked, Ta sent, but the joiner stores nothing until the offerer has.
+    assert link.joiner_events == []
+    assert link.joiner.state is SessionState.AWAIT_COMMITTED
     link.to_offerer()
     assert [type(event) for event in link.offerer_events] == [Paired]
+    assert link.joiner_events == []
+    link.to_joiner()
+    assert [type(event) for event in link.joiner_events] == [Paired]
+    link.to_offerer()
+    assert [type(event) for event in link.offerer_events] == [Paired, Confirmed]
+
+
+@pytest.mark.parametrize("mode", _MODES)
+@pytest.mark.parametrize("failing", ["joiner", "offerer"])
+def test_store_failure_is_told_to_the_peer_which_then_stores_nothing(
+    mode: Mode, failing: str
+) -> None:
+    link = make_link(make_offer(make_secret(mode)))
+    link.store_fails = frozenset({failing})
+    link.run()
+    store_failed = Failed(reason=FailureReason.STORE_FAILED)
+    told = Failed(reason=FailureReason.STORE_FAILED, remote=True)
+    if failing == "offerer":
+        # The offerer committed first and failed: the joiner never sees Paired.
+        assert [type(e) for e in link.offerer_events] == [Paired, Failed]
+        assert link.offerer_events[-1] == store_failed
+        assert link.joiner_events == [told]
+    else:
+        # The offerer committed; the joiner's failure tells it to undo that.
+        assert [type(e) for e in link.joiner_events] == [Paired, Failed]
+        assert link.joiner_events[-1] == store_failed
+        assert [type(e) for e in link.offerer_events] == [Paired, Failed]
+        assert link.offerer_events[-1] == told
+
+
+@pytest.mark.parametrize("mode", _MODES)
+def test_losing_the_last_message_leaves_an_unconfirmed_pairing_never_a_silent_one(
+    mode: Mode,
+) -> None:
+    # Drop every message from the k-th on; whoever has proven but not heard the peer's
+    # commitment ends Unconfirmed, and no side ends Paired-and-done unless the other
+    # side stored it too (Confirmed, or Paired after the offerer's word).
+    flow_length = 3 if mode is Mode.HMAC else 5
+    for cut in range(flow_length + 1):
+        link = make_link(make_offer(make_secret(mode)))
+        sent = 0
+
+        def drop_from_cut(direction: Direction, data: bytes, cut: int = cut) -> bytes:
+            nonlocal sent
+            del direction
+            sent += 1
+            return data if sent <= cut else b""
+
+        link.tamper = drop_from_cut
+        link.run()
+        joiner_kinds = [type(e) for e in link.joiner_events]
+        offerer_kinds = [type(e) for e in link.offerer_events]
+        joiner_stored = Paired in joiner_kinds or Unconfirmed in joiner_kinds
+        offerer_stored = Paired in offerer_kinds
+        offerer_sure = Confirmed in offerer_kinds
+        if joiner_stored and Unconfirmed not in joiner_kinds:
+            assert offerer_stored, f"cut {cut}: joiner trusts alone"
+        if offerer_stored and not offerer_sure:
+            assert offerer_kinds[-1] is Unconfirmed, f"cut {cut}: offerer not told"
+        if offerer_sure:
+            assert Paired in joiner_kinds, f"cut {cut}"
 
 
 def test_nothing_is_sent_before_start_or_before_the_proof_arrives() -> None:
@@ -190,9 +262,8 @@ def test_names_of_1_to_64_utf8_bytes_reach_the_peer(
     assert link.joiner_events == [
         Paired(peer_name=offerer_name, peer_cert_der=OFFERER_CERT, mode=mode)
     ]
-    assert link.offerer_events == [
-        Paired(peer_name=joiner_name, peer_cert_der=JOINER_CERT, mode=mode)
-    ]
+    assert link.offerer_events[0] == Paired(
+        peer_name=joiner_name, peer_cert_der=JOINER_CERT, mode=mode)
 
 
 @pytest.mark.parametrize("name", ["", "x" * 65, "é" * 33])
@@ -340,7 +411,8 @@ def test_hmac_key_still_pairs_after_two_wrong_attempts() -> None:
     for _ in range(2):
         make_link(offer, _wrong_secret(Mode.HMAC)).run()
     link = make_link(offer).run()
-    assert [type(event) for event in link.offerer_events + link.joiner_events] == [Paired] * 2
+    assert [type(event) for event in link.offerer_events + link.joiner_events] == [
+        Paired, Confirmed, Paired]
     assert offer.state is OfferState.PAIRED
 
 
@@ -381,7 +453,8 @@ def test_second_session_is_busy_while_first_holds_cpace_claim() -> None:
     assert offer.failures == 0
     # The busy refusal did not disturb the first conversation.
     first.pump()
-    assert [type(event) for event in first.joiner_events + first.offerer_events] == [Paired] * 2
+    assert [type(event) for event in first.joiner_events + first.offerer_events] == [
+        Paired, Paired, Confirmed]
     assert _offer_state(offer) is OfferState.PAIRED
 
 
@@ -402,12 +475,14 @@ def test_joiner_vanishing_after_tb_burns_cpace_code() -> None:
     link = make_link(offer)
 
     def drop_ta(way: Direction, data: bytes) -> bytes:
-        return b"" if way is Direction.TO_OFFERER and link.joiner.finished else data
+        awaiting = link.joiner.state is SessionState.AWAIT_COMMITTED
+        return b"" if way is Direction.TO_OFFERER and awaiting else data
 
     link.tamper = drop_ta
     link.run()
-    # The joiner checked Tb (and paired); its Ta never arrived.
-    assert [type(event) for event in link.joiner_events] == [Paired]
+    # The joiner checked Tb; its Ta never arrived, so it cannot know whether the
+    # offerer stored it: Unconfirmed, never Paired.
+    assert [type(event) for event in link.joiner_events] == [Unconfirmed]
     assert link.offerer_events == failed_with(FailureReason.CONNECTION_LOST)
     assert offer.state is OfferState.BURNED
     assert link.offerer.data_to_send() == b""  # nobody to tell
@@ -557,7 +632,8 @@ def test_hmac_sessions_need_no_scalar() -> None:
         joiner=JoinerSession(secret=secret, channel=make_channel(), name="j"),
         offerer=OffererSession(offer=make_offer(secret), channel=make_channel(), name="o"),
     ).run()
-    assert [type(event) for event in link.joiner_events + link.offerer_events] == [Paired] * 2
+    assert [type(event) for event in link.joiner_events + link.offerer_events] == [
+        Paired, Paired, Confirmed]
 
 
 # --- ERROR frames from the peer -------------------------------------------------------
@@ -571,8 +647,9 @@ def test_hmac_sessions_need_no_scalar() -> None:
         (3, FailureReason.MODE_MISMATCH),
         (4, FailureReason.BUSY),
         (5, FailureReason.EXPIRED),
+        (7, FailureReason.STORE_FAILED),
         (0, FailureReason.PROTOCOL_ERROR),
-        (7, FailureReason.PROTOCOL_ERROR),
+        (8, FailureReason.PROTOCOL_ERROR),
         (0x7F, FailureReason.PROTOCOL_ERROR),
         (0xFF, FailureReason.PROTOCOL_ERROR),
         # CONNECTION_LOST is local only; on the wire 6 is unknown.
@@ -708,10 +785,9 @@ _SCENARIOS: Final = _scenarios()
 @pytest.mark.parametrize("scenario", list(_SCENARIOS))
 def test_each_side_ends_with_one_event_and_only_paired_commits(scenario: str) -> None:
     link, offer, honest = _SCENARIOS[scenario]()
-    for events in (link.joiner_events, link.offerer_events):
-        assert len(events) == 1
-        assert isinstance(events[0], Paired | Failed)
-        assert isinstance(events[0], Paired) is honest
+    assert [type(e) for e in link.joiner_events] == [Paired if honest else Failed]
+    assert [type(e) for e in link.offerer_events] == (
+        [Paired, Confirmed] if honest else [Failed])
     assert (offer.state is OfferState.PAIRED) is honest
     expected_state = SessionState.DONE if honest else SessionState.FAILED
     assert link.joiner.state is expected_state
@@ -722,7 +798,7 @@ def test_each_side_ends_with_one_event_and_only_paired_commits(scenario: str) ->
 
 
 @pytest.mark.parametrize("mode", _MODES)
-def test_trailing_bytes_after_final_proof_do_not_undo_paired(mode: Mode) -> None:
+def test_frames_behind_the_final_proof_are_judged_only_after_the_commit(mode: Mode) -> None:
     offer = make_offer(make_secret(mode))
     link = make_link(offer)
     link.joiner.start()
@@ -732,7 +808,12 @@ def test_trailing_bytes_after_final_proof_do_not_undo_paired(mode: Mode) -> None
     final_proof = link.joiner.data_to_send()
     events = link.offerer.receive_data(final_proof + error_frame(1), now=0)
     assert [type(event) for event in events] == [Paired]
-    assert _state(link.offerer) is SessionState.DONE
+    assert _state(link.offerer) is SessionState.COMMITTING
+    with pytest.raises(RuntimeError):
+        link.offerer.receive_data(b"", now=0)  # the commit's outcome comes first
+    # After the commit, the joiner's ERROR says it stores nothing: the offerer undoes.
+    assert link.offerer.committed() == failed_with(FailureReason.PAIRING_FAILED, remote=True)
+    assert offer.state is OfferState.PAIRED
     sent = split_frames(link.offerer.data_to_send())
     assert FrameType.ERROR not in [frame.type for frame in sent]
 

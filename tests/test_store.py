@@ -177,7 +177,7 @@ def test_direct_inserts_also_bump_the_version(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         start = store.peers_version()
     with sqlite3.connect(tmp_path / "trust.db") as db:
-        db.execute("INSERT INTO peers VALUES ('sha256:00', 'x', x'00', 'cpace', 'now')")
+        db.execute("INSERT INTO peers VALUES ('sha256:00', 'x', x'00', 'cpace', 'now', 1)")
     with open_store(tmp_path) as store:
         assert store.peers_version() == start + 1
 
@@ -214,3 +214,25 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
         thread.join()
     assert errors == []
     assert len(store.peers()) == 40
+
+
+def test_a_version_2_store_gains_the_confirmed_column_with_its_peers_confirmed(
+    tmp_path: Path,
+) -> None:
+    der = self_signed_certs(1)[0]
+    open_store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "trust.db") as db:  # back to what version 2 wrote
+        db.executescript("ALTER TABLE peers DROP COLUMN confirmed; PRAGMA user_version = 2;")
+        db.execute("INSERT INTO peers VALUES (?, 'beta', ?, 'cpace', 'then')",
+                   (fingerprint(der), der))
+    with open_store(tmp_path) as store:
+        (peer,) = store.peers()
+        assert peer.confirmed is True
+        assert store.commit_pairing(name="gamma", cert_der=self_signed_certs(2)[1],
+                                    mode="cpace", role="joiner", remote="x",
+                                    confirmed=False).confirmed is False
+        unconfirmed = [p for p in store.peers() if not p.confirmed]
+        assert [p.name for p in unconfirmed] == ["gamma"]
+        assert store.confirm_peer(unconfirmed[0].fingerprint, remote="x", reason="test")
+        assert not store.confirm_peer(unconfirmed[0].fingerprint, remote="x", reason="test")
+        assert all(p.confirmed for p in store.peers())

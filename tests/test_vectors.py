@@ -8,7 +8,7 @@ from typing import Any
 
 from certpair.codes import parse_secret
 from certpair.protocol import cpace
-from certpair.protocol.events import Channel, Paired
+from certpair.protocol.events import Channel, Confirmed, Paired
 from certpair.protocol.hmac_proof import REQUEST_LABEL, RESPONSE_LABEL, compute
 from certpair.protocol.offer import Offer
 from certpair.protocol.session import JoinerSession, OffererSession
@@ -58,4 +58,13 @@ def test_cpace_transcript_matches_published_vector() -> None:
     assert confirm_a.hex() == v["frame_confirm_a_hex"]
     assert confirm_a[4:].hex() == v["Ta_hex"]
     offered = offerer.receive_data(confirm_a, now=0.0)
-    assert [type(e) for e in joined + offered] == [Paired, Paired]
+    assert joined == []  # the joiner waits for the offerer's word
+    assert [type(e) for e in offered] == [Paired]
+    assert offerer.data_to_send() == b""  # nothing goes out before the commit
+    offerer.committed()
+    committed = offerer.data_to_send()
+    assert committed.hex() == v["frame_committed_hex"]
+    assert [type(e) for e in joiner.receive_data(committed)] == [Paired]
+    joiner.committed()
+    assert joiner.data_to_send().hex() == v["frame_committed_hex"]
+    assert [type(e) for e in offerer.receive_data(committed, now=0.0)] == [Confirmed]

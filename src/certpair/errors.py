@@ -14,6 +14,7 @@ __all__ = [
     "LocalStateError",
     "NetworkError",
     "PairingFailed",
+    "PairingUnconfirmed",
 ]
 
 
@@ -39,3 +40,15 @@ class NetworkError(CertpairError):
 
 class LocalStateError(CertpairError):
     """This device's own state is missing or unusable (no identity, broken store)."""
+
+
+class PairingUnconfirmed(NetworkError):
+    """The proof checked but the connection ended before the peer's word came: the
+    peer is stored marked unconfirmed, and it may or may not trust this device.
+
+    ``peer`` is the stored record (a :class:`certpair.store.Peer`).
+    """
+
+    def __init__(self, message: str, *, peer: object) -> None:
+        super().__init__(message)
+        self.peer = peer

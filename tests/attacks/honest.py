@@ -16,7 +16,7 @@ import pytest
 from certpair.codes import Mode, Secret, generate_code, generate_hmac_key
 from certpair.identity import Identity
 from certpair.net.pairing import run_join
-from certpair.protocol.events import Failed, Paired
+from certpair.protocol.events import Confirmed, Failed, Paired, Unconfirmed
 from certpair.protocol.frames import FrameType
 from certpair.protocol.session import JoinerSession
 from certpair.store import Peer, TrustStore
@@ -77,7 +77,7 @@ async def join(device: Device, port: int, secret: Secret, timeout: float = WAIT)
 class HonestRecording:
     """An honest joiner's run with its transcript (as if its plaintext had leaked)."""
 
-    event: Paired | Failed
+    event: Paired | Failed | Unconfirmed
     transcript: list[tuple[Direction, bytes]]
 
     def frames(self, direction: Direction) -> list[bytes]:
@@ -107,7 +107,7 @@ async def record_honest_join(identity: Identity, port: int, secret: Secret) -> H
     try:
         session.start()
         await flush()
-        event: Paired | Failed | None = None
+        event: Paired | Failed | Unconfirmed | None = None
         while event is None:
             frame = await leg.read_frame()
             if frame is None:
@@ -115,8 +115,12 @@ async def record_honest_join(identity: Identity, port: int, secret: Secret) -> H
                 break
             transcript.append((Direction.TO_JOINER, frame))
             events = session.receive_data(frame)
+            if events and isinstance(events[0], Paired):
+                session.committed()  # like run_join after its commit: say so
             await flush()
-            event = events[0] if events else None
+            found = events[0] if events else None
+            assert not isinstance(found, Confirmed | Unconfirmed)
+            event = found
     finally:
         await leg.close()
     assert event is not None

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from certpair.codes import Mode
 from certpair.protocol import cpace
-from certpair.protocol.events import Failed, FailureReason, Paired
+from certpair.protocol.events import Confirmed, Failed, FailureReason, Paired
 from certpair.protocol.frames import FrameType, encode_frame
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import (
@@ -168,7 +168,7 @@ def test_replayed_ya_and_ta_fail_in_a_new_tls_session() -> None:
     # Worst case for the offerer: same code, same certificates, even the same scalar;
     # only the exporter (the new TLS session) differs.
     recorded = _honest_link(Mode.CPACE).run()
-    share_a, confirm_a = recorded.sent(Direction.TO_OFFERER)
+    share_a, confirm_a, _ = recorded.sent(Direction.TO_OFFERER)
     offer = make_offer(make_secret(Mode.CPACE))
     victim = make_offerer(offer, channel=make_channel(exporter=EXPORTER_2))
     assert victim.receive_data(share_a, now=0) == []
@@ -178,7 +178,7 @@ def test_replayed_ya_and_ta_fail_in_a_new_tls_session() -> None:
 
 def test_replayed_share_b_fails_in_a_new_tls_session() -> None:
     recorded = _honest_link(Mode.CPACE).run()
-    (share_b,) = recorded.sent(Direction.TO_JOINER)
+    share_b, _ = recorded.sent(Direction.TO_JOINER)
     joiner, _ = _started_joiner(Mode.CPACE, exporter=EXPORTER_2)
     assert joiner.receive_data(share_b) == failed_with(FailureReason.PAIRING_FAILED)
     assert _frame_types([joiner.data_to_send()]) == [FrameType.ERROR]
@@ -187,7 +187,7 @@ def test_replayed_share_b_fails_in_a_new_tls_session() -> None:
 def test_replayed_m1_cannot_use_a_spent_offer() -> None:
     offer = make_offer(make_secret(Mode.HMAC))
     recorded = _honest_link(Mode.HMAC, offer).run()
-    (m1_frame,) = recorded.sent(Direction.TO_OFFERER)
+    m1_frame, _ = recorded.sent(Direction.TO_OFFERER)
     victim = make_offerer(offer, channel=make_channel(exporter=EXPORTER_2))
     assert victim.receive_data(m1_frame, now=0) == failed_with(FailureReason.PAIRING_FAILED)
     assert offer.state is OfferState.PAIRED
@@ -195,7 +195,7 @@ def test_replayed_m1_cannot_use_a_spent_offer() -> None:
 
 def test_replayed_m1_fails_from_attackers_own_certificate() -> None:
     recorded = _honest_link(Mode.HMAC).run()
-    (m1_frame,) = recorded.sent(Direction.TO_OFFERER)
+    m1_frame, _ = recorded.sent(Direction.TO_OFFERER)
     offer = make_offer(make_secret(Mode.HMAC))  # even a fresh offer of the same key
     victim = make_offerer(
         offer, channel=make_channel(cert_joiner=MALLORY_CERT, exporter=EXPORTER_2)
@@ -380,7 +380,7 @@ def _mutable_positions(mode: Mode, data: bytes) -> list[int]:
         return list(range(len(data)))
     # hmac: version, type and the MAC. The seed's m1/m2 do not cover the names or the
     # frame length (which can trim a name); there TLS integrity is the only protection.
-    return [0, 1, *range(4, 4 + 32)]
+    return [0, 1, *range(4, min(len(data), 4 + 32))]
 
 
 @settings(max_examples=150, deadline=None)
@@ -408,15 +408,21 @@ def test_mutated_honest_transcript_pairs_only_sides_that_saw_it_unmodified(
     link.run()
     honest_to_joiner = _received(honest, Direction.TO_JOINER)
     honest_to_offerer = _received(honest, Direction.TO_OFFERER)
-    if any(isinstance(event, Paired) for event in link.joiner_events):
+    # Each side's "both trust each other now": Paired for the joiner (it has the
+    # offerer's word), Confirmed for the offerer (it has the joiner's).
+    joiner_sure = any(isinstance(event, Paired) for event in link.joiner_events)
+    offerer_sure = any(isinstance(event, Confirmed) for event in link.offerer_events)
+    if joiner_sure:
         assert bytes(link.received_by_joiner) == honest_to_joiner
-    if any(isinstance(event, Paired) for event in link.offerer_events):
+    if offerer_sure:
         assert bytes(link.received_by_offerer) == honest_to_offerer
-    # The side the mutated message was meant for never pairs.
-    receiver_events = (
-        link.offerer_events if honest[index][0] is Direction.TO_OFFERER else link.joiner_events
-    )
-    assert not any(isinstance(event, Paired) for event in receiver_events)
+    # The side the mutated message was meant for never gets there.
+    to_offerer = honest[index][0] is Direction.TO_OFFERER
+    assert not (offerer_sure if to_offerer else joiner_sure)
+    # A proof the receiver saw mutated is never even tentatively stored.
+    receiver_events = link.offerer_events if to_offerer else link.joiner_events
+    if split_frames(honest[index][1])[0].type is not FrameType.COMMITTED:
+        assert not any(isinstance(event, Paired) for event in receiver_events)
 
 
 def test_unmodified_transcript_pairs_both_sides() -> None:
@@ -424,7 +430,8 @@ def test_unmodified_transcript_pairs_both_sides() -> None:
     for mode in _MODES:
         link = _honest_link(mode).run()
         assert link.transcript == _HONEST[mode]
-        assert [type(event) for event in link.joiner_events + link.offerer_events] == [Paired] * 2
+        assert [type(event) for event in link.joiner_events + link.offerer_events] == [
+            Paired, Paired, Confirmed]
 
 
 @st.composite

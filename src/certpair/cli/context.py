@@ -26,6 +26,7 @@ __all__ = [
     "default_home",
     "emit_json",
     "explain_home",
+    "failure_json",
     "find_peer",
     "home_of",
     "identity_of",
@@ -186,6 +187,19 @@ def find_peer(store: TrustStore, query: str) -> Peer:
 def emit_json(obj: dict[str, Any]) -> None:
     """Print one JSON object on its own line, flushed at once."""
     click.echo(json.dumps(obj, ensure_ascii=False, sort_keys=False))
+
+
+def failure_json(error: Exception) -> dict[str, Any]:
+    """The JSON line of a pairing that did not end paired: ``failed``, or
+    ``unconfirmed`` (with the peer kept unconfirmed) when the outcome is unknown."""
+    from certpair.errors import PairingUnconfirmed  # noqa: PLC0415  # keeps start-up fast
+
+    if isinstance(error, PairingUnconfirmed):
+        peer = error.peer
+        return {"event": "unconfirmed", "reason": str(error),
+                "peer": {"name": getattr(peer, "name", None),
+                         "fingerprint": getattr(peer, "fingerprint", None)}}
+    return {"event": "failed", "reason": str(error)}
 
 
 def iso_time(at: float) -> str:

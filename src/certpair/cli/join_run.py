@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import click
 
-from certpair.cli.context import emit_json, identity_of, store_of
+from certpair.cli.context import emit_json, failure_json, identity_of, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
 from certpair.cli.params import HostPort, SecretParam
 from certpair.codes import Secret, WrongCheckCharacter, parse_secret
@@ -158,7 +158,7 @@ def run_join_command(
                                     expected_fingerprint=pin))
     except CertpairError as exc:
         if as_json:
-            emit_json({"event": "failed", "reason": str(exc)})
+            emit_json(failure_json(exc))
         raise
     if as_json:
         emit_json({"event": "paired", "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from certpair.cli.context import emit_json, identity_of, iso_time, store_of
+from certpair.cli.context import emit_json, failure_json, identity_of, iso_time, store_of
 from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
 from certpair.errors import CertpairError, PairingFailed
@@ -164,7 +164,7 @@ def run_pair(
                            bits=bits))
     except CertpairError as exc:
         if as_json and not (isinstance(exc, PairingFailed) and show.failure_reported):
-            emit_json({"event": "failed", "reason": str(exc)})
+            emit_json(failure_json(exc))
         raise
     except asyncio.CancelledError:
         if as_json:

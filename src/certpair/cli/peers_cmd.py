@@ -18,8 +18,9 @@ def command(ctx: click.Context, as_json: bool) -> None:
     for peer in peers:
         if as_json:
             emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,
-                       "paired_at": peer.paired_at})
+                       "paired_at": peer.paired_at, "confirmed": peer.confirmed})
         else:
-            click.echo(f"{peer.name}  {peer.fingerprint}  {peer.mode}  {peer.paired_at}")
+            flag = "" if peer.confirmed else "  unconfirmed (settle with ping/serve)"
+            click.echo(f"{peer.name}  {peer.fingerprint}  {peer.mode}  {peer.paired_at}{flag}")
     if not peers and not as_json:
         click.echo("No paired devices yet.")

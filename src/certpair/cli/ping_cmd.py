@@ -16,6 +16,8 @@ from certpair.errors import CertpairError, NetworkError, PairingFailed
 if TYPE_CHECKING:
     import ssl
 
+    from certpair.store import Peer
+
 __all__ = ["command"]
 
 _MAX_ANSWER = 65536
@@ -58,18 +60,26 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
 
     The device must run `certpair serve`; an unpaired one ends with exit status 1.
     """
-    from certpair.trusted import client_context, connect  # noqa: PLC0415
+    from certpair.trusted import NotPaired, client_context, connect  # noqa: PLC0415
 
     host, port = HostPort(DEFAULT_SERVE_PORT).convert(address, None, ctx)
     remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     home = home_of(ctx)
     context = client_context(home)  # first: no identity is the more useful error
     store = store_of(ctx)
+    peer: Peer | None = None
     try:
         start = time.perf_counter()
         tls, peer = connect(host, port, home, context=context, timeout=timeout)
         with tls:
-            _exchange(tls, remote)  # answered only once the server accepted this device
+            try:
+                _exchange(tls, remote)  # answered only once the server accepted this device
+            except NotPaired as exc:
+                if peer.confirmed:
+                    raise
+                raise NotPaired(
+                    f"{peer.name} at {remote} does not trust this device: the pairing, "
+                    "unconfirmed here, did not complete there; pair again") from exc
             setup = time.perf_counter() - start
             start = time.perf_counter()
             _exchange(tls, remote)
@@ -84,6 +94,14 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
     store.record_event(kind="connection", role="client", remote=remote, mode="mtls",
                        outcome="accepted", reason="", peer_fingerprint=peer.fingerprint,
                        peer_name=peer.name)
+    if not peer.confirmed and store.confirm_peer(peer.fingerprint, remote=remote,
+                                                 reason="trusted connection (ping)"):
+        # serve answered, so it accepted this device's certificate: it trusts us.
+        if as_json:
+            emit_json({"event": "confirmed", "peer": {"name": peer.name,
+                                                      "fingerprint": peer.fingerprint}})
+        else:
+            click.echo(f"Pairing with {peer.name} confirmed: it trusts this device too.")
     if as_json:
         emit_json({"event": "reply", "remote": remote,
                    "peer": {"name": peer.name, "fingerprint": peer.fingerprint},

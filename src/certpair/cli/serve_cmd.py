@@ -63,12 +63,33 @@ class _Server:
             else:
                 click.echo(f"Refused {remote}: {reason}")
 
+    def note(self, text: str) -> None:
+        with self.lock:
+            if self.as_json:
+                emit_json({"event": "note", "text": text})
+            else:
+                click.echo(text)
+
     def refused(self, remote: str, reason: str) -> None:
+        if reason == "the other device does not trust this one":
+            # The client did not send its certificate, so which device it was is
+            # unknown; an unconfirmed pairing here is the likely story.
+            waiting = [p.name for p in self.store.peers() if not p.confirmed]
+            if waiting:
+                reason += (f" (unconfirmed here: {', '.join(waiting[:5])}; if it was one of "
+                           "them, its pairing did not complete there: pair again)")
         self.report(remote, None, reason)
 
     def handle(self, tls: ssl.SSLSocket, peer: Peer) -> None:
         host, port = tls.getpeername()[:2]
-        self.report(f"[{host}]:{port}" if ":" in host else f"{host}:{port}", peer, "")
+        remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        if not peer.confirmed:
+            # The TLS 1.3 handshake completed on this side only once the client had
+            # accepted this device's certificate: the peer trusts this device.
+            self.store.confirm_peer(peer.fingerprint, remote=remote,
+                                    reason="trusted connection (serve)")
+            self.note(f"Pairing with {peer.name} confirmed: it trusts this device too.")
+        self.report(remote, peer, "")
         answer = json.dumps(
             {"name": self.identity.name, "fingerprint": self.identity.fingerprint,
              "peer": peer.name, "peer_fingerprint": peer.fingerprint}, ensure_ascii=False,

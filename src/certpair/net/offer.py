@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import secrets
 import time
 from collections.abc import Callable
@@ -21,14 +22,29 @@ from certpair.codes import (
     generate_code,
     generate_hmac_key,
 )
-from certpair.errors import BadInput, CertpairError, Expired, NetworkError, PairingFailed
-from certpair.identity import Identity
+from certpair.errors import (
+    BadInput,
+    CertpairError,
+    Expired,
+    NetworkError,
+    PairingFailed,
+    PairingUnconfirmed,
+)
+from certpair.identity import Identity, fingerprint
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
+from certpair.net.join import unconfirmed_message
 from certpair.ports import PAIRING_PORT
-from certpair.protocol.events import Failed, FailureReason, Paired, Role
+from certpair.protocol.events import (
+    Confirmed,
+    Failed,
+    FailureReason,
+    Paired,
+    Role,
+    Unconfirmed,
+)
 from certpair.protocol.offer import Offer, OfferState
-from certpair.protocol.session import OffererSession
-from certpair.store import Peer, TrustStore
+from certpair.protocol.session import Event, OffererSession
+from certpair.store import Peer, StoreUnusable, TrustStore
 from certpair.tls import PairingTLS, TLSFailure, starts_like_tls
 
 __all__ = [
@@ -78,6 +94,16 @@ class PeerPaired:
 OfferEvent = Listening | ProofRejected | PeerPaired
 
 
+@dataclass(kw_only=True)
+class _Run:
+    """What one conversation has stored, for its conclusion."""
+
+    remote: str
+    peer: Peer | None = None
+    existed: bool = False
+    error: CertpairError | None = None
+
+
 class _Offerer:
     def __init__(
         self, *, identity: Identity, store: TrustStore, mode: Mode, ttl: float,
@@ -120,6 +146,7 @@ class _Offerer:
         remote = remote_of(writer)
         conv: Conversation | None = None
         session: OffererSession | None = None
+        run = _Run(remote=remote)
         try:
             async with asyncio.timeout(CONVERSATION_TIMEOUT):
                 first = await reader.read(READ_SIZE)
@@ -135,17 +162,19 @@ class _Offerer:
                 )
                 while not session.finished:
                     data = await conv.receive_app()
-                    events = session.receive_data(data, now=self.clock())
+                    events = self.commit(session, session.receive_data(data, now=self.clock()),
+                                         run)
                     await conv.send(session.data_to_send())
                     for event in events:
-                        self.conclude(session, event, remote)
+                        self.conclude(session, event, run)
         except (TLSFailure, OSError, TimeoutError, asyncio.CancelledError) as exc:
             # Not a pairing attempt unless a session exists; a session cut short still
-            # spends its attempt if it held the offer.
+            # spends its attempt if it held the offer, and one cut short after the
+            # commit leaves the joiner unconfirmed.
             if session is not None:
                 lost = session.connection_lost()
                 if lost is not None:
-                    self.conclude(session, lost, remote)
+                    self.conclude(session, lost, run)
             if isinstance(exc, asyncio.CancelledError):
                 # Shutting down. Ending normally rather than re-raising keeps Python
                 # 3.11's StreamReaderProtocol from logging each cancelled handler.
@@ -156,35 +185,81 @@ class _Offerer:
             else:
                 conv.close()
 
-    def conclude(self, session: OffererSession, event: Paired | Failed, remote: str) -> None:
-        mode = session.offer.mode.value
-        if isinstance(event, Paired):
+    def commit(self, session: OffererSession, events: list[Event], run: _Run) -> list[Event]:
+        """Store the joiner on Paired, before the session may say so to the joiner."""
+        out: list[Event] = []
+        queue = list(events)
+        while queue:
+            event = queue.pop(0)
+            if not isinstance(event, Paired):
+                out.append(event)
+                continue
             try:
-                peer = self.store.commit_pairing(
+                run.existed = self.store.peer(fingerprint(event.peer_cert_der)) is not None
+                run.peer = self.store.commit_pairing(
                     name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
-                    role=Role.OFFERER.value, remote=remote,
+                    role=Role.OFFERER.value, remote=run.remote, confirmed=False,
                 )
-            except CertpairError as exc:
-                # The store refused the write: end the offer with that error (exit 5)
-                # instead of waiting on an offer that can no longer pair anyone.
-                if not self.result.done():
-                    self.result.set_exception(exc)
-                return
-            if not self.result.done():
-                self.result.set_result(peer)
-            self.on_event(PeerPaired(peer=peer))
+            except StoreUnusable as exc:
+                # The joiner hears ERROR(STORE_FAILED) and stores nothing.
+                run.error = StoreUnusable(f"{exc}; the joiner was told and keeps nothing")
+                out.append(session.commit_failed())
+                continue
+            queue += session.committed()
+        return out
+
+    def conclude(self, session: OffererSession, event: Event, run: _Run) -> None:
+        mode = session.offer.mode.value
+        if run.error is not None or run.peer is not None:
+            self.conclude_stored(event, run)
             return
+        assert isinstance(event, Failed)
         self.store.record_event(
-            kind="pairing", role=Role.OFFERER.value, remote=remote, mode=mode,
+            kind="pairing", role=Role.OFFERER.value, remote=run.remote, mode=mode,
             outcome="failed", reason=event.reason.text,
         )
         if session.attempt_spent:
             offer_ = session.offer
             self.on_event(ProofRejected(
-                reason=event.reason, remote=remote, burned=offer_.state is OfferState.BURNED,
+                reason=event.reason, remote=run.remote, burned=offer_.state is OfferState.BURNED,
                 attempts_left=offer_.max_failures - offer_.failures,
             ))
         self.changed.set()
+
+    def conclude_stored(self, event: Event, run: _Run) -> None:
+        """The proof checked: end the run with what became of the commit."""
+        if self.result.done():
+            return
+        peer = run.peer
+        if run.error is not None:
+            # This side's store failed: end the offer with that error (exit 5) instead
+            # of waiting on an offer that can no longer pair anyone.
+            self.result.set_exception(run.error)
+            return
+        assert peer is not None
+        try:
+            if isinstance(event, Confirmed):
+                self.store.confirm_peer(peer.fingerprint, remote=run.remote,
+                                        reason="the joiner stored it too")
+                peer = dataclasses.replace(peer, confirmed=True)
+                self.result.set_result(peer)
+                self.on_event(PeerPaired(peer=peer))
+            elif isinstance(event, Unconfirmed):
+                host = run.remote.rsplit(":", 1)[0].strip("[]")
+                self.result.set_exception(PairingUnconfirmed(
+                    unconfirmed_message(peer.name, run.remote, host), peer=peer))
+            else:
+                assert isinstance(event, Failed)
+                # Only the joiner's ERROR says it stored nothing: undo this side's commit
+                # (a peer that was already trusted before this run stays, unconfirmed).
+                if not run.existed:
+                    self.store.undo_pairing(peer.fingerprint, remote=run.remote,
+                                            reason=f"the joiner: {event.reason.text}")
+                self.result.set_exception(PairingFailed(
+                    f"pairing failed: {peer.name} could not store the pairing "
+                    f"({event.reason.text}); nothing is kept here: pair again"))
+        except CertpairError as exc:
+            self.result.set_exception(exc)
 
     async def serve(self, host: str, port: int, timeout: float | None) -> Peer:
         try:
@@ -217,11 +292,16 @@ class _Offerer:
                     asyncio.ensure_future(self.changed.wait()),
                     asyncio.ensure_future(asyncio.shield(self.result)),
                 }
-                _, pending = await asyncio.wait(
+                done, pending = await asyncio.wait(
                     waiters, timeout=max(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in pending:
                     task.cancel()
+                for task in done:
+                    # Retrieved here (the result itself is read below), so asyncio never
+                    # reports "Future exception was never retrieved".
+                    if not task.cancelled():
+                        task.exception()
                 self.changed.clear()
             return self.result.result()
         finally:

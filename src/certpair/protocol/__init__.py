@@ -7,13 +7,22 @@ out.
 
 from __future__ import annotations
 
-from certpair.protocol.events import Channel, Failed, FailureReason, Paired, Role
+from certpair.protocol.events import (
+    Channel,
+    Confirmed,
+    Failed,
+    FailureReason,
+    Paired,
+    Role,
+    Unconfirmed,
+)
 from certpair.protocol.frames import Frame, FrameType, ProtocolError
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import JoinerSession, OffererSession, SessionState
 
 __all__ = [
     "Channel",
+    "Confirmed",
     "Failed",
     "FailureReason",
     "Frame",
@@ -26,4 +35,5 @@ __all__ = [
     "ProtocolError",
     "Role",
     "SessionState",
+    "Unconfirmed",
 ]

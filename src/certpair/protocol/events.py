@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from certpair.codes import Mode
 
-__all__ = ["Channel", "Failed", "FailureReason", "Paired", "Role"]
+__all__ = ["Channel", "Confirmed", "Failed", "FailureReason", "Paired", "Role", "Unconfirmed"]
 
 
 class Role(enum.Enum):
@@ -22,6 +22,8 @@ class FailureReason(enum.IntEnum):
 
     ``PAIRING_FAILED`` covers every authentication failure alike (wrong secret, bad tag,
     certificate mismatch) so the peer learns nothing about which one it was.
+    ``STORE_FAILED``: the proof checked but the sender could not store the pairing, so
+    the receiver must not store it either (or must undo its own commit).
     """
 
     PAIRING_FAILED = 1
@@ -30,6 +32,7 @@ class FailureReason(enum.IntEnum):
     BUSY = 4
     EXPIRED = 5
     CONNECTION_LOST = 6
+    STORE_FAILED = 7
 
     @property
     def text(self) -> str:
@@ -53,6 +56,26 @@ class Channel:
 @dataclass(frozen=True, kw_only=True)
 class Paired:
     """The proof checked: the peer with this certificate may be trusted now."""
+
+    peer_name: str
+    peer_cert_der: bytes = field(repr=False)
+    mode: Mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class Confirmed:
+    """The peer said it stored this pairing too: both sides trust each other now."""
+
+    peer_name: str
+    peer_cert_der: bytes = field(repr=False)
+    mode: Mode
+
+
+@dataclass(frozen=True, kw_only=True)
+class Unconfirmed:
+    """The connection ended after the proof checked but before the peer's commitment
+    was known: the peer may or may not trust this device. The driver keeps (or stores)
+    the peer marked unconfirmed, for the next trusted contact to settle."""
 
     peer_name: str
     peer_cert_der: bytes = field(repr=False)

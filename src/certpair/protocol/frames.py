@@ -45,6 +45,7 @@ class FrameType(enum.IntEnum):
     CPACE_SHARE_A = 0x11
     CPACE_SHARE_B = 0x12
     CPACE_CONFIRM_A = 0x13
+    COMMITTED = 0x20
     ERROR = 0x7F
 
 
@@ -55,6 +56,7 @@ _BOUNDS: dict[FrameType, tuple[int, int]] = {
     FrameType.CPACE_SHARE_A: (32 + 1, 32 + 64),
     FrameType.CPACE_SHARE_B: (32 + 64 + 1, 32 + 64 + 64),
     FrameType.CPACE_CONFIRM_A: (64, 64),
+    FrameType.COMMITTED: (0, 0),
     FrameType.ERROR: (1, 1),
 }
 _KNOWN_TYPES = frozenset(int(t) for t in FrameType)

@@ -11,7 +11,14 @@ import enum
 from typing import ClassVar
 
 from certpair.protocol import cpace
-from certpair.protocol.events import Channel, Failed, FailureReason, Paired
+from certpair.protocol.events import (
+    Channel,
+    Confirmed,
+    Failed,
+    FailureReason,
+    Paired,
+    Unconfirmed,
+)
 from certpair.protocol.frames import Frame, FrameDecoder, FrameType, ProtocolError, encode_frame
 
 __all__ = [
@@ -37,7 +44,7 @@ _MAX_NAME = 64
 # Reasons an ERROR frame may carry; CONNECTION_LOST is local only.
 _WIRE_REASONS = frozenset(int(r) for r in FailureReason) - {FailureReason.CONNECTION_LOST}
 
-Event = Paired | Failed
+Event = Paired | Failed | Confirmed | Unconfirmed
 
 
 class SessionState(enum.Enum):
@@ -48,8 +55,17 @@ class SessionState(enum.Enum):
     AWAIT_SHARE_B = "await_share_b"
     AWAIT_PROOF = "await_proof"
     AWAIT_CONFIRM = "await_confirm"
+    # The proof checked and Paired was returned: the driver stores the peer, then calls
+    # committed() or commit_failed(). Nothing is read meanwhile.
+    COMMITTING = "committing"
+    # This side has said its last word and waits for the peer's COMMITTED.
+    AWAIT_COMMITTED = "await_committed"
     DONE = "done"
+    UNCONFIRMED = "unconfirmed"
     FAILED = "failed"
+
+
+_TERMINAL = frozenset({SessionState.DONE, SessionState.UNCONFIRMED, SessionState.FAILED})
 
 
 class AuthFailure(Exception):
@@ -96,6 +112,10 @@ class SessionBase:
         self._out = bytearray()
         self.state = SessionState.START
         self._now = 0.0
+        # The authenticated peer, once the proof has checked.
+        self._proven: Paired | None = None
+        # Frames that arrived behind the proof, judged once the commit is done.
+        self._held: list[Frame] = []
 
     def data_to_send(self) -> bytes:
         """Return and clear the bytes queued for the peer."""
@@ -105,8 +125,8 @@ class SessionBase:
 
     @property
     def finished(self) -> bool:
-        """Whether the session has reached DONE or FAILED."""
-        return self.state in (SessionState.DONE, SessionState.FAILED)
+        """Whether the session has reached DONE, UNCONFIRMED or FAILED."""
+        return self.state in _TERMINAL
 
     def _send(self, frame_type: FrameType, body: bytes) -> None:
         self._out += encode_frame(frame_type, body)
@@ -114,18 +134,94 @@ class SessionBase:
     def _receive(self, data: bytes) -> list[Event]:
         if self.finished:
             raise RuntimeError(f"session is {self.state.value}; no more input")
+        if self.state is SessionState.COMMITTING:
+            raise RuntimeError("committed() or commit_failed() must come first")
+        try:
+            return self._run(self._decoder.feed(data))
+        except ProtocolError:
+            return [self._protocol_error()]
+
+    def _run(self, frames: list[Frame]) -> list[Event]:
         events: list[Event] = []
         try:
-            for frame in self._decoder.feed(data):
+            for position, frame in enumerate(frames):
                 if self.finished:
                     # The outcome is decided; bytes that trail it change nothing.
+                    break
+                if self.state is SessionState.COMMITTING:
+                    self._held = frames[position:]
                     break
                 event = self._dispatch(frame)
                 if event is not None:
                     events.append(event)
         except ProtocolError:
-            events.append(self._fail(FailureReason.PROTOCOL_ERROR))
+            events.append(self._protocol_error())
         return events
+
+    def _protocol_error(self) -> Failed | Unconfirmed:
+        if self.state is not SessionState.AWAIT_COMMITTED:
+            return self._fail(FailureReason.PROTOCOL_ERROR)
+        # Proven, but the peer's word is garbled: whether it stored this device is
+        # unknown, which is what Unconfirmed says. Only an ERROR frame means "I did not".
+        self._send(FrameType.ERROR, bytes([FailureReason.PROTOCOL_ERROR]))
+        return self._unconfirmed()
+
+    def _unconfirmed(self) -> Unconfirmed:
+        self._held = []
+        self.state = SessionState.UNCONFIRMED
+        event = self._peer_event(Unconfirmed)
+        assert isinstance(event, Unconfirmed)
+        return event
+
+    def committed(self) -> list[Event]:
+        """Tell the session the driver has stored the peer that ``Paired`` named.
+
+        Queues what tells the peer so (m2 or COMMITTED) and judges any frames that
+        arrived behind the proof.
+
+        Returns:
+            Events from those frames; usually none.
+
+        Raises:
+            RuntimeError: no ``Paired`` is waiting for its commit (a local error).
+        """
+        if self.state is not SessionState.COMMITTING:
+            raise RuntimeError(f"session is {self.state.value}; nothing to commit")
+        self._after_commit()
+        held, self._held = self._held, []
+        return self._run(held)
+
+    def commit_failed(self) -> Failed:
+        """Tell the session the driver could not store the peer.
+
+        Queues ERROR(STORE_FAILED), so the peer stores nothing (or undoes its commit).
+
+        Returns:
+            The session's ``Failed`` event.
+
+        Raises:
+            RuntimeError: no ``Paired`` is waiting for its commit (a local error).
+        """
+        if self.state is not SessionState.COMMITTING:
+            raise RuntimeError(f"session is {self.state.value}; nothing to commit")
+        self._held = []
+        return self._fail(FailureReason.STORE_FAILED)
+
+    def _after_commit(self) -> None:
+        """Hook: queue the message that follows this side's commit; set the next state."""
+        raise NotImplementedError
+
+    def _prove(self, paired: Paired) -> Paired:
+        """The proof checked: remember the peer and wait for the driver's commit."""
+        self._proven = paired
+        self.state = SessionState.COMMITTING
+        return paired
+
+    def _peer_event(self, kind: type[Confirmed] | type[Unconfirmed]) -> Confirmed | Unconfirmed:
+        proven = self._proven
+        assert proven is not None
+        return kind(peer_name=proven.peer_name, peer_cert_der=proven.peer_cert_der,
+                    mode=proven.mode)
 
     def _dispatch(self, frame: Frame) -> Event | None:
         if frame.type is FrameType.ERROR:
@@ -161,8 +257,16 @@ class SessionBase:
     def _abandon(self) -> None:
         """Hook: give back whatever the session holds (the offer)."""
 
-    def connection_lost(self) -> Failed | None:
-        """Tell the session the connection ended; returns Failed unless it was finished."""
+    def connection_lost(self) -> Failed | Unconfirmed | None:
+        """Tell the session the connection ended (closed, reset or timed out).
+
+        Returns:
+            None if the session had finished; ``Unconfirmed`` if the proof had checked
+            but the peer's commitment never arrived (the outcome on the other side is
+            unknown); else ``Failed(CONNECTION_LOST)``.
+        """
         if self.finished:
             return None
+        if self.state in (SessionState.COMMITTING, SessionState.AWAIT_COMMITTED):
+            return self._unconfirmed()
         return self._fail(FailureReason.CONNECTION_LOST, tell_peer=False)

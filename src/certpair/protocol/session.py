@@ -8,11 +8,20 @@ further input.
 
 Message flow (joiner = CPace initiator = TLS client)::
 
-    hmac:   J -> O  HMAC_REQUEST  m1 || name_j
-            O -> J  HMAC_RESPONSE m2 || name_o           (O: Paired)   (J: Paired)
+    hmac:   J -> O  HMAC_REQUEST  m1 || name_j           (O: Paired, commits)
+            O -> J  HMAC_RESPONSE m2 || name_o           (J: Paired, commits)
+            J -> O  COMMITTED                            (O: Confirmed)
     cpace:  J -> O  CPACE_SHARE_A Ya || name_j
             O -> J  CPACE_SHARE_B Yb || Tb || name_o
-            J -> O  CPACE_CONFIRM_A Ta                   (J: Paired)   (O: Paired)
+            J -> O  CPACE_CONFIRM_A Ta                   (O: Paired, commits)
+            O -> J  COMMITTED                            (J: Paired, commits)
+            J -> O  COMMITTED                            (O: Confirmed)
+
+On ``Paired`` the driver stores the peer and then calls :meth:`committed` (which
+queues the next message: m2 in hmac mode, COMMITTED otherwise) or
+:meth:`commit_failed` (which queues ERROR(STORE_FAILED) instead). A side whose
+connection ends after the proof checked but before the peer's COMMITTED (or m2) gets
+``Unconfirmed`` from :meth:`connection_lost`: the peer may or may not trust it.
 """
 
 from __future__ import annotations
@@ -21,7 +30,7 @@ from typing import ClassVar
 
 from certpair.codes import Mode, Secret
 from certpair.protocol import cpace, hmac_proof
-from certpair.protocol.events import Channel, FailureReason, Paired
+from certpair.protocol.events import Channel, Confirmed, FailureReason, Paired
 from certpair.protocol.frames import Frame, FrameType
 from certpair.protocol.machine import (
     AD_JOINER_LABEL,
@@ -106,10 +115,11 @@ class JoinerSession(SessionBase):
             )
         except hmac_proof.InvalidProof:
             raise AuthFailure from None
-        self.state = SessionState.DONE
-        return Paired(peer_name=name, peer_cert_der=ch.cert_offerer, mode=Mode.HMAC)
+        # m2 is the offerer's word that it has stored this device.
+        return self._prove(Paired(peer_name=name, peer_cert_der=ch.cert_offerer,
+                                  mode=Mode.HMAC))
 
-    def _on_share_b(self, frame: Frame) -> Event:
+    def _on_share_b(self, frame: Frame) -> Event | None:
         yb, tb = frame.body[:32], frame.body[32:96]
         raw_name = frame.body[96:]
         name = decode_name(raw_name)
@@ -129,12 +139,24 @@ class JoinerSession(SessionBase):
         except cpace.InvalidTag:
             raise AuthFailure from None
         self._send(FrameType.CPACE_CONFIRM_A, cpace.confirmation_tag(mac_key, self._ya, ada))
+        # Authenticated, but the offerer has not stored this device yet: wait for its word.
+        self._proven = Paired(peer_name=name, peer_cert_der=ch.cert_offerer, mode=Mode.CPACE)
+        self.state = SessionState.AWAIT_COMMITTED
+        return None
+
+    def _on_committed(self, frame: Frame) -> Event:
+        del frame
+        assert self._proven is not None
+        return self._prove(self._proven)
+
+    def _after_commit(self) -> None:
+        self._send(FrameType.COMMITTED, b"")
         self.state = SessionState.DONE
-        return Paired(peer_name=name, peer_cert_der=ch.cert_offerer, mode=Mode.CPACE)
 
     _table: ClassVar[dict[tuple[SessionState, FrameType], str]] = {
         (SessionState.AWAIT_RESPONSE, FrameType.HMAC_RESPONSE): "_on_hmac_response",
         (SessionState.AWAIT_SHARE_B, FrameType.CPACE_SHARE_B): "_on_share_b",
+        (SessionState.AWAIT_COMMITTED, FrameType.COMMITTED): "_on_committed",
     }
 
 
@@ -172,6 +194,8 @@ class OffererSession(SessionBase):
         self._ya = b""
         self._ada = b""
         self._joiner_name = ""
+        # What tells the joiner this side has committed: m2, or COMMITTED.
+        self._reply: tuple[FrameType, bytes] = (FrameType.COMMITTED, b"")
         self.state = SessionState.AWAIT_PROOF
 
     def receive_data(self, data: bytes, *, now: float) -> list[Event]:
@@ -206,8 +230,19 @@ class OffererSession(SessionBase):
     def _succeed(self, name: str, mode: Mode) -> Paired:
         self._claimed = False
         self.offer.release(paired=True)
+        return self._prove(Paired(peer_name=name, peer_cert_der=self.channel.cert_joiner,
+                                  mode=mode))
+
+    def _after_commit(self) -> None:
+        self._send(*self._reply)
+        self.state = SessionState.AWAIT_COMMITTED
+
+    def _on_committed(self, frame: Frame) -> Event:
+        del frame
         self.state = SessionState.DONE
-        return Paired(peer_name=name, peer_cert_der=self.channel.cert_joiner, mode=mode)
+        event = self._peer_event(Confirmed)
+        assert isinstance(event, Confirmed)
+        return event
 
     def _unexpected(self, frame: Frame) -> Event:
         if self.state is SessionState.AWAIT_PROOF and frame.type in (
@@ -231,7 +266,8 @@ class OffererSession(SessionBase):
         except hmac_proof.InvalidProof:
             raise AuthFailure from None
         m2 = hmac_proof.compute(key, hmac_proof.RESPONSE_LABEL, ch.cert_joiner, ch.cert_offerer)
-        self._send(FrameType.HMAC_RESPONSE, m2 + self._name)
+        # m2 goes out only once the driver has committed: it is this side's word.
+        self._reply = (FrameType.HMAC_RESPONSE, m2 + self._name)
         return self._succeed(name, Mode.HMAC)
 
     def _on_share_a(self, frame: Frame) -> Event | None:
@@ -271,4 +307,5 @@ class OffererSession(SessionBase):
         (SessionState.AWAIT_PROOF, FrameType.HMAC_REQUEST): "_on_hmac_request",
         (SessionState.AWAIT_PROOF, FrameType.CPACE_SHARE_A): "_on_share_a",
         (SessionState.AWAIT_CONFIRM, FrameType.CPACE_CONFIRM_A): "_on_confirm_a",
+        (SessionState.AWAIT_COMMITTED, FrameType.COMMITTED): "_on_committed",
     }

@@ -7,20 +7,36 @@ import sqlite3
 
 from certpair.store.records import MIN_PREFIX_DIGITS, Peer
 
-__all__ = ["delete_peer", "select_peers", "selection_for_query", "update_name", "upsert_peer"]
+__all__ = [
+    "delete_peer",
+    "select_peers",
+    "selection_for_query",
+    "set_confirmed",
+    "update_name",
+    "upsert_peer",
+]
 
 _HEX_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX_DIGITS},64}}")
-_COLUMNS = "name, fingerprint, cert_der, mode, paired_at"
+_COLUMNS = "name, fingerprint, cert_der, mode, paired_at, confirmed"
 
 
 def upsert_peer(db: sqlite3.Connection, peer: Peer) -> None:
     """Trust ``peer``; re-pairing a known certificate updates its name, mode and time."""
     db.execute(
-        f"INSERT INTO peers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?)"  # noqa: S608  # constant
+        f"INSERT INTO peers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608  # constant
         " ON CONFLICT(fingerprint) DO UPDATE SET"
-        " name = excluded.name, mode = excluded.mode, paired_at = excluded.paired_at",
-        (peer.name, peer.fingerprint, peer.cert_der, peer.mode, peer.paired_at),
+        " name = excluded.name, mode = excluded.mode, paired_at = excluded.paired_at,"
+        " confirmed = excluded.confirmed",
+        (peer.name, peer.fingerprint, peer.cert_der, peer.mode, peer.paired_at,
+         int(peer.confirmed)),
     )
+
+
+def set_confirmed(db: sqlite3.Connection, fingerprint: str) -> bool:
+    """Mark the peer confirmed; return whether it was unconfirmed."""
+    cursor = db.execute(
+        "UPDATE peers SET confirmed = 1 WHERE fingerprint = ? AND confirmed = 0", (fingerprint,))
+    return cursor.rowcount > 0
 
 
 def delete_peer(db: sqlite3.Connection, fingerprint: str) -> bool:
@@ -54,5 +70,5 @@ def select_peers(db: sqlite3.Connection, where: str, args: tuple[str, ...]) -> l
         f"SELECT {_COLUMNS} FROM peers {where} ORDER BY paired_at, fingerprint",  # noqa: S608
         args,
     ).fetchall()
-    return [Peer(name=n, fingerprint=fp, cert_der=der, mode=m, paired_at=at)
-            for n, fp, der, m, at in rows]
+    return [Peer(name=n, fingerprint=fp, cert_der=der, mode=m, paired_at=at, confirmed=bool(c))
+            for n, fp, der, m, at, c in rows]

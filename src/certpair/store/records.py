@@ -42,6 +42,9 @@ class Peer:
     cert_der: bytes = field(repr=False)
     mode: str
     paired_at: str
+    # False while this device does not know whether the peer stored the pairing too
+    # (the connection ended before its word came); settled by the next trusted contact.
+    confirmed: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

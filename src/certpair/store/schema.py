@@ -11,7 +11,8 @@ from certpair.store.trust import TrustStore
 __all__ = ["SCHEMA_VERSION", "open_store"]
 
 # 1: peers, events. 2: the peers_version counter and its triggers.
-SCHEMA_VERSION = 2
+# 3: peers.confirmed (0 while the peer's own commit is unknown; issue 11).
+SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -47,6 +48,12 @@ CREATE TRIGGER IF NOT EXISTS peers_deleted AFTER DELETE ON peers BEGIN
     UPDATE meta SET value = value + 1 WHERE key = 'peers_version';
 END;
 """
+# Numbered steps, each run once in order on a store older than it. Never edit a step;
+# add one. Step 2 is the whole schema above (idempotent: it also brings a v1 store up).
+_STEPS: tuple[tuple[int, str], ...] = (
+    (2, _SCHEMA),
+    (3, "ALTER TABLE peers ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1;"),
+)
 
 
 def open_store(home: Path) -> TrustStore:
@@ -78,7 +85,9 @@ def open_store(home: Path) -> TrustStore:
                 raise StoreUnusable(f"the trust store {path} is from a newer certpair")
             if version < SCHEMA_VERSION:
                 with db:
-                    db.executescript(_SCHEMA)
+                    for step, script in _STEPS:
+                        if version < step:
+                            db.executescript(script)
                     db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except BaseException:
             db.close()

@@ -17,6 +17,7 @@ from certpair.identity import fingerprint, validate_name
 from certpair.store import events as events_sql
 from certpair.store import peers as peers_sql
 from certpair.store.changes import peers_version, synchronous_full
+from certpair.store.failures import describe
 from certpair.store.records import (
     AmbiguousPeer,
     Event,
@@ -56,19 +57,19 @@ class TrustStore:
         with self._lock:
             self._db.close()
 
-    def _write_error(self) -> StoreUnusable:
-        return StoreUnusable(f"cannot write the trust store {self.path}")
+    def _write_error(self, exc: sqlite3.Error) -> StoreUnusable:
+        return StoreUnusable(f"cannot write the trust store {self.path}: {describe(exc)}")
 
-    def _read_error(self) -> StoreUnusable:
-        return StoreUnusable(f"cannot read the trust store {self.path}")
+    def _read_error(self, exc: sqlite3.Error) -> StoreUnusable:
+        return StoreUnusable(f"cannot read the trust store {self.path}: {describe(exc)}")
 
     def commit_pairing(
         self, *, name: str, cert_der: bytes, mode: str, role: str, remote: str,
-        at: float | None = None,
+        at: float | None = None, confirmed: bool = True,
     ) -> Peer:
         """Trust a peer and log the pairing, in one transaction.
 
-        Re-pairing a known certificate updates its name, mode and time.
+        Re-pairing a known certificate updates its name, mode, time and confirmation.
 
         Args:
             name: the name the peer gave.
@@ -77,6 +78,8 @@ class TrustStore:
             role: this device's role (``offerer`` or ``joiner``).
             remote: the peer's address.
             at: time of pairing (seconds since the epoch); now if omitted.
+            confirmed: False while the peer's own commit is not known (it is stored,
+                and trusted, all the same; see :meth:`confirm_peer`).
 
         Returns:
             The stored peer.
@@ -87,19 +90,83 @@ class TrustStore:
         when = iso_time(time.time() if at is None else at)
         peer = Peer(
             name=name, fingerprint=fingerprint(cert_der), cert_der=cert_der, mode=mode,
-            paired_at=when,
+            paired_at=when, confirmed=confirmed,
         )
         try:
-            with self._lock, self._db:
+            # FULL: the peer is told next that this device stored it; a power loss
+            # must not take that back.
+            with self._lock, synchronous_full(self._db), self._db:
                 peers_sql.upsert_peer(self._db, peer)
                 events_sql.insert_event(self._db, Event(
                     at=when, kind="pairing", role=role, remote=remote, mode=mode,
-                    outcome="paired", reason="", peer_fingerprint=peer.fingerprint,
-                    peer_name=name,
+                    outcome="paired", reason="" if confirmed else "unconfirmed",
+                    peer_fingerprint=peer.fingerprint, peer_name=name,
                 ))
         except sqlite3.Error as exc:
-            raise self._write_error() from exc
+            raise self._write_error(exc) from exc
         return peer
+
+    def confirm_peer(self, fingerprint_: str, *, remote: str, reason: str,
+                     at: float | None = None) -> bool:
+        """Mark an unconfirmed peer confirmed (it showed it trusts this device) and log it.
+
+        Args:
+            fingerprint_: the peer's full fingerprint.
+            remote: the peer's address.
+            reason: how it showed it (its COMMITTED frame, a trusted connection).
+            at: time of the change (seconds since the epoch); now if omitted.
+
+        Returns:
+            Whether the peer was unconfirmed (False: confirmed already, or not stored).
+
+        Raises:
+            StoreUnusable: the write failed.
+        """
+        when = iso_time(time.time() if at is None else at)
+        try:
+            with self._lock, self._db:
+                peer = self.peer(fingerprint_)
+                if peer is None or not peers_sql.set_confirmed(self._db, fingerprint_):
+                    return False
+                events_sql.insert_event(self._db, Event(
+                    at=when, kind="pairing", role="local", remote=remote, mode=peer.mode,
+                    outcome="confirmed", reason=reason, peer_fingerprint=peer.fingerprint,
+                    peer_name=peer.name,
+                ))
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from exc
+        return True
+
+    def undo_pairing(self, fingerprint_: str, *, remote: str, reason: str,
+                     at: float | None = None) -> bool:
+        """Remove a peer whose pairing the peer itself refused to store, and log it.
+
+        Args:
+            fingerprint_: the peer's full fingerprint.
+            remote: the peer's address.
+            reason: why (the peer's store failed).
+            at: time of the change (seconds since the epoch); now if omitted.
+
+        Returns:
+            Whether a row went.
+
+        Raises:
+            StoreUnusable: the write failed.
+        """
+        when = iso_time(time.time() if at is None else at)
+        try:
+            with self._lock, synchronous_full(self._db), self._db:
+                peer = self.peer(fingerprint_)
+                if peer is None or not peers_sql.delete_peer(self._db, fingerprint_):
+                    return False
+                events_sql.insert_event(self._db, Event(
+                    at=when, kind="pairing", role="local", remote=remote, mode=peer.mode,
+                    outcome="undone", reason=reason, peer_fingerprint=peer.fingerprint,
+                    peer_name=peer.name,
+                ))
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from exc
+        return True
 
     def record_event(
         self, *, kind: str, role: str, remote: str, mode: str, outcome: str, reason: str,
@@ -120,7 +187,7 @@ class TrustStore:
             with self._lock, self._db:
                 events_sql.insert_event(self._db, event)
         except sqlite3.Error as exc:
-            raise self._write_error() from exc
+            raise self._write_error(exc) from exc
 
     def remove_peer(self, fingerprint_: str, *, at: float | None = None) -> Peer:
         """Stop trusting a peer and log it, in one transaction.
@@ -148,7 +215,7 @@ class TrustStore:
                     peer_name=peer.name,
                 ))
         except sqlite3.Error as exc:
-            raise self._write_error() from exc
+            raise self._write_error(exc) from exc
         return peer
 
     def rename_peer(self, fingerprint_: str, name: str, *, at: float | None = None) -> Peer:
@@ -181,7 +248,7 @@ class TrustStore:
                     peer_fingerprint=old.fingerprint, peer_name=name,
                 ))
         except sqlite3.Error as exc:
-            raise self._write_error() from exc
+            raise self._write_error(exc) from exc
         return Peer(name=name, fingerprint=old.fingerprint, cert_der=old.cert_der,
                     mode=old.mode, paired_at=old.paired_at)
 
@@ -196,7 +263,7 @@ class TrustStore:
             with self._lock:
                 return peers_sql.select_peers(self._db, where, args)
         except sqlite3.Error as exc:
-            raise self._read_error() from exc
+            raise self._read_error(exc) from exc
 
     def peers(self) -> list[Peer]:
         """Return every trusted peer, oldest pairing first."""
@@ -263,7 +330,7 @@ class TrustStore:
             with self._lock:
                 return peers_version(self._db)
         except sqlite3.Error as exc:
-            raise self._read_error() from exc
+            raise self._read_error(exc) from exc
 
     def events(self, *, limit: int | None = None) -> list[Event]:
         """Return logged events, newest first."""
@@ -271,7 +338,7 @@ class TrustStore:
             with self._lock:
                 return events_sql.select_events(self._db, limit)
         except sqlite3.Error as exc:
-            raise self._read_error() from exc
+            raise self._read_error(exc) from exc
 
 
 def _gone(fingerprint_: str) -> PeerNotFound:
