@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["PAIRING_PORT"]
+__all__ = ["PAIRING_PORT", "TUNNEL_PORT"]
 
 PAIRING_PORT = 47820
+TUNNEL_PORT = 47822

@@ -25,6 +25,7 @@ from certpair.cli import (
     rename_cmd,
     serve_cmd,
     show_cmd,
+    tunnel_cmd,
     unpair_cmd,
 )
 from certpair.cli.context import command_hint, default_home, explain_home
@@ -149,7 +150,7 @@ def cli(ctx: click.Context, home: Path, traceback: bool) -> None:
 
 for _module in (
     init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, serve_cmd, ping_cmd,
-    unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd,
+    unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd, tunnel_cmd,
 ):
     _accept_global_options(_module.command)
     cli.add_command(_module.command)

@@ -1,0 +1,199 @@
+"""``certpair tunnel serve|connect``: a TCP service behind the pairing.
+
+Options are declared here; the work (``certpair.tunnel``) is imported when a command
+runs, and its events are rendered by :func:`_render`.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from certpair.cli.context import emit_json, home_of, identity_of, store_of
+from certpair.ports import TUNNEL_PORT
+
+if TYPE_CHECKING:
+    from certpair.store import Peer
+    from certpair.tunnel import TunnelEvent
+
+__all__ = ["command"]
+
+
+def _peer(peer: Peer | None) -> dict[str, str] | None:
+    return None if peer is None else {"name": peer.name, "fingerprint": peer.fingerprint}
+
+
+def _as_json(event: TunnelEvent) -> dict[str, Any]:
+    from certpair.tunnel import (  # noqa: PLC0415
+        Closed,
+        Failed,
+        Listening,
+        Opened,
+        Refused,
+        Stopped,
+        Stopping,
+    )
+
+    if isinstance(event, Listening):
+        return {"event": "listening", "host": event.host, "port": event.port, **event.details}
+    if isinstance(event, Opened):
+        return {"event": "opened", "id": event.id, "remote": event.remote,
+                "peer": _peer(event.peer)}
+    if isinstance(event, Closed):
+        return {"event": "closed", "id": event.id, "remote": event.remote,
+                "peer": _peer(event.peer), "bytes_up": event.bytes_up,
+                "bytes_down": event.bytes_down, "duration_ms": round(event.duration * 1000, 1),
+                "reason": event.reason}
+    if isinstance(event, Failed):
+        return {"event": "failed", "remote": event.remote, "peer": _peer(event.peer),
+                "reason": event.reason}
+    if isinstance(event, Refused):
+        return {"event": "refused", "remote": event.remote, "reason": event.reason,
+                "count": event.count}
+    if isinstance(event, Stopping):
+        return {"event": "stopping", "open": event.open, "drain_timeout": event.drain_timeout}
+    assert isinstance(event, Stopped)
+    return {"event": "stopped", "cut": event.cut}
+
+
+def _as_text(data: dict[str, Any]) -> str:
+    kind = data["event"]
+    peer = data.get("peer") or {}
+    if kind == "listening":
+        where = f"{data['host']}:{data['port']}"
+        if "to" in data:
+            return f"Tunnel to {data['to']} listening on {where}  (Ctrl-C stops)"
+        return (f"Tunnel to {peer['name']} at {data['remote']} (address from "
+                f"{data['address_from']}) listening on {where}  (Ctrl-C stops)")
+    if kind == "opened":
+        return f"#{data['id']} {peer['name']} from {data['remote']}: open"
+    if kind == "closed":
+        return (f"#{data['id']} {peer['name']}: closed ({data['reason']}), "
+                f"{data['bytes_up']} bytes up, {data['bytes_down']} down, "
+                f"{data['duration_ms']} ms")
+    if kind == "failed":
+        return f"Failed {data['remote']}: {data['reason']}"
+    if kind == "refused":
+        return f"Refused {data['remote']}: {data['reason']} ({data['count']})"
+    if kind == "stopping":
+        return f"Stopping: draining {data['open']} connections (at most {data['drain_timeout']} s)"
+    return f"Stopped ({data['cut']} cut)"
+
+
+def _renderer(as_json: bool) -> Any:
+    lock = threading.Lock()  # events come from every connection's thread
+
+    def render(event: TunnelEvent) -> None:
+        data = _as_json(event)
+        with lock:
+            if as_json:
+                emit_json(data)
+            else:
+                click.echo(_as_text(data))
+
+    return render
+
+
+_LIMITS = [
+    click.option("--max-connections", type=click.IntRange(1, 100000), default=1000,
+                 show_default=True, help="Open connections at most; more are refused."),
+    click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0,
+                 show_default=True, help="Seconds to reach the far end and finish TLS."),
+    click.option("--idle-timeout", type=click.FloatRange(min=0), default=0,
+                 show_default=True, help="Close a connection idle this long (0: never)."),
+    click.option("--drain-timeout", type=click.FloatRange(min=0), default=10.0,
+                 show_default=True,
+                 help="On SIGINT/SIGTERM, seconds open connections get to finish."),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line."),
+]
+
+
+def _limits(function: Any) -> Any:
+    for option in reversed(_LIMITS):
+        function = option(function)
+    return function
+
+
+@click.group("tunnel")
+def command() -> None:
+    """Carry TCP connections between paired devices over mutual TLS."""
+
+
+@command.command("serve")
+@click.option("--to", "to", required=True, metavar="HOST:PORT|unix:PATH",
+              help="The service to forward to (loopback or a Unix socket).")
+@click.option("--listen", "host", default="0.0.0.0", show_default=True,  # noqa: S104  # peers are other devices
+              help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=TUNNEL_PORT, show_default=True,
+              help="TCP port; 0 picks a free one.")
+@click.option("--allow", "allow", multiple=True, metavar="PEER",
+              help="Let only this paired device through (repeatable; default: all).")
+@click.option("--proxy-protocol", is_flag=True,
+              help="Send a PROXY v2 header (address, peer fingerprint and name) first.")
+@click.option("--unsafe-target", is_flag=True,
+              help="Allow a target on another host: the bytes past the tunnel travel in "
+                   "clear and the target sees this host, not the device.")
+@_limits
+@click.pass_context
+def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, ...],
+          proxy_protocol: bool, unsafe_target: bool, max_connections: int,
+          connect_timeout: float, idle_timeout: float, drain_timeout: float,
+          as_json: bool) -> None:
+    """Accept paired devices and forward each connection to a service on this host.
+
+    A systemd socket (LISTEN_FDS) replaces --listen/--port.
+    """
+    from certpair.tunnel import ServeOptions, parse_target, serve_tunnel  # noqa: PLC0415
+    from certpair.tunnel.acceptor import systemd_listener  # noqa: PLC0415
+
+    target = parse_target(to, unsafe=unsafe_target)
+    identity_of(ctx)  # first: no identity is the more useful error
+    store = store_of(ctx)
+    allowed = frozenset(store.find_peer(p).fingerprint for p in allow) if allow else None
+    options = ServeOptions(
+        home=home_of(ctx), target=target, host=host, port=port, allow=allowed,
+        proxy_protocol=proxy_protocol, max_connections=max_connections,
+        connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
+        drain_timeout=drain_timeout)
+    serve_tunnel(options, _renderer(as_json), listener=systemd_listener())
+
+
+@command.command("connect")
+@click.argument("peer", metavar="PEER")
+@click.option("--to", "to", metavar="HOST[:PORT]",
+              help=f"Where PEER's tunnel serve listens (port {TUNNEL_PORT} if left out); "
+                   "default: the address PEER was paired from.")
+@click.option("--listen", "listen", required=True, metavar="[ADDR:]PORT",
+              help="Local address to listen on (loopback unless --unsafe-listen).")
+@click.option("--unsafe-listen", is_flag=True,
+              help="Allow a listen address that is not loopback: whoever reaches it uses "
+                   "the tunnel as this device.")
+@_limits
+@click.pass_context
+def connect(ctx: click.Context, peer: str, to: str | None, listen: str, unsafe_listen: bool,
+            max_connections: int, connect_timeout: float, idle_timeout: float,
+            drain_timeout: float, as_json: bool) -> None:
+    """Listen locally and carry each connection to PEER's `tunnel serve`.
+
+    The far end must present exactly PEER's certificate.
+    """
+    from certpair.tunnel import (  # noqa: PLC0415
+        ConnectOptions,
+        connect_tunnel,
+        parse_listen,
+        resolve_far_end,
+    )
+
+    listen_host, listen_port = parse_listen(listen, unsafe=unsafe_listen)
+    identity_of(ctx)  # first: no identity is the more useful error
+    store = store_of(ctx)
+    found = store.find_peer(peer)
+    host, port, source = resolve_far_end(store, found, to)
+    options = ConnectOptions(
+        home=home_of(ctx), peer=found, host=host, port=port, source=source,
+        listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
+        connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
+        drain_timeout=drain_timeout)
+    connect_tunnel(options, _renderer(as_json))

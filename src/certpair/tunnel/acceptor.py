@@ -1,0 +1,151 @@
+"""The accept loop both tunnel ends share: the listener, the connection limit, one
+thread per connection, and the stop on SIGINT/SIGTERM (stop accepting, drain the open
+connections for a bounded time, cut the rest).
+
+The listener may also come from systemd socket activation (``LISTEN_FDS``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+
+from certpair.errors import NetworkError
+from certpair.tunnel.events import OnEvent, Stopped, Stopping, TunnelEvent
+from certpair.tunnel.link import reset
+from certpair.tunnel.watch import Connections, Refusals, TrustWatch
+
+__all__ = ["Stop", "address_of", "listen", "run_acceptor", "systemd_listener"]
+
+_BACKLOG = 1024
+_SD_LISTEN_FDS_START = 3
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+class Stop(Exception):  # a control-flow signal, not an error
+    """Raised in the main thread by SIGINT/SIGTERM to end the accept loop."""
+
+
+def address_of(address: object) -> str:
+    """``host:port`` (``[v6]:port``) of a socket address, for reports."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return "local"
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind and listen on ``host:port`` (port 0: a free one).
+
+    Raises:
+        NetworkError: the address cannot be used.
+    """
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        return socket.create_server((host, port), family=family, backlog=_BACKLOG,
+                                    reuse_port=False)
+    except OSError as exc:
+        raise NetworkError(f"cannot listen on {address_of((host, port))}: "
+                           f"{exc.strerror or exc}") from exc
+
+
+def systemd_listener() -> socket.socket | None:
+    """The listening socket systemd passed (socket activation), or None."""
+    if os.environ.get("LISTEN_PID") != str(os.getpid()) or not os.environ.get("LISTEN_FDS"):
+        return None
+    if int(os.environ["LISTEN_FDS"]) < 1:
+        return None
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return socket.socket(fileno=_SD_LISTEN_FDS_START)
+
+
+@contextlib.contextmanager
+def _signals_stop() -> Iterator[None]:
+    """In the main thread, turn SIGINT and SIGTERM into :class:`Stop`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        del signum, frame
+        raise Stop
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, previous in old.items():
+            signal.signal(sig, previous)
+
+
+def run_acceptor(
+    listener: socket.socket, handle: Callable[[socket.socket, str], TunnelEvent | None], *,
+    connections: Connections, refusals: Refusals, watch: TrustWatch, on_event: OnEvent,
+    drain_timeout: float,
+) -> None:
+    """Accept until a signal, each connection in its own thread, then drain and stop.
+
+    Args:
+        listener: the listening socket (closed on return).
+        handle: ``handle(sock, remote)`` runs in the connection's thread; it owns the
+            socket, and may return a last event to report once its slot is free.
+        connections: the limit and the open connections.
+        refusals: where a connection over the limit is counted.
+        watch: the trust watch, started here and stopped on return.
+        on_event: receives :class:`Stopping` and :class:`Stopped`.
+        drain_timeout: seconds open connections get to finish after the signal.
+    """
+    def run(sock: socket.socket, remote: str) -> None:
+        last: TunnelEvent | None = None
+        try:
+            last = handle(sock, remote)
+        finally:
+            connections.release_slot()
+        if last is not None:  # reported once the slot is free again
+            on_event(last)
+
+    watch.start()
+    with _signals_stop():
+        try:
+            with listener:
+                while True:
+                    try:
+                        sock, address = listener.accept()
+                    except (ConnectionAbortedError, InterruptedError):
+                        continue
+                    except OSError as exc:
+                        if exc.errno not in _OUT_OF_RESOURCES:
+                            raise
+                        # Out of descriptors: let open connections end, then retry.
+                        connections.wait_change(0.1)
+                        continue
+                    remote = address_of(address)
+                    if not connections.take_slot():
+                        reset(sock)
+                        refusals.add(remote.rsplit(":", 1)[0], "too many connections")
+                        continue
+                    threading.Thread(target=run, args=(sock, remote), daemon=True,
+                                     name=f"certpair-tunnel {remote}").start()
+        except Stop:
+            pass
+        cut = 0
+        try:
+            on_event(Stopping(open=connections.busy, drain_timeout=drain_timeout))
+            if not connections.wait_idle(time.monotonic() + drain_timeout):
+                cut = connections.cut_unless(lambda _: False, "shutdown")
+                connections.wait_idle(time.monotonic() + 2.0)
+        except Stop:  # a second signal: stop draining
+            cut = connections.cut_unless(lambda _: False, "shutdown")
+            connections.wait_idle(time.monotonic() + 2.0)
+        finally:
+            watch.stop()
+            refusals.flush(everything=True)
+        on_event(Stopped(cut=cut))

@@ -1,0 +1,51 @@
+"""Where ``tunnel connect`` finds PEER when no ``--to`` is given.
+
+The store keeps no address per peer; its audit log does: every pairing row holds the
+other device's address as this device saw it. The newest successful pairing with PEER
+gives the host; the port is the tunnel's default.
+"""
+
+from __future__ import annotations
+
+from certpair.errors import BadInput
+from certpair.ports import TUNNEL_PORT
+from certpair.store import Peer, TrustStore
+from certpair.tunnel.targets import split_host_port
+
+__all__ = ["remembered_host", "resolve_far_end"]
+
+
+def remembered_host(store: TrustStore, peer: Peer) -> str | None:
+    """The host of the newest successful pairing with ``peer``, or None."""
+    for event in store.events():
+        if (event.kind == "pairing" and event.outcome == "paired"
+                and event.peer_fingerprint == peer.fingerprint and event.remote):
+            try:
+                host, _ = split_host_port(event.remote, TUNNEL_PORT)
+            except BadInput:
+                continue
+            return host
+    return None
+
+
+def resolve_far_end(store: TrustStore, peer: Peer, to: str | None) -> tuple[str, int, str]:
+    """Where to reach ``peer``'s ``tunnel serve``.
+
+    Args:
+        store: the trust store.
+        peer: the paired device.
+        to: ``--to HOST[:PORT]``, or None.
+
+    Returns:
+        ``(host, port, source)``; source is ``--to`` or ``pairing``.
+
+    Raises:
+        BadInput: ``to`` is malformed, or there is no address to use.
+    """
+    if to is not None:
+        host, port = split_host_port(to, TUNNEL_PORT)
+        return host, port, "--to"
+    host_ = remembered_host(store, peer)
+    if host_ is not None:
+        return host_, TUNNEL_PORT, "pairing"
+    raise BadInput(f"no address known for {peer.name}: give --to HOST[:PORT]")

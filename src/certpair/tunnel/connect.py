@@ -1,0 +1,158 @@
+"""``tunnel connect``: listen locally and carry each connection to one paired device's
+``tunnel serve``, after checking that the far end is exactly that device.
+
+Per connection: connect to the device, the TLS handshake (the context admits paired
+devices only), then the certificate's fingerprint must be the one PEER was paired with
+(``peer_of`` is not enough: any paired device would pass it), then the relay. TLS 1.3
+lets the client finish its handshake before the server has judged its certificate: a
+far end that refuses this device shows as an alert on the first read, which ends that
+connection with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from certpair.errors import CertpairError
+from certpair.identity import fingerprint
+from certpair.store import Peer, TrustStore, open_store
+from certpair.trusted import client_context, connection_error, peer_of
+from certpair.tunnel.acceptor import address_of, listen, run_acceptor
+from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
+from certpair.tunnel.link import TlsLink, reset
+from certpair.tunnel.pump import Relay
+from certpair.tunnel.watch import Connections, Refusals, TrustWatch
+
+__all__ = ["ConnectOptions", "connect_tunnel"]
+
+_ROLE = "tunnel-client"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectOptions:
+    """What ``tunnel connect`` was asked to do.
+
+    ``source`` says where ``host:port`` came from (``--to``, ``pairing``, ``dns-sd``).
+    """
+
+    home: Path
+    peer: Peer
+    host: str
+    port: int
+    source: str
+    listen_host: str
+    listen_port: int
+    max_connections: int = 1000
+    connect_timeout: float = 10.0
+    idle_timeout: float | None = None
+    drain_timeout: float = 10.0
+
+
+class _Client:
+    def __init__(self, options: ConnectOptions, store: TrustStore, on_event: OnEvent) -> None:
+        self.options, self.store, self.on_event = options, store, on_event
+        self.context = client_context(options.home)
+        self.remote = address_of((options.host, options.port))
+        self.connections = Connections(options.max_connections)
+        self.refusals = Refusals(
+            lambda host, reason, count: on_event(Refused(remote=host, reason=reason,
+                                                         count=count)))
+        self.watch = TrustWatch(store, self.connections, self.refusals,
+                                lambda paired: paired & {options.peer.fingerprint})
+        self.ids = itertools.count(1)
+
+    def _fail(self, local: socket.socket, remote: str, reason: str) -> None:
+        reset(local)
+        with contextlib.suppress(Exception):
+            self.store.record_event(kind="connection", role=_ROLE, remote=self.remote,
+                                    mode="mtls", outcome="failed", reason=reason,
+                                    peer_fingerprint=self.options.peer.fingerprint,
+                                    peer_name=self.options.peer.name)
+        self.on_event(Failed(remote=remote, reason=reason, peer=self.options.peer))
+
+    def _open(self, deadline: float) -> tuple[TlsLink, Peer]:
+        """Connect, handshake and check the far end (raises a CertpairError)."""
+        options = self.options
+        try:
+            raw = socket.create_connection((options.host, options.port),
+                                           timeout=max(0.1, deadline - time.monotonic()))
+        except OSError as exc:
+            raise connection_error(exc, self.remote) from exc
+        try:
+            link = TlsLink(raw, self.context, server_side=False)
+            link.handshake(deadline)
+        except (OSError, ssl.SSLError) as exc:
+            raw.close()
+            raise connection_error(exc, self.remote) from exc
+        der = link.tls.getpeercert(binary_form=True) or b""
+        try:
+            if fingerprint(der) != options.peer.fingerprint:
+                raise connection_error(ssl.SSLCertVerificationError(), self.remote)
+            peer = peer_of(link.tls, self.store)
+        except CertpairError as exc:
+            link.sock.close()
+            raise type(exc)(f"{self.remote} is not {options.peer.name}: it presents "
+                            f"{fingerprint(der) if der else 'no certificate'}") from exc
+        return link, peer
+
+    def handle(self, local: socket.socket, remote: str) -> Closed | None:
+        """One local connection, carried to the device (runs in its own thread)."""
+        options = self.options
+        with contextlib.suppress(OSError):
+            local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            link, peer = self._open(time.monotonic() + options.connect_timeout)
+        except CertpairError as exc:
+            self._fail(local, remote, str(exc))
+            return None
+        relay = Relay(link, idle_timeout=options.idle_timeout)
+        tracked = self.connections.track(peer.fingerprint, relay)
+        try:
+            if self.watch.allowed != frozenset({peer.fingerprint}) or not relay.attach(local):
+                relay.close(clean=False)
+                return None
+            conn_id = next(self.ids)
+            self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
+            start = time.monotonic()
+            reason = relay.run()
+            return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.sent,
+                          bytes_down=relay.received, duration=time.monotonic() - start,
+                          reason=reason)
+        finally:
+            self.connections.untrack(tracked)
+
+
+def connect_tunnel(options: ConnectOptions, on_event: OnEvent, *,
+                   listener: socket.socket | None = None,
+                   ready: Callable[[], None] | None = None) -> None:
+    """Run ``tunnel connect`` until SIGINT/SIGTERM (in the main thread).
+
+    Args:
+        options: the peer, where it is, the local listen address, limits.
+        on_event: receives every :mod:`~certpair.tunnel.events` event, from any thread.
+        listener: a listening socket to use instead of binding the listen address.
+        ready: called once listening (after the :class:`Listening` event).
+
+    Raises:
+        NotInitialised, LocalStateError: no identity, or the store is unusable.
+        NetworkError: cannot listen.
+    """
+    with open_store(options.home) as store:
+        client = _Client(options, store, on_event)
+        sock = listener or listen(options.listen_host, options.listen_port)
+        host, port = sock.getsockname()[:2]
+        on_event(Listening(host=str(host), port=int(port), details={
+            "peer": {"name": options.peer.name, "fingerprint": options.peer.fingerprint},
+            "remote": client.remote, "address_from": options.source}))
+        if ready is not None:
+            ready()
+        run_acceptor(sock, client.handle, connections=client.connections,
+                     refusals=client.refusals, watch=client.watch, on_event=on_event,
+                     drain_timeout=options.drain_timeout)

@@ -1,0 +1,92 @@
+"""What a running tunnel reports: frozen events, rendered by the CLI (``--json``).
+
+Directions are named from the service's point of view, the same on both ends:
+``bytes_up`` went from the client towards the service, ``bytes_down`` came back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from certpair.store import Peer
+
+__all__ = [
+    "Closed",
+    "Failed",
+    "Listening",
+    "OnEvent",
+    "Opened",
+    "Refused",
+    "Stopped",
+    "Stopping",
+    "TunnelEvent",
+]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Listening:
+    """The tunnel accepts connections on ``host:port``; ``details`` says what it carries."""
+
+    host: str
+    port: int
+    details: dict[str, object]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Opened:
+    """A connection passed every check and is being carried."""
+
+    id: int
+    remote: str
+    peer: Peer
+
+
+@dataclass(frozen=True, kw_only=True)
+class Closed:
+    """A carried connection ended; ``reason`` is ``done`` for a normal end."""
+
+    id: int
+    remote: str
+    peer: Peer
+    bytes_up: int
+    bytes_down: int
+    duration: float
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Failed:
+    """An accepted connection could not be carried (far end or service unreachable)."""
+
+    remote: str
+    reason: str
+    peer: Peer | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Refused:
+    """``count`` connections from ``remote`` were refused for ``reason`` (aggregated)."""
+
+    remote: str
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopping:
+    """A signal arrived: no new connections; ``open`` are being drained."""
+
+    open: int
+    drain_timeout: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class Stopped:
+    """The tunnel ended; ``cut`` connections were still open after the drain time."""
+
+    cut: int
+
+
+TunnelEvent = Listening | Opened | Closed | Failed | Refused | Stopping | Stopped
+OnEvent = Callable[[TunnelEvent], None]

@@ -1,0 +1,193 @@
+"""``tunnel serve``: accept paired devices over mutual TLS and carry each connection to
+one service on this host.
+
+Per connection, in order: the TLS handshake (the context admits paired devices only),
+the peer looked up in the store and checked against ``--allow``, and only then a
+connection to the service; so a device that is not let through never makes a single
+byte reach the service. Then the PROXY v2 header if asked for, and the relay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import select
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from certpair.identity import fingerprint
+from certpair.store import Peer, TrustStore, open_store
+from certpair.trusted import NotPaired, peer_of, refusal_reason, server_context
+from certpair.tunnel.acceptor import listen, run_acceptor
+from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
+from certpair.tunnel.link import TlsLink, wait_for
+from certpair.tunnel.proxy_v2 import encode_header
+from certpair.tunnel.pump import Relay
+from certpair.tunnel.targets import Target
+from certpair.tunnel.watch import Connections, Refusals, TrustWatch
+
+__all__ = ["ServeOptions", "serve_tunnel"]
+
+_ROLE = "tunnel-server"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServeOptions:
+    """What ``tunnel serve`` was asked to do.
+
+    ``allow`` holds the fingerprints of the only peers let through (None: every paired
+    device). Timeouts are in seconds; ``idle_timeout`` None never times out.
+    """
+
+    home: Path
+    target: Target
+    host: str
+    port: int
+    allow: frozenset[str] | None = None
+    proxy_protocol: bool = False
+    max_connections: int = 1000
+    connect_timeout: float = 10.0
+    idle_timeout: float | None = None
+    drain_timeout: float = 10.0
+
+
+class _Server:
+    def __init__(self, options: ServeOptions, store: TrustStore, on_event: OnEvent) -> None:
+        self.options, self.store, self.on_event = options, store, on_event
+        self.context = server_context(options.home)
+        self.connections = Connections(options.max_connections)
+        self.refusals = Refusals(self._report_refused)
+        self.watch = TrustWatch(store, self.connections, self.refusals, self._allowed)
+        self.ids = itertools.count(1)
+
+    def _allowed(self, paired: frozenset[str]) -> frozenset[str]:
+        allow = self.options.allow
+        return paired if allow is None else paired & allow
+
+    def _report_refused(self, host: str, reason: str, count: int) -> None:
+        with contextlib.suppress(Exception):
+            self.store.record_event(
+                kind="connection", role=_ROLE, remote=host, mode="mtls", outcome="refused",
+                reason=reason if count == 1 else f"{reason} ({count} more)")
+        self.on_event(Refused(remote=host, reason=reason, count=count))
+
+    def _refuse(self, link: TlsLink, remote: str, reason: str) -> None:
+        self.refusals.add(remote.rsplit(":", 1)[0], reason)
+        link.linger_close()
+
+    def handle(self, sock: socket.socket, remote: str) -> Closed | None:
+        """One connection, from handshake to close (runs in its own thread)."""
+        options = self.options
+        deadline = time.monotonic() + options.connect_timeout
+        try:
+            link = TlsLink(sock, self.context, server_side=True)
+        except OSError:
+            sock.close()
+            return None
+        try:
+            link.handshake(deadline)
+        except (OSError, ssl.SSLError) as exc:
+            self._refuse(link, remote, refusal_reason(exc))
+            return None
+        relay = Relay(link, idle_timeout=options.idle_timeout)
+        fp = fingerprint(link.tls.getpeercert(binary_form=True) or b"")
+        # Tracked before the store is read: an unpairing from now on cuts it.
+        tracked = self.connections.track(fp, relay)
+        try:
+            try:
+                peer = peer_of(link.tls, self.store)
+            except NotPaired as exc:
+                self._refuse(link, remote, refusal_reason(exc))
+                return None
+            if not self._allowed(frozenset({peer.fingerprint})):
+                self._refuse(link, remote, "not allowed by --allow")
+                return None
+            return self._carry(relay, remote, peer, deadline)
+        finally:
+            self.connections.untrack(tracked)
+
+    def _carry(self, relay: Relay, remote: str, peer: Peer, deadline: float) -> Closed | None:
+        options = self.options
+        try:
+            plain = self._dial(relay, peer, deadline)
+        except OSError as exc:
+            _close_notify(relay.link)
+            self.on_event(Failed(remote=remote, peer=peer, reason=(
+                f"the service {options.target} is unreachable: {exc.strerror or exc}")))
+            return None
+        if not relay.attach(plain):
+            relay.close(clean=False)
+            return None
+        conn_id = next(self.ids)
+        with contextlib.suppress(Exception):
+            self.store.record_event(kind="connection", role=_ROLE, remote=remote, mode="mtls",
+                                    outcome="accepted", reason="", peer_name=peer.name,
+                                    peer_fingerprint=peer.fingerprint)
+        self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
+        start = time.monotonic()
+        reason = relay.run()
+        return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.received,
+                      bytes_down=relay.sent, duration=time.monotonic() - start, reason=reason)
+
+
+    def _dial(self, relay: Relay, peer: Peer, deadline: float) -> socket.socket:
+        """Connect to the service and send the PROXY header if asked for."""
+        plain = self.options.target.dial(max(0.1, deadline - time.monotonic()))
+        if self.options.proxy_protocol:
+            try:
+                plain.sendall(encode_header(
+                    relay.link.sock.getpeername()[:2], relay.link.sock.getsockname()[:2],
+                    fingerprint=peer.fingerprint, peer_name=peer.name))
+            except OSError:
+                plain.close()
+                raise
+        return plain
+
+
+def _close_notify(link: TlsLink) -> None:
+    """End a connection cleanly: close_notify, then wait briefly for the other's."""
+    deadline = time.monotonic() + 2.0
+    with contextlib.suppress(OSError, ssl.SSLError):
+        with contextlib.suppress(ssl.SSLWantReadError):
+            link.tls.unwrap()
+        link.flush(deadline)
+        link.sock.shutdown(socket.SHUT_WR)
+        while not link.raw_eof:
+            wait_for(link.sock, select.POLLIN, deadline)
+            link.receive()
+    link.sock.close()
+
+
+def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
+                 listener: socket.socket | None = None,
+                 ready: Callable[[], None] | None = None) -> None:
+    """Run ``tunnel serve`` until SIGINT/SIGTERM (in the main thread).
+
+    Args:
+        options: the target, listen address, peers allowed, limits.
+        on_event: receives every :mod:`~certpair.tunnel.events` event, from any thread.
+        listener: a listening socket to use instead of binding ``host:port``.
+        ready: called once listening (after the :class:`Listening` event).
+
+    Raises:
+        NotInitialised, LocalStateError: no identity, or the store is unusable.
+        NetworkError: cannot listen.
+    """
+    with open_store(options.home) as store:
+        server = _Server(options, store, on_event)
+        sock = listener or listen(options.host, options.port)
+        host, port = sock.getsockname()[:2]
+        on_event(Listening(host=str(host), port=int(port), details={
+            "to": str(options.target),
+            "allow": sorted(options.allow) if options.allow is not None else None,
+            "proxy_protocol": options.proxy_protocol,
+            "max_connections": options.max_connections}))
+        if ready is not None:
+            ready()
+        run_acceptor(sock, server.handle, connections=server.connections,
+                     refusals=server.refusals, watch=server.watch, on_event=on_event,
+                     drain_timeout=options.drain_timeout)

@@ -1,0 +1,151 @@
+"""Where a tunnel's bytes go and where it listens: parsing and the loopback rule.
+
+The service behind ``tunnel serve`` must be on this host (a loopback address or a Unix
+socket) unless the user says otherwise: past the tunnel the bytes travel in clear,
+and the service sees every connection coming from this host. A client-side listener
+is loopback by default for the same reason the other way round: whoever can reach it
+speaks to the paired device with this device's identity.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+
+from certpair.errors import BadInput
+
+__all__ = ["Target", "is_loopback", "parse_listen", "parse_target", "split_host_port"]
+
+
+def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
+    """Split ``HOST:PORT``, ``[V6]:PORT`` (or ``HOST`` with a default port).
+
+    Raises:
+        BadInput: no host, no port where one is needed, or a port outside 1..65535.
+    """
+    host, port_text = text, ""
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0 or (text[end + 1:] and not text[end + 1:].startswith(":")):
+            raise BadInput(f"bad address {text!r}")
+        host, port_text = text[1:end], text[end + 2:]
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    if not host:
+        raise BadInput(f"bad address {text!r}: no host")
+    if not port_text:
+        if default_port is None:
+            raise BadInput(f"bad address {text!r}: give HOST:PORT")
+        return host, default_port
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise BadInput(f"bad port in {text!r}")
+    return host, int(port_text)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback address of this host.
+
+    Raises:
+        BadInput: the name does not resolve.
+    """
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise BadInput(f"cannot resolve {host!r}: {exc.strerror or exc}") from exc
+    return bool(found) and all(
+        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Target:
+    """The service a ``tunnel serve`` forwards to: TCP ``host:port`` or a Unix socket."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"unix:{self.path}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def dial(self, timeout: float) -> socket.socket:
+        """Connect to the service (blocking, bounded by ``timeout``).
+
+        Raises:
+            OSError: the service cannot be reached.
+        """
+        if self.path:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.settimeout(timeout)
+                sock.connect(self.path)
+            except OSError:
+                sock.close()
+                raise
+            return sock
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return sock
+
+
+def parse_target(text: str, *, unsafe: bool) -> Target:
+    """Read ``--to HOST:PORT`` or ``--to unix:PATH``.
+
+    Args:
+        text: the option's value.
+        unsafe: ``--unsafe-target``: allow a host that is not loopback.
+
+    Returns:
+        The target.
+
+    Raises:
+        BadInput: malformed, or not on this host without ``unsafe``.
+    """
+    if text.startswith("unix:"):
+        if not text[5:]:
+            raise BadInput("--to unix: needs a path")
+        return Target(path=text[5:])
+    host, port = split_host_port(text, None)
+    if not unsafe and not is_loopback(host):
+        raise BadInput(
+            f"the target {text} is not on this host; past the tunnel its bytes travel in "
+            "clear, so only loopback or unix: targets are allowed (--unsafe-target if "
+            "the network to it is trusted)")
+    return Target(host=host, port=port)
+
+
+def parse_listen(text: str, *, unsafe: bool, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """Read ``tunnel connect --listen [ADDR:]PORT``.
+
+    Args:
+        text: the option's value (``PORT`` alone listens on ``default_host``).
+        unsafe: ``--unsafe-listen``: allow an address that is not loopback.
+        default_host: the address for a bare port.
+
+    Returns:
+        ``(host, port)``; port 0 picks a free one.
+
+    Raises:
+        BadInput: malformed, or not loopback without ``unsafe``.
+    """
+    if text.isdigit():
+        host, port = default_host, int(text)
+        if port > 65535:
+            raise BadInput(f"bad port {text!r}")
+    else:
+        host, port_text = text.rsplit(":", 1) if ":" in text else ("", "")
+        host = host.removeprefix("[").removesuffix("]")
+        if not host or not port_text.isdigit() or int(port_text) > 65535:
+            raise BadInput(f"bad listen address {text!r}: give [ADDR:]PORT")
+        port = int(port_text)
+    if not unsafe and not is_loopback(host):
+        raise BadInput(
+            f"listening on {host} would let anyone who reaches it use this device's "
+            "identity; only loopback is allowed (--unsafe-listen to do it anyway)")
+    return host, port
