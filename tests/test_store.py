@@ -177,9 +177,10 @@ def test_direct_inserts_also_bump_the_version(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         start = store.peers_version()
     with sqlite3.connect(tmp_path / "trust.db") as db:
-        db.execute("INSERT INTO peers VALUES ('sha256:00', 'x', x'00', 'cpace', 'now', 1)")
+        db.execute("INSERT INTO peers (fingerprint, name, cert_der, mode, paired_at)"
+                   " VALUES ('sha256:00', 'x', x'00', 'cpace', 'now')")
     with open_store(tmp_path) as store:
-        assert store.peers_version() == start + 1
+        assert store.peers_version() > start
 
 
 def test_a_store_made_before_the_counter_existed_gains_it_on_open(tmp_path: Path) -> None:
@@ -216,13 +217,22 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
     assert len(store.peers()) == 40
 
 
+# What schema step 4 (the anchor directory) added, taken away again.
+V4_UNDONE = """
+DROP TRIGGER anchors_inserted; DROP TRIGGER anchors_deleted; DROP TRIGGER anchors_updated;
+DROP TABLE anchor_pending; DROP INDEX peers_by_subject_hash; DROP INDEX peers_by_pairing;
+ALTER TABLE peers DROP COLUMN subject_hash;
+"""
+
+
 def test_a_version_2_store_gains_the_confirmed_column_with_its_peers_confirmed(
     tmp_path: Path,
 ) -> None:
     der = self_signed_certs(1)[0]
     open_store(tmp_path).close()
     with sqlite3.connect(tmp_path / "trust.db") as db:  # back to what version 2 wrote
-        db.executescript("ALTER TABLE peers DROP COLUMN confirmed; PRAGMA user_version = 2;")
+        db.executescript(V4_UNDONE + "ALTER TABLE peers DROP COLUMN confirmed;"
+                         " PRAGMA user_version = 2;")
         db.execute("INSERT INTO peers VALUES (?, 'beta', ?, 'cpace', 'then')",
                    (fingerprint(der), der))
     with open_store(tmp_path) as store:

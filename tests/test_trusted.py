@@ -176,11 +176,16 @@ def test_anchors_are_exactly_the_stored_peers_and_no_system_roots(
     devices: Devices, factory: Callable[[Path], ssl.SSLContext]
 ) -> None:
     context = factory(devices.home("alpha"))
-    stats = context.cert_store_stats()
-    assert (stats["x509"], stats["x509_ca"]) == (1, 0)
+    # Nothing is loaded up front (the anchors are looked up in the directory per
+    # handshake), and the directory holds exactly the one stored peer.
+    assert context.cert_store_stats() == {"crl": 0, "x509": 0, "x509_ca": 0}
+    assert context.get_ca_certs() == []
+    anchors = devices.home("alpha") / "anchors"
+    assert [p.read_text() for p in anchors.glob("*.0")] == [
+        ssl.DER_cert_to_PEM_cert(devices.ids["beta"].cert_der)]
     assert context.minimum_version is ssl.TLSVersion.TLSv1_3
     assert context.verify_mode is ssl.CERT_REQUIRED and not context.check_hostname
-    assert context.verify_flags & ssl.VERIFY_X509_PARTIAL_CHAIN
+    assert context.verify_flags & ssl.VERIFY_X509_STRICT
 
 
 # -- following the store -------------------------------------------------------------------
@@ -516,10 +521,11 @@ def test_measure_handshake_times_a_full_verified_connection(
 # -- a large store -------------------------------------------------------------------------
 
 
-def test_a_store_of_10000_peers_accepts_the_right_peer_and_refuses_an_unknown_one(
+def test_a_store_of_2000_peers_accepts_the_right_peer_and_refuses_an_unknown_one(
     devices: Devices,
 ) -> None:
-    fillers = self_signed_certs(9_999)
+    # Rows written by plain SQL (no subject hash): the next open files them.
+    fillers = self_signed_certs(1_999)
     with sqlite3.connect(devices.home("alpha") / "trust.db") as db:
         db.executemany(
             "INSERT INTO peers (fingerprint, name, cert_der, mode, paired_at)"
@@ -528,7 +534,7 @@ def test_a_store_of_10000_peers_accepts_the_right_peer_and_refuses_an_unknown_on
              for i, der in enumerate(fillers)],
         )
     server_ctx = server_context(devices.home("alpha"))
-    assert server_ctx.cert_store_stats()["x509"] == 10_000
+    assert len(list((devices.home("alpha") / "anchors").glob("*.[0-9]"))) == 2_000
     assert handshake(server_ctx, client_context(devices.home("beta"))).server == devices.fp("beta")
     refused = handshake(server_ctx, client_context(devices.home("gamma")))
     assert isinstance(refused.server, ssl.SSLCertVerificationError)

@@ -21,12 +21,12 @@ def insert_event(db: sqlite3.Connection, event: Event) -> None:
     )
 
 
-def select_events(db: sqlite3.Connection, limit: int | None) -> list[Event]:
-    """Return up to ``limit`` events (all if None), newest first."""
+def select_events(db: sqlite3.Connection, limit: int | None, offset: int = 0) -> list[Event]:
+    """Return up to ``limit`` events (all if None), newest first, skipping ``offset``."""
     rows = db.execute(
         "SELECT at, kind, role, remote, mode, outcome, reason, peer_fingerprint,"
-        " peer_name FROM events ORDER BY id DESC LIMIT ?",
-        (-1 if limit is None else limit,),
+        " peer_name FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
+        (-1 if limit is None else limit, offset),
     ).fetchall()
     return [
         Event(at=a, kind=k, role=r, remote=rm, mode=m, outcome=o, reason=re_,

@@ -5,10 +5,13 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from certpair.store.anchors import row_hash
 from certpair.store.records import MIN_PREFIX_DIGITS, Peer
 
 __all__ = [
+    "count_peers",
     "delete_peer",
+    "select_page_after",
     "select_peers",
     "selection_for_query",
     "set_confirmed",
@@ -21,14 +24,19 @@ _COLUMNS = "name, fingerprint, cert_der, mode, paired_at, confirmed"
 
 
 def upsert_peer(db: sqlite3.Connection, peer: Peer) -> None:
-    """Trust ``peer``; re-pairing a known certificate updates its name, mode and time."""
+    """Trust ``peer``; re-pairing a known certificate updates its name, mode and time.
+
+    The row carries its certificate's subject hash, which files it in the anchor
+    directory (a trigger marks that bucket for :func:`~certpair.store.anchors.sync_anchors`).
+    """
     db.execute(
-        f"INSERT INTO peers ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"  # noqa: S608  # constant
+        f"INSERT INTO peers ({_COLUMNS}, subject_hash)"  # noqa: S608  # constant
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT(fingerprint) DO UPDATE SET"
         " name = excluded.name, mode = excluded.mode, paired_at = excluded.paired_at,"
         " confirmed = excluded.confirmed",
         (peer.name, peer.fingerprint, peer.cert_der, peer.mode, peer.paired_at,
-         int(peer.confirmed)),
+         int(peer.confirmed), row_hash(peer.cert_der)),
     )
 
 
@@ -61,14 +69,31 @@ def selection_for_query(query: str) -> tuple[str, tuple[str, ...]]:
     return "WHERE name = ? OR fingerprint LIKE ?", (query, f"sha256:{digits}%")
 
 
-def select_peers(db: sqlite3.Connection, where: str, args: tuple[str, ...]) -> list[Peer]:
-    """Return the peers ``where`` selects, oldest pairing first.
+def select_peers(db: sqlite3.Connection, where: str, args: tuple[str, ...], *,
+                 limit: int | None = None, offset: int = 0) -> list[Peer]:
+    """Return the peers ``where`` selects, oldest pairing first (index order).
 
     ``where`` is one of this package's literal clauses; values are always bound.
+    ``limit`` and ``offset`` select a page.
     """
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM peers {where} ORDER BY paired_at, fingerprint",  # noqa: S608
-        args,
+        f"SELECT {_COLUMNS} FROM peers {where}"  # noqa: S608  # literal clauses only
+        " ORDER BY paired_at, fingerprint LIMIT ? OFFSET ?",
+        (*args, -1 if limit is None else limit, offset),
     ).fetchall()
     return [Peer(name=n, fingerprint=fp, cert_der=der, mode=m, paired_at=at, confirmed=bool(c))
             for n, fp, der, m, at, c in rows]
+
+
+def select_page_after(db: sqlite3.Connection, after: tuple[str, str] | None,
+                      size: int) -> list[Peer]:
+    """Return up to ``size`` peers that sort after ``(paired_at, fingerprint)`` (keyset
+    paging: each page costs one index seek, however deep)."""
+    if after is None:
+        return select_peers(db, "", (), limit=size)
+    return select_peers(db, "WHERE (paired_at, fingerprint) > (?, ?)", after, limit=size)
+
+
+def count_peers(db: sqlite3.Connection) -> int:
+    """Return how many peers the store holds."""
+    return int(db.execute("SELECT count(*) FROM peers").fetchone()[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
 from certpair.store.records import StoreUnusable
 from certpair.store.trust import TrustStore
 
@@ -12,7 +13,9 @@ __all__ = ["SCHEMA_VERSION", "open_store"]
 
 # 1: peers, events. 2: the peers_version counter and its triggers.
 # 3: peers.confirmed (0 while the peer's own commit is unknown; issue 11).
-SCHEMA_VERSION = 3
+# 4: each peer's subject hash and the anchor directory's pending marks
+#    (store/anchors.py), and the index that pages the peers.
+SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -53,7 +56,60 @@ END;
 _STEPS: tuple[tuple[int, str], ...] = (
     (2, _SCHEMA),
     (3, "ALTER TABLE peers ADD COLUMN confirmed INTEGER NOT NULL DEFAULT 1;"),
+    (4, """
+ALTER TABLE peers ADD COLUMN subject_hash TEXT;
+CREATE INDEX peers_by_subject_hash ON peers (subject_hash);
+CREATE INDEX peers_by_pairing ON peers (paired_at, fingerprint);
+CREATE TABLE anchor_pending (
+    subject_hash TEXT PRIMARY KEY,
+    token        BLOB NOT NULL
+);
+CREATE TRIGGER anchors_inserted AFTER INSERT ON peers BEGIN
+    INSERT OR REPLACE INTO anchor_pending VALUES (coalesce(NEW.subject_hash, ''), randomblob(8));
+END;
+CREATE TRIGGER anchors_deleted AFTER DELETE ON peers BEGIN
+    INSERT OR REPLACE INTO anchor_pending VALUES (coalesce(OLD.subject_hash, ''), randomblob(8));
+END;
+CREATE TRIGGER anchors_updated AFTER UPDATE OF cert_der, subject_hash ON peers BEGIN
+    INSERT OR REPLACE INTO anchor_pending VALUES (coalesce(OLD.subject_hash, ''), randomblob(8));
+    INSERT OR REPLACE INTO anchor_pending VALUES (coalesce(NEW.subject_hash, ''), randomblob(8));
+END;
+INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM peers);
+"""),
 )
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring the file to SCHEMA_VERSION in one transaction (every step or none), with
+    the version read again under the write lock, so racing processes migrate once.
+
+    Statement by statement: ``executescript`` would commit first, and a crash between
+    a step's ``ALTER TABLE`` and the version would leave a store no open could migrate.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        for step, script in _STEPS:
+            if version < step:
+                for statement in _statements(script):
+                    db.execute(statement)
+        if version < SCHEMA_VERSION:
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements (a trigger ends at its ``END;``)."""
+    out, current = [], ""
+    for line in script.strip().splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current)
+            current = ""
+    return out
 
 
 def open_store(home: Path) -> TrustStore:
@@ -84,14 +140,16 @@ def open_store(home: Path) -> TrustStore:
             if version > SCHEMA_VERSION:
                 raise StoreUnusable(f"the trust store {path} is from a newer certpair")
             if version < SCHEMA_VERSION:
-                with db:
-                    for step, script in _STEPS:
-                        if version < step:
-                            db.executescript(script)
-                    db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _migrate(db)
+            # Repair the anchor directory after any crash (cheap when nothing is pending).
+            sync_anchors(db, home / ANCHORS_DIRECTORY)
         except BaseException:
             db.close()
             raise
     except sqlite3.Error as exc:
         raise StoreUnusable(f"cannot open the trust store {path}") from exc
+    except OSError as exc:
+        raise StoreUnusable(
+            f"cannot write the anchor directory {home / ANCHORS_DIRECTORY}: "
+            f"{exc.strerror or exc}") from exc
     return TrustStore(db, path)

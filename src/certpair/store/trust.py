@@ -16,8 +16,10 @@ from types import TracebackType
 from certpair.identity import fingerprint, validate_name
 from certpair.store import events as events_sql
 from certpair.store import peers as peers_sql
+from certpair.store.anchors import ANCHORS_DIRECTORY
 from certpair.store.changes import peers_version, synchronous_full
 from certpair.store.failures import describe
+from certpair.store.pages import PagedReads
 from certpair.store.records import (
     AmbiguousPeer,
     Event,
@@ -30,7 +32,7 @@ from certpair.store.records import (
 __all__ = ["TrustStore"]
 
 
-class TrustStore:
+class TrustStore(PagedReads):
     """Peers and events of one device. Use :func:`~certpair.store.open_store` to get one.
 
     One store may be shared between threads: every database call holds a lock.
@@ -40,6 +42,7 @@ class TrustStore:
         self._db = connection
         self._lock = threading.RLock()
         self.path = path
+        self.anchors = path.parent / ANCHORS_DIRECTORY
 
     def __enter__(self) -> TrustStore:
         return self
@@ -104,6 +107,7 @@ class TrustStore:
                 ))
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
+        self._follow_anchors()
         return peer
 
     def confirm_peer(self, fingerprint_: str, *, remote: str, reason: str,
@@ -166,6 +170,7 @@ class TrustStore:
                 ))
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
+        self._follow_anchors()
         return True
 
     def record_event(
@@ -216,6 +221,7 @@ class TrustStore:
                 ))
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
+        self._follow_anchors()
         return peer
 
     def rename_peer(self, fingerprint_: str, name: str, *, at: float | None = None) -> Peer:
@@ -266,7 +272,7 @@ class TrustStore:
             raise self._read_error(exc) from exc
 
     def peers(self) -> list[Peer]:
-        """Return every trusted peer, oldest pairing first."""
+        """Return every trusted peer, oldest pairing first (pages: :meth:`peers_page`)."""
         return self._select("", ())
 
     def peer(self, fingerprint_: str) -> Peer | None:
@@ -332,11 +338,12 @@ class TrustStore:
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
 
-    def events(self, *, limit: int | None = None) -> list[Event]:
-        """Return logged events, newest first."""
+    def events(self, *, limit: int | None = None, offset: int = 0) -> list[Event]:
+        """Return logged events, newest first: all, or the page ``limit``/``offset``
+        selects."""
         try:
             with self._lock:
-                return events_sql.select_events(self._db, limit)
+                return events_sql.select_events(self._db, limit, offset)
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
 

@@ -17,9 +17,11 @@ from typing import Any
 from certpair.errors import BadInput, CertpairError, LocalStateError, PairingFailed
 from certpair.identity import Identity, fingerprint, load_identity
 from certpair.store import Peer, StoreUnusable, TrustStore, open_store
+from certpair.store.anchors import anchor_problem
 
 __all__ = [
     "NotPaired",
+    "PeerRefused",
     "TrustedContext",
     "client_context",
     "peer_of",
@@ -33,6 +35,21 @@ _COPIED = ("options", "minimum_version", "maximum_version", "verify_flags", "che
 
 class NotPaired(PairingFailed):
     """The other side is not a paired device, or it does not trust this one."""
+
+
+class PeerRefused(ssl.SSLCertVerificationError):
+    """The handshake passed OpenSSL but its peer is not exactly one stored, usable leaf.
+
+    Raised by ``do_handshake`` on connections of certpair's contexts; an ``OSError``
+    like every other TLS failure, so servers log it and clients report it as such.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(1, message)
+        self.reason = "CERTIFICATE_VERIFY_FAILED"
+        self.library = "SSL"
+        self.verify_code = 0
+        self.verify_message = message
 
 
 class TrustedContext(ssl.SSLContext):
@@ -65,45 +82,89 @@ class TrustedContext(ssl.SSLContext):
         self._certpair.remember(self, "set_alpn_protocols", list(alpn_protocols))
 
 
-def _load_anchors(context: ssl.SSLContext, certs: Iterable[bytes]) -> None:
-    data = b"".join(certs)
-    if not data:
-        return
-    try:
-        context.load_verify_locations(cadata=data)
-    except (ssl.SSLError, ValueError) as exc:
-        raise StoreUnusable("a peer certificate in the trust store is unreadable") from exc
+def _check_handshake(connection: ssl.SSLSocket | ssl.SSLObject) -> None:
+    """After OpenSSL's own checks: the peer's leaf must be a stored, usable peer (and the
+    pinned one, for a pinned context). Nothing in the anchor directory is trusted on
+    its own, and a chain that ends in a stored certificate but starts elsewhere fails."""
+    context = connection.context
+    if isinstance(context, TrustedContext):
+        try:
+            context._certpair.admit(connection.getpeercert(binary_form=True))
+        except NotPaired as exc:
+            raise PeerRefused(str(exc)) from None
+
+
+class _CheckedSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        _check_handshake(self)
+
+
+class _CheckedObject(ssl.SSLObject):
+    def do_handshake(self) -> None:
+        super().do_handshake()
+        _check_handshake(self)
+
+
+# wrap_socket/wrap_bio create these; asyncio drives SSLObject.do_handshake itself.
+TrustedContext.sslsocket_class = _CheckedSocket
+TrustedContext.sslobject_class = _CheckedObject
 
 
 class _Anchors:
     """The store, and the contexts of one factory call that follow it."""
 
-    def __init__(self, home: Path, *, server_side: bool) -> None:
+    def __init__(self, home: Path, *, server_side: bool, peer: str | Peer | None = None
+                 ) -> None:
         self.identity: Identity = load_identity(home)
         self.store = open_store(home)
         self.server_side = server_side
+        self.pinned: Peer | None = None
+        if peer is not None:
+            self.pinned = self.store.find_peer(peer) if isinstance(peer, str) else peer
         self._lock = threading.RLock()
         self._version = -1
-        self._trusted: frozenset[str] = frozenset()
         self._calls: dict[str, Any] = {}
         self.first: TrustedContext | None = None
         self.current: TrustedContext | None = None
 
     def latest(self) -> TrustedContext:
-        """The context for the next connection, rebuilt or extended if the peers changed."""
+        """The context for the next connection, rebuilt if the peers changed.
+
+        A rebuild costs a few milliseconds at any store size (the anchors are looked
+        up in the directory per handshake), and it drops OpenSSL's cache of anchors
+        it looked up, so a removed peer is never served from it.
+        """
+        if self.pinned is not None:
+            with self._lock:
+                if self.current is None:
+                    self.current = self._build()
+                return self.current
         version = self.store.peers_version()
         with self._lock:
             if version != self._version or self.current is None:
-                # Read the version first: a change racing with this refresh shows up as a
-                # newer version next time, never as a missed one.
-                peers = {p.fingerprint: p.cert_der for p in self.store.peers()}
-                if self.current is None or self._trusted - peers.keys():
-                    self.current = self._build(peers.values())
-                else:
-                    _load_anchors(self.current,
-                                  (der for fp, der in peers.items() if fp not in self._trusted))
-                self._trusted, self._version = frozenset(peers), version
+                self.store.sync_anchors()  # repairs what a crashed writer left pending
+                # Read the version after the repair (which may bump it) and before the
+                # build: a change racing with this refresh shows up as a newer version
+                # next time, never as a missed one.
+                self._version = self.store.peers_version()
+                self.current = self._build()
             return self.current
+
+    def admit(self, der: bytes | None) -> Peer:
+        """Return the stored peer this leaf certificate is, or raise NotPaired."""
+        if not der:
+            raise NotPaired("the other side presented no certificate")
+        fp = fingerprint(der)
+        if self.pinned is not None and fp != self.pinned.fingerprint:
+            raise NotPaired(f"not {self.pinned.name} ({self.pinned.fingerprint}): {fp}")
+        peer = self.store.peer(fp)
+        if peer is None:
+            raise NotPaired(f"not a paired device: {fp}")
+        problem = anchor_problem(der)
+        if problem is not None:
+            raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
+        return peer
 
     def remember(self, context: TrustedContext, method: str, argument: Any) -> None:
         """Apply a setting now and to every context built later."""
@@ -112,15 +173,17 @@ class _Anchors:
             for each in {id(c): c for c in (context, self.first, self.current) if c}.values():
                 getattr(ssl.SSLContext, method)(each, argument)
 
-    def _build(self, anchors: Iterable[bytes]) -> TrustedContext:
+    def _build(self) -> TrustedContext:
         side = ssl.PROTOCOL_TLS_SERVER if self.server_side else ssl.PROTOCOL_TLS_CLIENT
         context = TrustedContext(side)
         context._certpair = self
         context.minimum_version = ssl.TLSVersion.TLSv1_3
         context.check_hostname = False
         context.verify_mode = ssl.CERT_REQUIRED
-        # Peer certificates are self-signed leaves (CA:FALSE); they are the anchors.
-        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        # The stored leaves are the anchors (PARTIAL_CHAIN also admits one that is not
+        # self-signed); STRICT makes OpenSSL refuse, among others, any issuer that is
+        # not a well-formed CA, so a paired leaf cannot "sign" another.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
         try:
             context.load_cert_chain(self.identity.cert_path, self.identity.key_path)
         except (OSError, ssl.SSLError) as exc:
@@ -128,7 +191,13 @@ class _Anchors:
         if self.server_side:
             context.num_tickets = 0  # no resumption: every connection shows its certificate
             context.sni_callback = self._on_client_hello
-        _load_anchors(context, anchors)
+        try:
+            if self.pinned is not None:
+                context.load_verify_locations(cadata=self.pinned.cert_der)
+            else:
+                context.load_verify_locations(capath=str(self.store.anchors))
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise StoreUnusable("the trust anchors cannot be loaded") from exc
         if self.first is None:
             self.first = context
         else:
@@ -166,20 +235,23 @@ def server_context(home: Path) -> TrustedContext:
     return _Anchors(home, server_side=True).latest()
 
 
-def client_context(home: Path) -> TrustedContext:
+def client_context(home: Path, *, peer: str | Peer | None = None) -> TrustedContext:
     """Return a client context that accepts exactly the paired devices of ``home``.
 
     Args:
         home: certpair's home directory (identity and trust store).
+        peer: trust only this paired device (a name, a fingerprint or a prefix of one,
+            or a :class:`Peer`): any other paired device is refused as the server.
 
     Returns:
         A context that presents this device's certificate and follows the store.
 
     Raises:
         NotInitialised: no identity in ``home``.
+        PeerNotFound, AmbiguousPeer: ``peer`` names no paired device, or several.
         LocalStateError: the identity or the store is unusable.
     """
-    return _Anchors(home, server_side=False).latest()
+    return _Anchors(home, server_side=False, peer=peer).latest()
 
 
 def peer_of(
@@ -204,10 +276,13 @@ def peer_of(
     if not der:
         raise NotPaired("the other side presented no certificate")
     fp = fingerprint(der)
+    context = connection.context
+    if isinstance(context, TrustedContext):
+        context._certpair.admit(der)  # the pin, and the flag of a stored CA
     if home_or_store is None:
-        if not isinstance(connection.context, TrustedContext):
+        if not isinstance(context, TrustedContext):
             raise BadInput("peer_of needs the certpair home for a context not made by certpair")
-        home_or_store = connection.context._certpair.store
+        home_or_store = context._certpair.store
     if isinstance(home_or_store, TrustStore):
         peer = home_or_store.peer(fp)
     else:
@@ -215,6 +290,9 @@ def peer_of(
             peer = store.peer(fp)
     if peer is None:
         raise NotPaired(f"not a paired device: {fp}")
+    problem = anchor_problem(der)
+    if problem is not None:
+        raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
     return peer
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from certpair.errors import CertpairError, NetworkError
-from certpair.store import Peer, TrustStore
+from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.contexts import (
     NotPaired,
     _store_of,
@@ -57,16 +57,33 @@ def _address(peername: Any) -> str:
 
 
 def _client_side(
-    host: str, port: int, home: Path, context: ssl.SSLContext | None
+    host: str, port: int, home: Path, context: ssl.SSLContext | None,
+    peer: str | Peer | None,
 ) -> tuple[ssl.SSLContext, str]:
-    """The client context to connect with (a new one unless given) and how errors name
-    the server."""
-    return context or client_context(home), _address((host, port))
+    """The client context to connect with (a new one unless given, pinned to ``peer`` if
+    one is named) and how errors name the server."""
+    return context or client_context(home, peer=peer), _address((host, port))
+
+
+def _expect(found: Peer, peer: str | Peer | None, context: ssl.SSLContext, home: Path) -> Peer:
+    """Check a caller-supplied context's server against the ``peer`` asked for."""
+    if peer is None:
+        return found
+    if isinstance(peer, str):
+        store = _store_of(context, home)
+        if isinstance(store, TrustStore):
+            peer = store.find_peer(peer)
+        else:
+            with open_store(store) as opened:
+                peer = opened.find_peer(peer)
+    if found.fingerprint != peer.fingerprint:
+        raise NotPaired(f"the server is {found.name} ({found.fingerprint}), not {peer.name}")
+    return found
 
 
 async def open_connection(
     host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
-    timeout: float = HANDSHAKE_TIMEOUT,
+    timeout: float = HANDSHAKE_TIMEOUT, peer: str | Peer | None = None,
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Peer]:
     """Connect to a paired device over mutual TLS.
 
@@ -79,16 +96,19 @@ async def open_connection(
         home: certpair's home directory.
         context: a client context to reuse (default: a new one).
         timeout: seconds for connecting and the handshake.
+        peer: accept only this paired device as the server (name, fingerprint or
+            prefix, or a Peer); without ``context`` the handshake itself is pinned.
 
     Returns:
         The streams and the verified peer.
 
     Raises:
-        NotPaired: the server is not a paired device.
+        NotPaired: the server is not a paired device (or not ``peer``).
+        PeerNotFound, AmbiguousPeer: ``peer`` names no paired device, or several.
         Expired: the connection or handshake timed out.
         NetworkError: the device cannot be reached or the handshake failed.
     """
-    context, remote = _client_side(host, port, home, context)
+    context, remote = _client_side(host, port, home, context, peer)
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
@@ -96,11 +116,11 @@ async def open_connection(
     except (OSError, TimeoutError) as exc:
         raise connection_error(exc, remote) from exc
     try:
-        peer = peer_of(writer.get_extra_info("ssl_object"), _store_of(context, home))
+        found = peer_of(writer.get_extra_info("ssl_object"), _store_of(context, home))
+        return reader, writer, _expect(found, peer, context, home)
     except CertpairError:
         writer.close()
         raise
-    return reader, writer, peer
 
 
 async def start_server(
@@ -162,7 +182,7 @@ def _dial(host: str, port: int, timeout: float) -> socket.socket:
 
 def connect(
     host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
-    timeout: float = HANDSHAKE_TIMEOUT,
+    timeout: float = HANDSHAKE_TIMEOUT, peer: str | Peer | None = None,
 ) -> tuple[ssl.SSLSocket, Peer]:
     """Connect to a paired device over mutual TLS (blocking).
 
@@ -172,16 +192,19 @@ def connect(
         home: certpair's home directory.
         context: a client context to reuse (default: a new one).
         timeout: seconds for connecting, the handshake and every later read or write.
+        peer: accept only this paired device as the server (as for
+            :func:`open_connection`).
 
     Returns:
         The TLS socket (its timeout stays set) and the verified peer.
 
     Raises:
-        NotPaired: the server is not a paired device.
+        NotPaired: the server is not a paired device (or not ``peer``).
+        PeerNotFound, AmbiguousPeer: ``peer`` names no paired device, or several.
         Expired: the connection or handshake timed out.
         NetworkError: the device cannot be reached or the handshake failed.
     """
-    context, remote = _client_side(host, port, home, context)
+    context, remote = _client_side(host, port, home, context, peer)
     try:
         raw = _dial(host, port, timeout)
     except OSError as exc:
@@ -192,7 +215,7 @@ def connect(
         raw.close()
         raise connection_error(exc, remote) from exc
     try:
-        return tls, peer_of(tls, _store_of(context, home))
+        return tls, _expect(peer_of(tls, _store_of(context, home)), peer, context, home)
     except CertpairError:
         tls.close()
         raise
