@@ -3,7 +3,9 @@
 Writes ``cert.pem`` (this device) and ``peers.pem`` (every paired device, or one) and
 points to the private key where it lies; the key is never copied. With them,
 ``curl --cert --key --cacert`` and ``openssl s_client``/``s_server -cert -key -CAfile
--verify_return_error`` talk to paired certpair devices (recipes: docs/TRUST.md).
+-verify_return_error`` talk to paired certpair devices (recipes: docs/TRUST.md). With
+``--peer`` the printed recipes pin that one device (curl ``--pinnedpubkey``, openssl
+by fingerprint). Peer-chosen text is escaped; suggested commands are shell-quoted.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import click
 
 from certpair.cli.context import emit_json, find_peer, home_of, identity_of, store_of
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
-from certpair.errors import LocalStateError
+from certpair.cli.terminal import host_name_or, printable, shell_command
+from certpair.errors import LocalStateError, PairingFailed
+from certpair.store.anchors import anchor_problem
 
 if TYPE_CHECKING:
     from certpair.store import Peer
@@ -35,6 +39,19 @@ def _dns_names(cert_der: bytes) -> list[str]:
     return [str(name) for name in san.value.get_values_for_type(x509.DNSName)]
 
 
+def _pinned_pubkey(cert_der: bytes) -> str:
+    """curl's ``--pinnedpubkey`` value: SHA-256 of the SubjectPublicKeyInfo, base64."""
+    import base64  # noqa: PLC0415  # keeps start-up fast
+    import hashlib  # noqa: PLC0415
+
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    spki = x509.load_der_x509_certificate(cert_der).public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
+
+
 def _write(path: Path, ders: list[bytes]) -> None:
     import ssl  # noqa: PLC0415  # keeps start-up fast
 
@@ -43,23 +60,63 @@ def _write(path: Path, ders: list[bytes]) -> None:
     tmp.replace(path)
 
 
+def _recipes(out: dict[str, Any]) -> dict[str, str]:
+    """Commands for openssl and curl, built from certpair's own values and quoted words.
+
+    With one device exported they pin it: curl checks its public key, openssl its
+    fingerprint; with several, any of them is accepted as any other by name checks.
+    """
+    port = str(DEFAULT_SERVE_PORT)
+    tls = ["-connect", f"ADDRESS:{port}", "-tls1_3", "-cert", out["cert"], "-key", out["key"],
+           "-CAfile", out["peers"], "-verify_return_error"]
+    if len(out["devices"]) != 1:
+        return {"openssl": shell_command(["openssl", "s_client", *tls])}
+    device = out["devices"][0]
+    # Only a plain host name goes into the command; a peer's odd "name" does not.
+    host = host_name_or(next(iter(device["dns_names"]), None), "HOST")
+    colons = ":".join(device["fingerprint"].removeprefix("sha256:")[i:i + 2]
+                      for i in range(0, 64, 2)).upper()
+    check = shell_command(["grep", "-iqxF", f"sha256 Fingerprint={colons}"])
+    return {
+        "openssl": (f"{shell_command(['openssl', 's_client', *tls])} </dev/null 2>/dev/null"
+                    f" | openssl x509 -noout -fingerprint -sha256 | {check}"
+                    f" && echo {_word(device['fingerprint'])}"),
+        "curl": shell_command([
+            "curl", "--cert", out["cert"], "--key", out["key"], "--cacert", out["peers"],
+            "--pinnedpubkey", device["pinned_pubkey"],
+            "--resolve", f"{host}:{port}:ADDRESS", f"https://{host}:{port}/"]),
+    }
+
+
+def _word(word: str) -> str:
+    """One quoted shell word."""
+    return shell_command([word])
+
+
 def _render(out: dict[str, Any]) -> None:
-    click.echo(f"Certificate:  {out['cert']}")
-    click.echo(f"Private key:  {out['key']}  (not copied; keep it private)")
-    click.echo(f"Peers:        {out['peers']}  ({len(out['devices'])} devices)")
+    click.echo(f"Certificate:  {printable(out['cert'])}")
+    click.echo(f"Private key:  {printable(out['key'])}  (not copied; keep it private)")
+    click.echo(f"Peers:        {printable(out['peers'])}  ({len(out['devices'])} devices)")
     for device in out["devices"]:
-        click.echo(f"  {device['name']}  {device['fingerprint']}  "
-                   f"{' '.join(device['dns_names']) or '(no DNS name)'}")
+        names = " ".join(printable(n) for n in device["dns_names"]) or "(no DNS name)"
+        click.echo(f"  {printable(device['name'])}  {device['fingerprint']}  {names}")
+    for device in out["flagged"]:
+        click.echo(f"  left out: {printable(device['name'])}  {device['fingerprint']}  "
+                   f"(flagged, not trusted: {device['reason']})")
     if not out["devices"]:
         click.echo("No paired devices yet: peers.pem is empty.")
         return
-    dns = (out["devices"][0]["dns_names"] or ["HOST"])[0]
-    port = DEFAULT_SERVE_PORT
+    recipes = out["recipes"]
     click.echo("\nTalk to a device running `certpair serve` (replace ADDRESS):")
-    click.echo(f"  openssl s_client -connect ADDRESS:{port} -cert {out['cert']} "
-               f"-key {out['key']} -CAfile {out['peers']} -verify_return_error")
-    click.echo(f"  curl --cert {out['cert']} --key {out['key']} --cacert {out['peers']} "
-               f"--resolve {dns}:{port}:ADDRESS https://{dns}:{port}/")
+    if "curl" in recipes:
+        click.echo("  # prints the device's fingerprint only if it is this device:")
+        click.echo(f"  {recipes['openssl']}")
+        click.echo("  # refuses any other key, even another paired device's:")
+        click.echo(f"  {recipes['curl']}")
+    else:
+        click.echo(f"  {recipes['openssl']}")
+        click.echo("  (this accepts any of these devices; to talk to exactly one, with a "
+                   "curl recipe that pins its key: certpair export --peer NAME)")
 
 
 @click.command("export")
@@ -73,8 +130,14 @@ def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json
     """Write cert.pem and peers.pem for curl, openssl and other TLS tools."""
     identity = identity_of(ctx)
     store = store_of(ctx, read_only=True)
-    peers: list[Peer] = [find_peer(store, query)] if query is not None else store.peers()
+    found: list[Peer] = [find_peer(store, query)] if query is not None else store.peers()
     hint = "" if out_dir is not None else "; choose another directory with --out DIR"
+    # A flagged peer (one that could sign others) never goes into a bundle.
+    flagged = {p.fingerprint: why for p in found if (why := anchor_problem(p.cert_der))}
+    if query is not None and flagged:
+        raise PairingFailed(f"{printable(found[0].name)} is flagged and not trusted: "
+                            f"{flagged[found[0].fingerprint]}; unpair it and pair again")
+    peers = [p for p in found if p.fingerprint not in flagged]
     out_dir = out_dir if out_dir is not None else home_of(ctx) / "export"
     cert, bundle = out_dir / "cert.pem", out_dir / "peers.pem"
     try:
@@ -84,12 +147,17 @@ def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json
     except OSError as exc:
         raise LocalStateError(
             f"cannot write to {out_dir}: {exc.strerror or exc}{hint}") from exc
-    out = {
+    out: dict[str, Any] = {
         "cert": str(cert.resolve()), "key": str(identity.key_path.resolve()),
         "peers": str(bundle.resolve()),
         "devices": [{"name": p.name, "fingerprint": p.fingerprint,
-                     "dns_names": _dns_names(p.cert_der)} for p in peers],
+                     "dns_names": _dns_names(p.cert_der),
+                     "pinned_pubkey": _pinned_pubkey(p.cert_der)} for p in peers],
     }
+    out["recipes"] = _recipes(out)
+    out["flagged"] = [
+        {"name": p.name, "fingerprint": p.fingerprint, "reason": flagged[p.fingerprint]}
+        for p in found if p.fingerprint in flagged]
     if as_json:
         emit_json(out)
     else:

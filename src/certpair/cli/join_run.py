@@ -11,6 +11,7 @@ import click
 from certpair.cli.context import emit_json, failure_json, identity_of, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
 from certpair.cli.params import HostPort, SecretParam
+from certpair.cli.terminal import printable
 from certpair.codes import Secret, WrongCheckCharacter, parse_secret
 from certpair.discovery import (
     AmbiguousOfferers,
@@ -163,4 +164,4 @@ def run_join_command(
     if as_json:
         emit_json({"event": "paired", "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
     else:
-        click.echo(f"Paired with {peer.name}  {peer.fingerprint}")
+        click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")

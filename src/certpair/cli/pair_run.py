@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from certpair.cli.context import emit_json, failure_json, identity_of, iso_time, store_of
+from certpair.cli.terminal import printable
 from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
 from certpair.errors import CertpairError, PairingFailed
@@ -63,7 +64,7 @@ class _Show:
                 emit_json({"event": "paired",
                            "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
             else:
-                click.echo(f"Paired with {peer.name}  {peer.fingerprint}")
+                click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
         elif self.as_json:
             # A burned secret is a failed pairing (a fresh `listening` may follow); a
             # wrong hmac key with tries left is only a rejected attempt.

@@ -11,6 +11,7 @@ import click
 from certpair.cli.context import emit_json, home_of, store_of
 from certpair.cli.params import Finite, HostPort
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
+from certpair.cli.terminal import printable
 from certpair.errors import CertpairError, NetworkError, PairingFailed
 
 if TYPE_CHECKING:
@@ -107,5 +108,5 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
                    "peer": {"name": peer.name, "fingerprint": peer.fingerprint},
                    "rtt_ms": round(rtt * 1000, 3), "connect_ms": round(setup * 1000, 3)})
     else:
-        click.echo(f"Reply from {peer.name}  {peer.fingerprint}  at {remote}: "
+        click.echo(f"Reply from {printable(peer.name)}  {peer.fingerprint}  at {remote}: "
                    f"rtt {rtt * 1000:.2f} ms  (connect + handshake {setup * 1000:.1f} ms)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from certpair.cli.context import emit_json, find_peer, store_of
+from certpair.cli.terminal import printable
 
 __all__ = ["command"]
 
@@ -26,4 +27,5 @@ def command(ctx: click.Context, peer: str, name: str, as_json: bool) -> None:
         emit_json({"event": "renamed", "old_name": old.name,
                    "peer": {"name": renamed.name, "fingerprint": renamed.fingerprint}})
     else:
-        click.echo(f"Renamed {old.name} to {renamed.name}  {renamed.fingerprint}")
+        click.echo(f"Renamed {printable(old.name)} to {printable(renamed.name)}  "
+                   f"{renamed.fingerprint}")

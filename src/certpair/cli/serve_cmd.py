@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import click
 
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
+from certpair.cli.terminal import printable
 
 if TYPE_CHECKING:
     import ssl
@@ -59,7 +60,7 @@ class _Server:
                            "peer": {"name": peer.name, "fingerprint": peer.fingerprint}
                            if peer else None, "reason": reason})
             elif peer:
-                click.echo(f"Accepted {peer.name}  {peer.fingerprint}  from {remote}")
+                click.echo(f"Accepted {printable(peer.name)}  {peer.fingerprint}  from {remote}")
             else:
                 click.echo(f"Refused {remote}: {reason}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from certpair.cli.context import emit_json, find_peer, store_of
+from certpair.cli.terminal import printable
 
 __all__ = ["command"]
 
@@ -25,4 +26,4 @@ def command(ctx: click.Context, peer: str, as_json: bool) -> None:
         emit_json({"event": "unpaired",
                    "peer": {"name": removed.name, "fingerprint": removed.fingerprint}})
     else:
-        click.echo(f"Unpaired {removed.name}  {removed.fingerprint}")
+        click.echo(f"Unpaired {printable(removed.name)}  {removed.fingerprint}")
