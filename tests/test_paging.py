@@ -43,7 +43,7 @@ def test_iter_peers_pages_through_every_peer_in_order_across_equal_times(
     order = _fill(tmp_path, 50)
     with open_store(tmp_path) as store:
         assert [p.fingerprint for p in store.iter_peers(page=7)] == order
-        assert [p.fingerprint for p in store.peers(limit=5, offset=45)] == order[45:]
+        assert [p.fingerprint for p in store.peers_page(limit=5, offset=45)] == order[45:]
         assert store.count_peers() == 50
 
 
