@@ -255,7 +255,7 @@ def test_log_json_shows_pairing_and_connection_events_newest_first(devices: Devi
     assert [(e["kind"], e["role"], e["outcome"]) for e in client_log] == [
         ("connection", "client", "refused")]
     text = run(devices.home("alpha"), "log", "--limit", "2").stdout.splitlines()
-    assert len(text) == 2 and "refused" in text[0] and "accepted" in text[1]
+    assert len(text) == 3 and "refused" in text[1] and "accepted" in text[2]  # header first
 
 
 # -- export, openssl, curl -----------------------------------------------------------------

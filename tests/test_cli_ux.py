@@ -11,9 +11,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import click
 import pytest
 
 from certpair.cli.params import parse_host_port
+from certpair.cli.terminal import printable
 from certpair.errors import BadInput
 from certpair.identity import create_identity
 from certpair.store import open_store
@@ -222,3 +224,66 @@ def test_advertisement_with_a_control_character_is_skipped_and_reported_once(
         assert "Traceback" not in result.stderr
         assert result.stderr.count("malformed DNS-SD advertisement") == 1, result.stderr
         assert "\x07" not in result.stderr
+
+
+# ---------------------------------------------------------------- help and output
+
+COMMANDS = ["init", "show", "pair", "join", "peers", "discover", "serve", "ping", "unpair",
+            "rename", "export", "log", "advise"]
+
+
+def test_every_command_help_has_examples_and_every_option_a_description() -> None:
+    from certpair.cli.main import cli
+
+    procs = {name: subprocess.Popen([*CLI, name, "--help"], stdout=subprocess.PIPE, text=True)
+             for name in COMMANDS}
+    for name, proc in procs.items():
+        text, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0
+        examples = text.split("Examples:", 1)[1].split("Options:", 1)[0]
+        assert examples.count(f"certpair {name}") + examples.count("certpair --home") >= 1, name
+        for word in ("RANGE", "FLOAT", "INTEGER", "TEXT", "(default:"):
+            assert word not in text, (name, word)
+        command = cli.commands[name]
+        for param in command.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.help, (name, param.name)
+
+
+def test_peers_and_log_print_aligned_columns_and_escape_peer_names(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    _add_peer(home, "mallory\u202egpj.exe", tmp_path)
+    _add_peer(home, "a-very-long-device-name-that-goes-on-and-on-and-on", tmp_path)
+    with open_store(home) as store:
+        store.record_event(kind="connection", role="server", remote="192.0.2.7:51000",
+                           mode="mtls", outcome="refused", reason="not a paired device")
+    shown = run(home, "peers")
+    logged = run(home, "log")
+    for result, header in ((shown, "NAME"), (logged, "TIME")):
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0].startswith(header)
+        assert "\u202e" not in result.stdout
+    peer_lines = shown.stdout.splitlines()
+    assert len(peer_lines) == 3
+    column = peer_lines[0].index("FINGERPRINT")
+    assert all(line[column:].startswith("sha256:") for line in peer_lines[1:])
+    assert "mallory\\u202egpj.exe" in shown.stdout
+    assert "a-very-long-device-name…" in shown.stdout
+    assert "goes-on-and-on" not in shown.stdout
+    log_lines = logged.stdout.splitlines()
+    outcome = log_lines[0].index("OUTCOME")
+    assert {line[outcome:].split()[0] for line in log_lines[1:]} == {"paired", "refused"}
+    assert "mallory\\u202egpj.exe" in logged.stdout
+
+
+@pytest.mark.parametrize(("raw", "shown"), [
+    ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"), ("a\u202eb", "a\\u202eb"),
+    ("zero\u200bwidth", "zero\\u200bwidth"), ("line\u2028break", "line\\u2028break"),
+    ("back\\slash", "back\\x5cslash"), ("caf\u00e9 日本", "caf\u00e9 日本"), ("\x9b31m", "\\x9b31m"),
+])
+def test_printable_shows_every_control_escape_and_bidi_character_visibly(
+    raw: str, shown: str
+) -> None:
+    assert printable(raw) == shown

@@ -8,6 +8,7 @@ import click
 
 from certpair.cli.context import emit_json
 from certpair.cli.params import Finite
+from certpair.cli.terminal import printable
 
 if TYPE_CHECKING:
     from certpair.discovery import DiscoveredOfferer
@@ -39,26 +40,33 @@ def offerer_line(offerer: DiscoveredOfferer) -> str:
     Returns:
         The line, without a newline.
     """
-    return (f"{offerer.instance}  {offerer.host}:{offerer.port}  {offerer.mode.value}  "
+    return (f"{printable(offerer.instance)}  {offerer.host}:{offerer.port}  "
+            f"{offerer.mode.value}  "
             f"{offerer.fingerprint or '(no fingerprint)'}")
 
 
 interface_option = click.option(
     "--interface", "interfaces", multiple=True, metavar="ADDR",
-    help="Use only the network interface with this IPv4 address (repeatable; default: all).",
+    show_default="all interfaces",
+    help="Use only the network interface with this IPv4 address (repeatable).",
 )
 
 
-@click.command("discover")
-@click.option("--timeout", type=Finite(0.1, 600), default=3.0, show_default=True,
+@click.command("discover", short_help="List the devices offering pairing on the LAN.")
+@click.option("--timeout", type=Finite(0.1, 600), default=3, show_default=True,
               metavar="SECONDS", help="Seconds to listen for offerers.")
 @interface_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per offerer and line.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 def command(timeout: float, interfaces: tuple[str, ...], as_json: bool) -> None:
     """List the devices offering pairing on the local network right now.
 
     What is listed is only what devices claim about themselves; pairing still needs
     the secret, and a wrong offerer cannot pass its proof.
+
+    \b
+    Examples:
+      certpair discover
+      certpair discover --timeout 10 --json
     """
     import asyncio  # noqa: PLC0415  # keeps start-up fast
 

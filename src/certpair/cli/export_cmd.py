@@ -119,15 +119,24 @@ def _render(out: dict[str, Any]) -> None:
                    "curl recipe that pins its key: certpair export --peer NAME)")
 
 
-@click.command("export")
+@click.command("export", short_help="Write cert.pem and peers.pem for other TLS tools.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
-              default=None, help="Directory to write to (default: HOME/export).")
+              default=None, metavar="DIR", show_default="HOME/export",
+              help="Directory to write to.")
 @click.option("--peer", "query", metavar="PEER",
               help="Export only this device (name or fingerprint prefix).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json: bool) -> None:
-    """Write cert.pem and peers.pem for curl, openssl and other TLS tools."""
+    """Write cert.pem and peers.pem for curl, openssl and other TLS tools.
+
+    The private key is not copied; its path is printed.
+
+    \b
+    Examples:
+      certpair export
+      certpair export --peer beta --out ./certs
+    """
     identity = identity_of(ctx)
     store = store_of(ctx, read_only=True)
     found: list[Peer] = [find_peer(store, query)] if query is not None else store.peers()

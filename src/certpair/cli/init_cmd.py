@@ -31,7 +31,7 @@ def _confirm_replacement(ctx: click.Context, home: Path, yes: bool) -> None:
         raise BadInput(f"identity kept; nothing changed ({command_hint(ctx, 'show')})")
 
 
-@click.command("init")
+@click.command("init", short_help="Create this device's key and certificate.")
 @click.option("--name", metavar="NAME", show_default="this host's name",
               help="Device name shown to peers (1 to 64 bytes, no control characters).")
 @click.option(
@@ -46,7 +46,7 @@ def _confirm_replacement(ctx: click.Context, home: Path, yes: bool) -> None:
 @click.option("--yes", "-y", is_flag=True,
               help="With --force: replace even an identity that has paired devices, "
                    "without asking.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(
     ctx: click.Context, name: str | None, key_type: str, force: bool, yes: bool, as_json: bool

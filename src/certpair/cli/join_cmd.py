@@ -10,18 +10,18 @@ from certpair.cli.params import Finite
 __all__ = ["command"]
 
 
-@click.command("join")
+@click.command("join", short_help="Pair with the device showing a code.")
 @click.argument("args", nargs=-1, metavar="[HOST[:PORT]] SECRET | URI")
-@click.option("--timeout", type=Finite(0.1, 3600), default=30.0, show_default=True,
+@click.option("--timeout", type=Finite(0.1, 3600), default=30, show_default=True,
               metavar="SECONDS", help="Seconds to connect and pair.")
 @click.option("--peer-name", metavar="NAME",
-              help="With discovery: the offerer to pair with when several are offering.")
+              help="Without an address: the offerer to pair with when several are offering.")
 @click.option("--no-discovery", is_flag=True,
               help="Never look for the offerer on the network; an address is then required.")
-@click.option("--discovery-timeout", type=Finite(0.1, 600), default=5.0, metavar="SECONDS",
+@click.option("--discovery-timeout", type=Finite(0.1, 600), default=5, metavar="SECONDS",
               show_default=True, help="Seconds to look for the offerer on the network.")
 @interface_option
-@click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, args: tuple[str, ...], timeout: float, peer_name: str | None,
             no_discovery: bool, discovery_timeout: float, interfaces: tuple[str, ...],
@@ -35,6 +35,14 @@ def command(ctx: click.Context, args: tuple[str, ...], timeout: float, peer_name
     if several devices are offering, they are listed and none is tried. A certpair://
     URI (from `pair --qr`) carries the address, the secret and the offerer's
     fingerprint; an offerer with another certificate is refused before any proof.
+    A SECRET of - is read from standard input (asked for without echo on a terminal),
+    so that it does not appear in the process list.
+
+    \b
+    Examples:
+      certpair join 192.168.1.20 4711-0815-3
+      certpair join 4711-0815-3
+      certpair join 192.168.1.20:5000 -
     """
     from certpair.cli.join_run import run_join_command  # noqa: PLC0415  # fast start-up
 

@@ -129,7 +129,7 @@ def _discover(target: _Target, *, peer_name: str | None, timeout: float,
     if as_json:
         emit_json({"event": "found", "offerer": offerer_json(chosen)})
     else:
-        click.echo(f"Found {chosen.instance} at {chosen.host}:{chosen.port}", err=True)
+        click.echo(f"Found {printable(chosen.instance)} at {chosen.host}:{chosen.port}", err=True)
     return chosen
 
 

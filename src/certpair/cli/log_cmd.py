@@ -7,29 +7,42 @@ import dataclasses
 import click
 
 from certpair.cli.context import emit_json, store_of
-from certpair.cli.terminal import printable
+from certpair.cli.peers_cmd import NAME_COLUMNS
+from certpair.cli.render import Columns, width
 
 __all__ = ["command"]
 
+_MAX_REMOTE = 47  # "[" + a full IPv6 address + "]:65535"
 
-@click.command("log")
+
+@click.command("log", short_help="Show the audit log, newest first.")
 @click.option("--limit", type=click.IntRange(1, 1_000_000), metavar="N", default=50,
-              show_default=True,
-              help="How many events to show.")
+              show_default=True, help="How many events to show.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Skip the N newest events (the next page).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per event and line.")
+              show_default=True, help="Skip the N newest events (the next page).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, limit: int, offset: int, as_json: bool) -> None:
-    """Show logged events, newest first."""
+    """Show logged events, newest first: pairing attempts, connections, unpairings,
+    renames. Times are UTC.
+
+    \b
+    Examples:
+      certpair log --limit 10
+      certpair log --offset 50 --json
+    """
     events = store_of(ctx, read_only=True).events(limit=limit, offset=offset)
-    for event in events:
-        if as_json:
+    if as_json:
+        for event in events:
             emit_json(dataclasses.asdict(event))
-            continue
-        peer = printable(event.peer_name or "-")
-        line = (f"{event.at}  {event.kind:<10} {event.role:<8} {event.outcome:<8} "
-                f"{peer}  {event.remote or '-'}")
-        click.echo(f"{line}  {printable(event.reason)}" if event.reason else line)
-    if not events and not as_json:
-        click.echo("No events yet.")
+        return
+    if not events:
+        click.echo("No events yet." if offset == 0 else "No more events.")
+        return
+    remote = min(_MAX_REMOTE, max(width(e.remote or "-") for e in events))
+    columns = Columns(("TIME", "EVENT", "ROLE", "OUTCOME", "PEER", "REMOTE", "REASON"),
+                      (20, 10, 8, 11, NAME_COLUMNS, remote))
+    click.echo(columns.header())
+    for e in events:
+        click.echo(columns.row((e.at, e.kind, e.role, e.outcome, e.peer_name or "-",
+                                e.remote or "-", e.reason or "-")))

@@ -29,6 +29,7 @@ from certpair.cli import (
     unpair_cmd,
 )
 from certpair.cli.context import command_hint, default_home, explain_home
+from certpair.cli.terminal import printable
 from certpair.errors import (
     BadInput,
     CertpairError,
@@ -93,7 +94,8 @@ class _Group(click.Group):
         except CertpairError as exc:
             if _debug(ctx):
                 raise
-            click.echo(f"Error: {_message(ctx, exc)}", err=True)
+            # Messages may quote what a peer chose (a name): never raw on a terminal.
+            click.echo(f"Error: {printable(_message(ctx, exc))}", err=True)
             ctx.exit(exit_status(exc))
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -143,7 +145,15 @@ def _accept_global_options(command: click.Command) -> None:
 @click.version_option(__version__, prog_name="certpair")
 @click.pass_context
 def cli(ctx: click.Context, home: Path, traceback: bool) -> None:
-    """Pair two devices' self-signed TLS certificates with a short code."""
+    """Pair two devices' self-signed TLS certificates with a short code.
+
+    \b
+    Examples:
+      certpair init --name alpha           # once per device
+      certpair pair                        # on one device: shows a code
+      certpair join 192.168.1.20 CODE      # on the other device
+      certpair peers
+    """
     del traceback
     ctx.obj = home
 

@@ -25,30 +25,34 @@ MAX_SECONDS = 86400
 HMAC_MAX_BITS = 256
 
 
-@click.command("pair")
+@click.command("pair", short_help="Show a pairing code and wait for the other device.")
 @click.option("--mode", type=click.Choice([m.value for m in Mode]), default=Mode.CPACE.value,
-              show_default=True, help="cpace: short code; hmac: the seed's scheme, long key.")
-@click.option("--listen", "host", default="0.0.0.0", show_default=True,  # noqa: S104  # the joiner is another device
+              show_default=True,
+              help="cpace: a short code (PAKE); hmac: the seed's scheme, a long key.")
+@click.option("--listen", "host", default="0.0.0.0", show_default=True, metavar="ADDR",  # noqa: S104  # the joiner is another device
               help="Address to listen on (and to advertise on, if specific).")
 @click.option("--port", type=click.IntRange(0, 65535), default=PAIRING_PORT, show_default=True,
-              help="TCP port; 0 picks a free one.")
-@click.option("--ttl", type=Finite(1, MAX_SECONDS), default=300.0, show_default=True,
+              metavar="PORT", help="TCP port; 0 picks a free one.")
+@click.option("--ttl", type=Finite(1, MAX_SECONDS), default=300, show_default=True,
               metavar="SECONDS", help="Seconds each secret stays valid (at most a day).")
 @click.option("--timeout", type=Finite(1, MAX_SECONDS), default=None, metavar="SECONDS",
               show_default="until the secret expires unused",
               help="Overall seconds to wait; not longer than --ttl.")
 @click.option("--digits", type=click.IntRange(CPACE_MIN_DIGITS, CPACE_MAX_DIGITS),
-              default=CPACE_DEFAULT_DIGITS, show_default=True, help="cpace code length.")
+              default=CPACE_DEFAULT_DIGITS, show_default=True, metavar="N",
+              help="cpace: random digits in the code (a check digit is added).")
 @click.option("--bits", type=click.IntRange(HMAC_MIN_BITS, HMAC_MAX_BITS),
-              default=HMAC_DEFAULT_BITS, show_default=True, help="hmac key strength.")
-@click.option("--once", is_flag=True, help="Stop at the first failed proof (exit 1).")
+              default=HMAC_DEFAULT_BITS, show_default=True, metavar="N",
+              help="hmac: bits of randomness in the key.")
+@click.option("--once", is_flag=True,
+              help="Stop at the first failed proof (exit 1) instead of showing a new code.")
 @click.option("--qr", is_flag=True,
               help="Show a QR code of the certpair:// URI (host, port, secret, fingerprint).")
 @click.option("--qr-png", type=click.Path(dir_okay=False, path_type=Path), default=None,
               metavar="FILE", help="Write the QR code to FILE as a PNG image.")
 @click.option("--no-advertise", is_flag=True,
               help="Do not announce this offer on the local network (mDNS/DNS-SD).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(
     ctx: click.Context, mode: str, host: str, port: int, ttl: float, timeout: float | None,
@@ -59,7 +63,14 @@ def command(
 
     While a secret is active the offer is advertised as _certpair._tcp on the local
     network (name, mode, fingerprint; never the secret), so that `certpair join SECRET`
-    finds it without an address.
+    finds it without an address. A wrong code burns it and a new one is shown (at
+    most 10 per run).
+
+    \b
+    Examples:
+      certpair pair
+      certpair pair --qr --ttl 120
+      certpair pair --mode hmac --listen 192.168.1.20 --port 0
     """
     if timeout is not None and timeout > ttl:
         # The secret expires after --ttl and the run ends with it: a longer --timeout

@@ -5,20 +5,40 @@ from __future__ import annotations
 import click
 
 from certpair.cli.context import emit_json, store_of
+from certpair.cli.render import Columns
 from certpair.cli.terminal import printable
 
-__all__ = ["command"]
+__all__ = ["NAME_COLUMNS", "command"]
+
+# Names are up to 64 bytes and chosen by the peer: cut in the table (the JSON has them
+# whole), so that the fingerprints stay aligned.
+NAME_COLUMNS = 24
+# Fixed widths (a fingerprint is 71 characters, a time 20), so that rows are printed as
+# they are read, page by page, however many peers there are.
+_COLUMNS = Columns(("NAME", "FINGERPRINT", "MODE", "PAIRED", "STATE"),
+                   (NAME_COLUMNS, 71, 5, 20))
 
 
-@click.command("peers")
+@click.command("peers", short_help="List the devices this one trusts.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, metavar="N",
-              help="Show at most N devices (default: all).")
+              show_default="all", help="Show at most N devices.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N",
-              help="Skip the first N devices (oldest pairing first).")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per peer and line.")
+              show_default=True, help="Skip the first N devices (oldest pairing first).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -> None:
-    """List the devices this one trusts."""
+    """List the devices this one trusts: name, fingerprint, mode, when paired (UTC), and
+    whether both sides know the pairing completed (an unconfirmed one settles on the
+    next ping or serve connection).
+
+    Long names are cut with an ellipsis, and control or escape characters in a name
+    are shown as escapes (\\x1b); --json prints names whole.
+
+    \b
+    Examples:
+      certpair peers
+      certpair peers --limit 20 --offset 20 --json
+    """
     from certpair.store.anchors import anchor_problem  # noqa: PLC0415  # fast start-up
 
     store = store_of(ctx, read_only=True)
@@ -27,18 +47,20 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
              else iter(store.peers_page(limit=limit, offset=offset)))
     shown = 0
     for peer in peers:
-        shown += 1
         flagged = anchor_problem(peer.cert_der)
         if as_json:
             emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,
                        "paired_at": peer.paired_at, "confirmed": peer.confirmed,
                        "flagged": flagged})
-            continue
-        flag = "" if peer.confirmed else "  unconfirmed (settle with ping/serve)"
-        click.echo(f"{printable(peer.name)}  {peer.fingerprint}  {peer.mode}  "
-                   f"{peer.paired_at}{flag}")
-        if flagged is not None:
-            click.echo(f"Warning: {printable(peer.name)} is not trusted: its certificate could"
-                       f" sign others ({flagged}); unpair it and pair again.", err=True)
+        else:
+            if not shown:
+                click.echo(_COLUMNS.header())
+            state = "confirmed" if peer.confirmed else "unconfirmed (settle with ping/serve)"
+            click.echo(_COLUMNS.row((peer.name, peer.fingerprint, peer.mode, peer.paired_at,
+                                     state)))
+            if flagged is not None:
+                click.echo(f"Warning: {printable(peer.name)} is not trusted: its certificate "
+                           f"could sign others ({flagged}); unpair it and pair again.", err=True)
+        shown += 1
     if not shown and not as_json:
         click.echo("No paired devices yet." if offset == 0 else "No more paired devices.")

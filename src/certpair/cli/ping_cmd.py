@@ -49,17 +49,22 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
     return answer
 
 
-@click.command("ping")
+@click.command("ping", short_help="Time a mutual-TLS round trip to a paired device.")
 @click.argument("address", metavar="HOST[:PORT]")
-@click.option("--timeout", type=Finite(0.1, 3600), default=10.0, show_default=True,
+@click.option("--timeout", type=Finite(0.1, 3600), default=10, show_default=True,
               metavar="SECONDS",
               help="Seconds for connecting and for each answer.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
     """Time a mutual-TLS round trip to a paired device.
 
     The device must run `certpair serve`; an unpaired one ends with exit status 1.
+
+    \b
+    Examples:
+      certpair ping 192.168.1.20
+      certpair ping '[fe80::1%eth0]:47821' --json
     """
     from certpair.trusted import NotPaired, client_context, connect  # noqa: PLC0415
 

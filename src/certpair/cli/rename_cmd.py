@@ -10,15 +10,20 @@ from certpair.cli.terminal import printable
 __all__ = ["command"]
 
 
-@click.command("rename")
+@click.command("rename", short_help="Give a paired device a new local name.")
 @click.argument("peer", metavar="PEER")
 @click.argument("name", metavar="NAME")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, peer: str, name: str, as_json: bool) -> None:
     """Give a paired device a new local name.
 
     PEER is its current name, or at least 4 hex digits of its fingerprint.
+
+    \b
+    Examples:
+      certpair rename beta kitchen-pi
+      certpair rename 6b2f kitchen-pi
     """
     store = store_of(ctx)
     old = find_peer(store, peer)

@@ -112,17 +112,22 @@ class _Server:
                 tls.sendall(answer)
 
 
-@click.command("serve")
+@click.command("serve", short_help="Accept mutual-TLS connections from paired devices.")
 @click.option("--listen", "host", default="0.0.0.0", show_default=True,  # noqa: S104  # peers are other devices
-              help="Address to listen on.")
+              metavar="ADDR", help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_SERVE_PORT,
-              show_default=True, help="TCP port; 0 picks a free one.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line.")
+              show_default=True, metavar="PORT", help="TCP port; 0 picks a free one.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
     """Accept mutual-TLS connections from paired devices; log each one.
 
     Each line a peer sends is answered with a JSON line naming both devices.
+
+    \b
+    Examples:
+      certpair serve
+      certpair serve --listen 127.0.0.1 --port 0 --json
     """
     from certpair.trusted import make_server  # noqa: PLC0415  # keeps start-up fast
 
