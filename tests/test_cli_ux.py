@@ -281,7 +281,8 @@ def test_peers_and_log_print_aligned_columns_and_escape_peer_names(tmp_path: Pat
 @pytest.mark.parametrize(("raw", "shown"), [
     ("\x1b]0;owned\x07", "\\x1b]0;owned\\x07"), ("a\u202eb", "a\\u202eb"),
     ("zero\u200bwidth", "zero\\u200bwidth"), ("line\u2028break", "line\\u2028break"),
-    ("back\\slash", "back\\x5cslash"), ("caf\u00e9 日本", "caf\u00e9 日本"), ("\x9b31m", "\\x9b31m"),
+    ("back\\slash", "back\\x5cslash"), ("caf\u00e9 日本", "caf\u00e9 日本"),
+    ("\x9b31m", "\\x9b31m"),
 ])
 def test_printable_shows_every_control_escape_and_bidi_character_visibly(
     raw: str, shown: str

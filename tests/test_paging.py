@@ -60,7 +60,7 @@ def test_peers_json_streams_one_object_per_line_and_pages_with_limit_and_offset(
     page = [json.loads(line) for line in
             _lines(home, "peers", "--json", "--limit", "10", "--offset", "1995")]
     assert [row["fingerprint"] for row in page] == order[1995:]
-    assert len(_lines(home, "peers", "--limit", "3")) == 3
+    assert len(_lines(home, "peers", "--limit", "3")) == 4  # a header and 3 rows
     assert _lines(home, "peers", "--offset", "2000") == ["No more paired devices."]
 
 
