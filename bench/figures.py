@@ -283,8 +283,8 @@ def environment() -> Figure:
             "cpus": os.cpu_count(), "openssl": ssl.OPENSSL_VERSION}
 
 
-def run_all(quick: bool = False) -> Figure:
-    """Every figure, as one JSON-ready dict."""
+def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
+    """Every figure, as one JSON-ready dict (``peers``: the fleet figures' store size)."""
     devices = Devices()
     try:
         scale = 3 if quick else 1
@@ -293,11 +293,13 @@ def run_all(quick: bool = False) -> Figure:
         rtts = round_trips(devices, repeats=max(2, 5 // scale))
         guesses = hmac_guesses_per_second(devices)
         start = cli_start_ms(15 // scale)
+        from bench.fleet import fleet
         from bench.load import pair_under_load
         from bench.store_scale import store_scale
 
         load = pair_under_load(quick=quick)
         scale_fig = store_scale(quick=quick)
+        fleet_fig = fleet(quick=quick, peers=peers)
     finally:
         devices.close()
     return {
@@ -310,6 +312,7 @@ def run_all(quick: bool = False) -> Figure:
         "round_trips": rtts,
         **load,
         **scale_fig,
+        **fleet_fig,
         "cli_start_ms": start["certpair_version"]["median"],
         "cli_start": start,
         "hmac_guesses_per_s": guesses["guesses_per_s"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import hashlib
 import sqlite3
 import statistics
@@ -12,28 +11,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ed25519
-from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import NameOID
-
 from certpair.identity import create_identity
 from certpair.store import open_store
 
 
 def _filler_certs(count: int) -> list[bytes]:
-    """Distinct, valid self-signed certificates (Ed25519: cheap to make)."""
-    start = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
-    end = datetime.datetime(2036, 1, 1, tzinfo=datetime.UTC)
-    out = []
-    for i in range(count):
-        key = ed25519.Ed25519PrivateKey.generate()
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"filler-{i}")])
-        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                .public_key(key.public_key()).serial_number(i + 1)
-                .not_valid_before(start).not_valid_after(end).sign(key, None))
-        out.append(cert.public_bytes(Encoding.DER))
-    return out
+    """Distinct, valid self-signed certificates (Ed25519: cheap to make; CA:FALSE, so
+    they meet the profile and get their anchor files)."""
+    from bench.fleet import make_fillers
+
+    return [filler.der for filler in make_fillers(count)]
 
 
 def _fill(home: Path, certs: list[bytes]) -> None:
