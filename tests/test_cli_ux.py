@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from certpair.cli.terminal import printable
 from certpair.errors import BadInput
 from certpair.identity import create_identity
 from certpair.store import open_store
-from tests.cliutil import CLI, cert_fingerprint, init, run
+from tests.cliutil import CLI, Offerer, Proc, cert_fingerprint, certpair_argv, init, run
 
 CAN_MOUNT = os.geteuid() == 0 and shutil.which("unshare") is not None and sys.platform == "linux"
 
@@ -176,14 +178,16 @@ def test_read_only_home_still_lists_and_exports_and_writers_say_why(tmp_path: Pa
     script = (f'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && '
               f'for c in "peers --json" "log --json" "show --json" "export --out {out} --json"'
               f' "pair --port 0 --no-advertise" "unpair beta"; do '
-              f'{" ".join(CLI)} --home "$1" $c; echo "rc=$?"; done')
+              f'{" ".join(CLI)} --home "$1" $c; echo "rc=$?"; done; '
+              f'CERTPAIR_HOME="$1" {" ".join(CLI)} unpair beta; echo "rc=$?"')
     result = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh", str(home), str(home)],
                             capture_output=True, text=True, timeout=60, check=False)
     codes = [line for line in result.stdout.splitlines() if line.startswith("rc=")]
-    assert codes == ["rc=0"] * 4 + ["rc=5"] * 2, (result.stdout, result.stderr)
+    assert codes == ["rc=0"] * 4 + ["rc=5"] * 3, (result.stdout, result.stderr)
     assert '"name": "beta"' in result.stdout
     assert (out / "peers.pem").read_text().count("BEGIN CERTIFICATE") == 1
-    assert result.stderr.count("read-only file system") == 2, result.stderr
+    assert result.stderr.count("read-only file system") == 3, result.stderr
+    assert result.stderr.splitlines()[-1].endswith("; the home comes from CERTPAIR_HOME")
     assert "Traceback" not in result.stderr
 
 
@@ -229,14 +233,14 @@ def test_advertisement_with_a_control_character_is_skipped_and_reported_once(
 # ---------------------------------------------------------------- help and output
 
 COMMANDS = ["init", "show", "pair", "join", "peers", "discover", "serve", "ping", "unpair",
-            "rename", "export", "log", "advise"]
+            "rename", "export", "log", "advise", "tunnel serve", "tunnel connect"]
 
 
 def test_every_command_help_has_examples_and_every_option_a_description() -> None:
     from certpair.cli.main import cli
 
-    procs = {name: subprocess.Popen([*CLI, name, "--help"], stdout=subprocess.PIPE, text=True)
-             for name in COMMANDS}
+    procs = {name: subprocess.Popen([*CLI, *name.split(), "--help"], stdout=subprocess.PIPE,
+                                    text=True) for name in COMMANDS}
     for name, proc in procs.items():
         text, _ = proc.communicate(timeout=60)
         assert proc.returncode == 0
@@ -244,7 +248,10 @@ def test_every_command_help_has_examples_and_every_option_a_description() -> Non
         assert examples.count(f"certpair {name}") + examples.count("certpair --home") >= 1, name
         for word in ("RANGE", "FLOAT", "INTEGER", "TEXT", "(default:"):
             assert word not in text, (name, word)
-        command = cli.commands[name]
+        command: click.Command = cli
+        for word in name.split():
+            assert isinstance(command, click.Group)
+            command = command.commands[word]
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, (name, param.name)
@@ -288,3 +295,82 @@ def test_printable_shows_every_control_escape_and_bidi_character_visibly(
     raw: str, shown: str
 ) -> None:
     assert printable(raw) == shown
+
+
+# ---------------------------------------------------------------- feedback without a terminal
+
+
+def _wrong(code: str) -> str:
+    from certpair.codes import damm_check_digit
+
+    body = code.replace("-", "")[:-1]
+    body = str((int(body[0]) + 1) % 10) + body[1:]
+    return body + str(damm_check_digit(body))
+
+
+def test_pair_and_join_as_text_off_a_terminal_say_what_happens_line_by_line(
+    homes: tuple[Path, Path], offerers: list[Proc],
+) -> None:
+    a, b = homes
+    offerer = Proc(certpair_argv(a, "pair", "--listen", "127.0.0.1", "--port", "0",
+                                 "--no-advertise"))
+    offerers.append(offerer)
+    first = offerer.next_line()
+    found = re.fullmatch(r"Pairing code: (\S+)\s+\(expires in \d+:\d\d\)\s+listening on "
+                         r"127\.0\.0\.1:(\d+)\n", first)
+    assert found, first
+    code, port = found.groups()
+    assert offerer.next_line() == f"On the other device: certpair join 127.0.0.1:{port} {code}\n"
+    wrong = run(b, "join", f"127.0.0.1:{port}", _wrong(code))
+    assert wrong.returncode == 1
+    # Progress lines are for a terminal (test_tty.py): here only the result.
+    assert wrong.stderr.count("\n") == 1 and wrong.stderr.startswith("Error: pairing failed")
+    assert "code is now burned and the other device shows a new one" in wrong.stderr
+    fresh = re.match(r"New pairing code: (\S+)", offerer.next_line())
+    assert fresh is not None and fresh.group(1) != code
+    assert fresh.group(1) in offerer.next_line()
+    joined = run(b, "join", f"127.0.0.1:{port}", fresh.group(1))
+    assert joined.returncode == 0, joined.stderr
+    status, _, err = _finish_text(offerer)
+    assert status == 0
+    assert re.search(rf"Wrong code tried from 127\.0\.0\.1:\d+: code {code} is burned", err)
+    assert "\r" not in first and "\x1b" not in first
+
+
+def _finish_text(proc: Proc) -> tuple[int, list[str], str]:
+    status = proc.proc.wait(60)
+    rest = []
+    while (line := proc.lines.get(timeout=10)) is not None:
+        rest.append(line)
+    return status, rest, proc.proc.stderr.read() if proc.proc.stderr else ""
+
+
+def test_join_to_a_serve_port_and_ping_to_a_pairing_port_fail_at_once_and_say_so(
+    homes: tuple[Path, Path], offerers: list[Proc],
+) -> None:
+    a, b = homes
+    server = Proc(certpair_argv(a, "serve", "--listen", "127.0.0.1", "--port", "0", "--json"))
+    offerers.append(server)
+    serve_port = json.loads(server.next_line())["port"]
+    offerer = Offerer(a, advertise=False)
+    offerers.append(offerer)
+    # Generous timeouts: without the ALPN check these would wait them out (exit 3).
+    joined = run(b, "join", f"127.0.0.1:{serve_port}", offerer.code, "--timeout", "60")
+    pinged = run(b, "ping", offerer.address, "--timeout", "60")
+    assert joined.returncode == 4, joined.stderr
+    assert "is a trusted certpair port" in joined.stderr and "not a pairing port" in joined.stderr
+    assert pinged.returncode == 4, pinged.stderr
+    assert "is a certpair pairing port" in pinged.stderr and "47821" in pinged.stderr
+    # The offer is untouched: the right joiner still pairs with it.
+    assert run(b, "join", offerer.address, offerer.code).returncode == 0
+
+
+def test_a_join_that_times_out_names_the_stage_it_stopped_in(tmp_path: Path) -> None:
+    home = tmp_path / "b"
+    init(home, "beta")
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        result = run(home, "join", f"127.0.0.1:{port}", "1234-5678-6", "--timeout", "1")
+    assert result.returncode == 3
+    assert "timed out during the TLS handshake" in result.stderr
+    assert "not a certpair offerer" in result.stderr

@@ -16,3 +16,23 @@ def test_protocol_doc_shows_every_vector_value(name: str) -> None:
     vector = json.loads((ROOT / "tests" / "vectors" / name).read_text())
     missing = [k for k, v in vector.items() if k.endswith("_hex") and v not in doc]
     assert missing == []
+
+
+def test_protocol_doc_damm_table_is_the_one_the_codes_use() -> None:
+    from certpair.codes import _DAMM_TABLE
+
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    block = text.split("Damm check digit:", 1)[1].split("```", 2)[1]
+    rows = [line.split(":", 1)[1].split() for line in block.splitlines() if ":" in line]
+    assert tuple(tuple(int(d) for d in row) for row in rows) == _DAMM_TABLE
+
+
+def test_protocol_doc_hmac_key_example_gives_the_vector_key() -> None:
+    from certpair.codes import parse_secret
+
+    text = " ".join((ROOT / "docs" / "PROTOCOL.md").read_text().split())
+    vector = json.loads((ROOT / "tests" / "vectors" / "hmac_vector.json").read_text())
+    for typed in ("000G-40R4-0M30-E209-B", "ooog 40r4 0m30 e209 b"):
+        assert f"`{typed}`" in text
+        assert parse_secret(typed).value.hex() == vector["key_hex"]
+    assert "n = 16 characters" in text

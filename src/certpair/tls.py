@@ -12,18 +12,32 @@ certificate on the server side, which is why pairing uses pyOpenSSL.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from certpair.identity import Identity
+from certpair.ports import ALPN_PAIRING, ALPN_PREFIX, ALPN_TRUSTED
 from certpair.protocol.events import Channel
 from certpair.protocol.session import EXPORTER_LABEL
 
-__all__ = ["EXPORTER_SIZE", "PairingTLS", "TLSFailure", "pairing_context", "starts_like_tls"]
+__all__ = [
+    "EXPORTER_SIZE",
+    "PairingTLS",
+    "TLSFailure",
+    "WrongPort",
+    "pairing_context",
+    "starts_like_tls",
+]
 
 EXPORTER_SIZE = 32
+_PAIRING = ALPN_PAIRING.encode("ascii")
+_PREFIX = ALPN_PREFIX.encode("ascii")
+# The joiner offers the trusted name too, only so that a trusted port (serve, tunnel)
+# names itself by selecting it; the joiner then closes at once (docs/PROTOCOL.md §2).
+_JOINER_OFFERS = [_PAIRING, ALPN_TRUSTED.encode("ascii")]
 _MAX_CACHED = 8
 _CONTEXTS: dict[tuple[bytes, bool], SSL.Context] = {}
 _READ_CHUNK = 16384
@@ -40,6 +54,24 @@ def starts_like_tls(data: bytes) -> bool:
 
 class TLSFailure(Exception):
     """The TLS layer failed: handshake refused, bad record, peer sent garbage."""
+
+
+class WrongPort(TLSFailure):
+    """The other side is a certpair port of another kind (ALPN says so)."""
+
+
+def _select_pairing(conn: SSL.Connection, offered: list[bytes]) -> Any:
+    # Returns bytes or SSL.NO_OVERLAPPING_PROTOCOLS, whose type pyOpenSSL keeps private.
+    # A pairing client offers ALPN_PAIRING; one offering only other certpair protocols
+    # (ping, a tunnel) has reached the wrong port: the handshake ends with the
+    # no_application_protocol alert, which it reports precisely. A client without
+    # certpair protocols in its list (or no ALPN at all) is served as before.
+    del conn
+    if _PAIRING in offered:
+        return _PAIRING
+    if any(name.startswith(_PREFIX) for name in offered):
+        raise WrongPort("a client of a trusted certpair port reached the pairing port")
+    return SSL.NO_OVERLAPPING_PROTOCOLS
 
 
 def _accept_any(
@@ -86,6 +118,9 @@ def _build_context(identity: Identity, *, server_side: bool) -> SSL.Context:
     ctx.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     if server_side:
         ctx.set_session_id(b"certpair-pairing")
+        ctx.set_alpn_select_callback(_select_pairing)
+    else:
+        ctx.set_alpn_protos(_JOINER_OFFERS)
     return ctx
 
 
@@ -132,10 +167,17 @@ class PairingTLS:
             self._conn.do_handshake()
         except SSL.WantReadError:
             return False
+        except WrongPort:
+            raise
         except SSL.Error as exc:
             raise TLSFailure("TLS handshake failed") from exc
         self.handshake_done = True
         return True
+
+    def protocol(self) -> str | None:
+        """The ALPN protocol the handshake settled on, or None if none was."""
+        selected = self._conn.get_alpn_proto_negotiated()
+        return selected.decode("ascii", "replace") if selected else None
 
     def read(self) -> bytes:
         """Return the application bytes decrypted so far (possibly none).

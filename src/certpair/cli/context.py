@@ -28,6 +28,7 @@ __all__ = [
     "explain_home",
     "failure_json",
     "find_peer",
+    "home_from_env",
     "home_of",
     "identity_of",
     "iso_time",
@@ -60,6 +61,11 @@ def _home_source(ctx: click.Context) -> str:
     if source is click.core.ParameterSource.ENVIRONMENT:
         return "env"
     return "default"
+
+
+def home_from_env(ctx: click.Context) -> bool:
+    """Whether this invocation's home was given by ``CERTPAIR_HOME``."""
+    return _home_source(ctx) == "env"
 
 
 def _describe(ctx: click.Context, home: Path) -> str:

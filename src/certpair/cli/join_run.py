@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import click
@@ -12,7 +13,7 @@ from certpair.cli.context import emit_json, failure_json, identity_of, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
 from certpair.cli.params import HostPort, SecretParam
 from certpair.cli.terminal import printable
-from certpair.codes import Secret, WrongCheckCharacter, parse_secret
+from certpair.codes import Mode, Secret, WrongCheckCharacter, parse_secret
 from certpair.discovery import (
     AmbiguousOfferers,
     DiscoveredOfferer,
@@ -20,7 +21,8 @@ from certpair.discovery import (
     check_interfaces,
     choose_offerer,
 )
-from certpair.errors import BadInput, CertpairError
+from certpair.errors import BadInput, CertpairError, PairingFailed
+from certpair.net.join import JoinStage
 from certpair.net.pairing import run_join
 from certpair.ports import PAIRING_PORT
 from certpair.uri import looks_like_uri, parse_uri
@@ -118,8 +120,44 @@ def _pick(error: AmbiguousOfferers, as_json: bool) -> DiscoveredOfferer:
     return error.candidates[number - 1]
 
 
+def _say(as_json: bool, text: str) -> None:
+    """A progress line on stderr, for a person at a terminal: scripts reading stderr
+    see only results and errors, and JSON output has its own events."""
+    if not as_json and sys.stderr.isatty():
+        click.echo(text, err=True)
+
+
+def _progress(as_json: bool, remote: str, secret: Secret) -> Callable[[JoinStage], None]:
+    proof = "code" if secret.mode is Mode.CPACE else "key"
+    lines = {JoinStage.CONNECTING: f"Connecting to {remote}…",
+             JoinStage.PROVING: f"Proving the {proof}…"}
+
+    def show(stage: JoinStage) -> None:
+        if stage in lines:
+            _say(as_json, lines[stage])
+
+    return show
+
+
+# The library's one message for every failed proof; a cpace code is burned by it.
+_WRONG_PROOF = "pairing failed: wrong secret"
+
+
+def _explain(error: PairingFailed, secret: Secret) -> PairingFailed:
+    """Say what a failed proof means for the user's next step."""
+    if not str(error).startswith(_WRONG_PROOF):
+        return error
+    if secret.mode is Mode.CPACE:
+        return PairingFailed("pairing failed: wrong code (or a tampered connection); that "
+                             "code is now burned and the other device shows a new one: "
+                             "join again with the new code")
+    return PairingFailed("pairing failed: wrong key (or a tampered connection); the other "
+                         "device allows 3 tries per key, then shows a new one")
+
+
 def _discover(target: _Target, *, peer_name: str | None, timeout: float,
               interfaces: list[str], as_json: bool) -> DiscoveredOfferer:
+    _say(as_json, "Looking for offerers on the local network…")
     offerers = asyncio.run(browse(timeout=timeout, settle=_SETTLE, interfaces=interfaces))
     try:
         chosen = choose_offerer(offerers, mode=target.secret.mode, peer_name=peer_name,
@@ -154,9 +192,15 @@ def run_join_command(
             # The advertised fingerprint proves nothing, but pinning it means an
             # impostor answering at that address gets no proof to guess against.
             address, pin = (found.host, found.port), found.fingerprint
-        peer = asyncio.run(run_join(identity=identity, store=store, host=address[0],
-                                    port=address[1], secret=target.secret, timeout=timeout,
-                                    expected_fingerprint=pin))
+        remote = f"[{address[0]}]:{address[1]}" if ":" in address[0] else \
+            f"{address[0]}:{address[1]}"
+        try:
+            peer = asyncio.run(run_join(
+                identity=identity, store=store, host=address[0], port=address[1],
+                secret=target.secret, timeout=timeout, expected_fingerprint=pin,
+                on_progress=_progress(as_json, remote, target.secret)))
+        except PairingFailed as exc:
+            raise _explain(exc, target.secret) from exc
     except CertpairError as exc:
         if as_json:
             emit_json(failure_json(exc))

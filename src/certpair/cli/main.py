@@ -28,7 +28,7 @@ from certpair.cli import (
     tunnel_cmd,
     unpair_cmd,
 )
-from certpair.cli.context import command_hint, default_home, explain_home
+from certpair.cli.context import command_hint, default_home, explain_home, home_from_env
 from certpair.cli.terminal import printable
 from certpair.errors import (
     BadInput,
@@ -84,6 +84,8 @@ def _message(ctx: click.Context, error: CertpairError) -> str:
         why = explain_home(ctx)
         if why is not None and why not in text.lower():
             text = f"{text} ({why})"
+        if why is not None and "CERTPAIR_HOME" not in text and home_from_env(ctx):
+            text = f"{text}; the home comes from CERTPAIR_HOME"
     return text
 
 

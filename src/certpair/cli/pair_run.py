@@ -4,27 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import click
 
+from certpair.addresses import local_ipv4_addresses
 from certpair.cli.context import emit_json, failure_json, identity_of, iso_time, store_of
+from certpair.cli.screen import Screen, clock_text
 from certpair.cli.terminal import printable
 from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
 from certpair.errors import CertpairError, PairingFailed
 from certpair.identity import Identity
 from certpair.net.pairing import Listening, OfferEvent, PeerPaired, run_offer
+from certpair.ports import PAIRING_PORT
 from certpair.store import TrustStore
 from certpair.uri import format_uri, qr_terminal_text, valid_host, write_qr_png
 
 __all__ = ["run_pair"]
 
 _TERMINATED = 128 + signal.SIGTERM
+
+
+def _join_hosts(listen_host: str) -> list[str]:
+    """Where the other device can reach this offer: the listen address if specific,
+    else this device's LAN addresses (routable ones before link-local ones)."""
+    if listen_host not in {"", "0.0.0.0", "::"}:  # noqa: S104  # compared, not bound
+        return [listen_host]
+    found = [a for a, _ in local_ipv4_addresses()]
+    found.sort(key=lambda a: ipaddress.IPv4Address(a).is_link_local)
+    return found or [socket.gethostname() or "localhost"]
+
+
+def _join_line(hosts: list[str], port: int, code: str) -> str:
+    """The command to type on the other device, with the real address in it."""
+    def where(host: str) -> str:
+        shown = f"[{host}]" if ":" in host else host
+        return shown if port == PAIRING_PORT else f"{shown}:{port}"
+
+    line = f"On the other device: certpair join {where(hosts[0])} {code}"
+    if len(hosts) > 1:
+        line += f"   (or instead of {where(hosts[0])}: {', '.join(map(where, hosts[1:4]))})"
+    return line
 
 
 def _uri_host(listen_host: str) -> str:
@@ -46,10 +72,15 @@ class _Show:
     qr: bool
     qr_png: Path | None
     advertise: bool
+    screen: Screen
     advertisement: Advertisement | None = None
     registering: asyncio.Task[str] | None = None
     ended: bool = False
     failure_reported: bool = False
+    code: str = field(default="", repr=False)
+    expires_at: float = 0.0
+    codes_shown: int = 0
+    mode: Mode = Mode.CPACE
 
     def on_event(self, event: OfferEvent) -> None:
         if isinstance(event, Listening):
@@ -64,6 +95,7 @@ class _Show:
                 emit_json({"event": "paired",
                            "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
             else:
+                self.screen.close()
                 click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
         elif self.as_json:
             # A burned secret is a failed pairing (a fresh `listening` may follow); a
@@ -73,9 +105,13 @@ class _Show:
                        "reason": "pairing failed: wrong secret or tampered connection",
                        "remote": event.remote, "burned": event.burned,
                        "attempts_left": event.attempts_left})
+        elif event.burned and event.attempts_left == 0 and self.code:
+            what = "code" if self.mode is Mode.CPACE else "key"
+            self.screen.echo(f"Wrong {what} tried from {event.remote}: {what} {self.code} is "
+                             "burned and can no longer pair.", err=True)
         else:
             tail = "the secret is burned" if event.burned else f"{event.attempts_left} tries left"
-            click.echo(f"A wrong secret was tried from {event.remote}; {tail}.", err=True)
+            self.screen.echo(f"A wrong secret was tried from {event.remote}; {tail}.", err=True)
 
     def listening(self, event: Listening) -> None:
         uri = None
@@ -92,15 +128,36 @@ class _Show:
                 line["uri"] = uri
             emit_json(line)
             return
-        left = max(0, int(event.expires_at - time.time()))
+        self.code, self.expires_at, self.mode = event.code, event.expires_at, event.mode
+        self.codes_shown += 1
         what = "Pairing code" if event.mode is Mode.CPACE else "Pairing key"
-        click.echo(f"{what}: {event.code}     (expires in {left // 60}:{left % 60:02d})   "
-                   f"listening on {event.host}:{event.port}")
+        if self.codes_shown > 1:
+            what = f"New {what.lower()}"
+        # On a terminal the countdown is the live status line; elsewhere it is said once.
+        expiry = ("" if self.screen.live else
+                  f"     (expires in {clock_text(event.expires_at - time.time())})")
+        self.screen.echo(f"{what}: {event.code}{expiry}   listening on {event.host}:{event.port}")
         if self.qr and uri is not None:
-            click.echo(qr_terminal_text(uri), nl=False)
-            click.echo(f"Scan it, or on the other device: certpair join '{uri}'")
+            self.screen.echo(qr_terminal_text(uri), nl=False)
+            self.screen.echo(f"Scan it, or on the other device: certpair join '{uri}'")
+        self.screen.echo(_join_line(_join_hosts(event.host), event.port, event.code))
         if self.qr_png is not None:
-            click.echo(f"QR code written to {self.qr_png}")
+            self.screen.echo(f"QR code written to {self.qr_png}")
+        self.tick()
+
+    def tick(self) -> None:
+        """Redraw the countdown (a terminal only)."""
+        if self.expires_at and not self.ended:
+            left = clock_text(self.expires_at - time.time())
+            self.screen.status(f"Expires in {left}, waiting for the other device "
+                               "(Ctrl-C stops)")
+
+    async def count_down(self) -> None:
+        """Redraw the countdown every second until the run ends."""
+        while not self.ended:
+            self.tick()
+            # Wake just after the next whole second of the countdown.
+            await asyncio.sleep(((self.expires_at - time.time()) % 1.0) + 0.01)
 
     def start_advertising(self, event: Listening) -> None:
         self.advertisement = Advertisement(
@@ -116,11 +173,12 @@ class _Show:
         error = task.exception()
         if error is not None:
             reason = str(error) if isinstance(error, DiscoveryError) else repr(error)
-            click.echo(f"Warning: not discoverable on the local network: {reason}", err=True)
+            self.screen.echo(f"Warning: not discoverable on the local network: {reason}",
+                             err=True)
         elif self.as_json:
             emit_json({"event": "advertised", "name": task.result()})
         else:
-            click.echo(f"Discoverable on the local network as {task.result()!r}.")
+            self.screen.echo(f"Discoverable on the local network as {task.result()!r}.")
 
     async def stop_advertising(self) -> None:
         self.ended = True
@@ -141,11 +199,15 @@ async def _offer(show: _Show, *, identity: Identity, store: TrustStore, mode: Mo
         # SIGTERM would otherwise end the process without the mDNS goodbye.
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    ticker = loop.create_task(show.count_down()) if show.screen.live else None
     try:
         await run_offer(identity=identity, store=store, mode=mode, host=host, port=port, ttl=ttl,
                         timeout=timeout, once=once, digits=digits, bits=bits,
                         on_event=show.on_event)
     finally:
+        if ticker is not None:
+            ticker.cancel()
+        show.screen.close()
         await show.stop_advertising()
 
 
@@ -158,7 +220,7 @@ def run_pair(
     identity = identity_of(ctx)
     store = store_of(ctx)
     show = _Show(identity=identity, as_json=as_json, qr=qr, qr_png=qr_png,
-                 advertise=not no_advertise)
+                 advertise=not no_advertise, screen=Screen.for_stdout(as_json=as_json))
     try:
         asyncio.run(_offer(show, identity=identity, store=store, mode=Mode(mode), host=host,
                            port=port, ttl=ttl, timeout=timeout, once=once, digits=digits,

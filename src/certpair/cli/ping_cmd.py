@@ -13,6 +13,7 @@ from certpair.cli.params import Finite, HostPort
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import printable
 from certpair.errors import CertpairError, NetworkError, PairingFailed
+from certpair.ports import ALPN_TRUSTED
 
 if TYPE_CHECKING:
     import ssl
@@ -72,6 +73,8 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
     remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     home = home_of(ctx)
     context = client_context(home)  # first: no identity is the more useful error
+    # Names the protocol, so that a pairing port refuses at once and says so.
+    context.set_alpn_protocols([ALPN_TRUSTED])
     store = store_of(ctx)
     peer: Peer | None = None
     try:

@@ -20,6 +20,7 @@ import click
 
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
 from certpair.cli.terminal import printable
+from certpair.ports import ALPN_TRUSTED, SERVE_PORT
 
 if TYPE_CHECKING:
     import ssl
@@ -31,7 +32,7 @@ __all__ = ["command"]
 
 # Mirrors certpair.trusted.DEFAULT_SERVE_PORT (checked by a test), so that building the
 # CLI does not import the TLS and crypto stack.
-DEFAULT_SERVE_PORT = 47821
+DEFAULT_SERVE_PORT = SERVE_PORT
 IDLE_TIMEOUT = 30.0
 MAX_LINES = 1000
 MAX_LINE = 8192
@@ -129,11 +130,15 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
       certpair serve
       certpair serve --listen 127.0.0.1 --port 0 --json
     """
-    from certpair.trusted import make_server  # noqa: PLC0415  # keeps start-up fast
+    from certpair.trusted import make_server, server_context  # noqa: PLC0415  # fast start-up
 
     home: Path = home_of(ctx)
     server = _Server(identity_of(ctx), store_of(ctx), as_json)
-    with make_server(server.handle, host, port, home, timeout=IDLE_TIMEOUT,
+    context = server_context(home)
+    # A joiner that reached this port by mistake learns it from ALPN at once; clients
+    # that offer no ALPN (curl, openssl) are served as before.
+    context.set_alpn_protocols([ALPN_TRUSTED])
+    with make_server(server.handle, host, port, home, context=context, timeout=IDLE_TIMEOUT,
                      on_refused=server.refused) as listener:
         bound = int(listener.server_address[1])
         if as_json:

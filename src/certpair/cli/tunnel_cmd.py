@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
+from certpair.cli.params import Finite
 from certpair.ports import TUNNEL_PORT
 
 if TYPE_CHECKING:
@@ -97,16 +98,16 @@ def _renderer(as_json: bool) -> Any:
 
 
 _LIMITS = [
-    click.option("--max-connections", type=click.IntRange(1, 100000), default=1000,
+    click.option("--max-connections", type=click.IntRange(1, 100000), default=1000, metavar="N",
                  show_default=True, help="Open connections at most; more are refused."),
-    click.option("--connect-timeout", type=click.FloatRange(min=0.1), default=10.0,
+    click.option("--connect-timeout", type=Finite(0.1, 3600), default=10, metavar="SECONDS",
                  show_default=True, help="Seconds to reach the far end and finish TLS."),
-    click.option("--idle-timeout", type=click.FloatRange(min=0), default=0,
+    click.option("--idle-timeout", type=Finite(0, 86400), default=0, metavar="SECONDS",
                  show_default=True, help="Close a connection idle this long (0: never)."),
-    click.option("--drain-timeout", type=click.FloatRange(min=0), default=10.0,
+    click.option("--drain-timeout", type=Finite(0, 3600), default=10, metavar="SECONDS",
                  show_default=True,
                  help="On SIGINT/SIGTERM, seconds open connections get to finish."),
-    click.option("--json", "as_json", is_flag=True, help="Print JSON events, one per line."),
+    click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line."),
 ]
 
 
@@ -116,20 +117,26 @@ def _limits(function: Any) -> Any:
     return function
 
 
-@click.group("tunnel")
+@click.group("tunnel", short_help="Carry TCP connections between paired devices.")
 def command() -> None:
-    """Carry TCP connections between paired devices over mutual TLS."""
+    """Carry TCP connections between paired devices over mutual TLS.
+
+    \b
+    Examples:
+      certpair tunnel serve --to 127.0.0.1:22
+      certpair tunnel connect alpha --listen 2222
+    """
 
 
 @command.command("serve")
 @click.option("--to", "to", required=True, metavar="HOST:PORT|unix:PATH",
               help="The service to forward to (loopback or a Unix socket).")
 @click.option("--listen", "host", default="0.0.0.0", show_default=True,  # noqa: S104  # peers are other devices
-              help="Address to listen on.")
+              metavar="ADDR", help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=TUNNEL_PORT, show_default=True,
-              help="TCP port; 0 picks a free one.")
-@click.option("--allow", "allow", multiple=True, metavar="PEER",
-              help="Let only this paired device through (repeatable; default: all).")
+              metavar="PORT", help="TCP port; 0 picks a free one.")
+@click.option("--allow", "allow", multiple=True, metavar="PEER", show_default="all",
+              help="Let only this paired device through (repeatable).")
 @click.option("--proxy-protocol", is_flag=True,
               help="Send a PROXY v2 header (address, peer fingerprint and name) first.")
 @click.option("--unsafe-target", is_flag=True,
@@ -144,6 +151,11 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
     """Accept paired devices and forward each connection to a service on this host.
 
     A systemd socket (LISTEN_FDS) replaces --listen/--port.
+
+    \b
+    Examples:
+      certpair tunnel serve --to 127.0.0.1:22
+      certpair tunnel serve --to unix:/run/app.sock --allow beta --proxy-protocol
     """
     from certpair.tunnel import ServeOptions, parse_target, serve_tunnel  # noqa: PLC0415
     from certpair.tunnel.acceptor import systemd_listener  # noqa: PLC0415
@@ -163,8 +175,8 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
 @command.command("connect")
 @click.argument("peer", metavar="PEER")
 @click.option("--to", "to", metavar="HOST[:PORT]",
-              help=f"Where PEER's tunnel serve listens (port {TUNNEL_PORT} if left out); "
-                   "default: the address PEER was paired from.")
+              show_default="the address PEER was paired from",
+              help=f"Where PEER's tunnel serve listens (port {TUNNEL_PORT} if left out).")
 @click.option("--listen", "listen", required=True, metavar="[ADDR:]PORT",
               help="Local address to listen on (loopback unless --unsafe-listen).")
 @click.option("--unsafe-listen", is_flag=True,
@@ -178,6 +190,11 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str, unsafe_l
     """Listen locally and carry each connection to PEER's `tunnel serve`.
 
     The far end must present exactly PEER's certificate.
+
+    \b
+    Examples:
+      certpair tunnel connect alpha --listen 2222
+      certpair tunnel connect 6b2f --to 192.168.1.20 --listen 127.0.0.1:8080 --json
     """
     from certpair.tunnel import (  # noqa: PLC0415
         ConnectOptions,

@@ -57,9 +57,10 @@ class Conversation:
         with contextlib.suppress(Exception):
             if self.tls.handshake_done:
                 self.tls.close()
-                data = self.tls.bytes_to_send()
-                if data:
-                    self.writer.write(data)
+            # Also what a failed handshake left queued: its alert tells the peer why.
+            data = self.tls.bytes_to_send()
+            if data:
+                self.writer.write(data)
         # Not awaiting wait_closed(): nothing depends on it, and a handler being
         # cancelled at shutdown must not be caught waiting there.
         self.writer.close()

@@ -4,20 +4,41 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import secrets
 import shlex
+from collections.abc import Callable
 
 from certpair.codes import Mode, Secret
 from certpair.errors import Expired, NetworkError, PairingFailed, PairingUnconfirmed
 from certpair.identity import Identity, fingerprint
 from certpair.net.conversation import Conversation
-from certpair.ports import PAIRING_PORT
+from certpair.ports import ALPN_PAIRING, PAIRING_PORT
 from certpair.protocol.events import Failed, FailureReason, Paired, Role, Unconfirmed
 from certpair.protocol.session import JoinerSession
 from certpair.store import Peer, StoreUnusable, TrustStore
 from certpair.tls import PairingTLS, TLSFailure
 
-__all__ = ["run_join", "unconfirmed_message"]
+__all__ = ["JoinStage", "run_join", "unconfirmed_message"]
+
+
+class JoinStage(enum.Enum):
+    """Where a join is, reported to ``on_progress`` as it gets there."""
+
+    CONNECTING = "connecting"
+    HANDSHAKE = "handshake"
+    PROVING = "proving"
+
+
+# What a timeout in each stage most likely means, for the one line the user reads.
+_TIMEOUT_CAUSES = {
+    JoinStage.CONNECTING: "while connecting: no answer at that address; is `certpair pair` "
+                          "running there, and does a firewall let the port through?",
+    JoinStage.HANDSHAKE: "during the TLS handshake: something answers at that port, but it "
+                         "is not a certpair offerer",
+    JoinStage.PROVING: "while proving the code: the offerer did not answer the proof; it "
+                       "may have stopped or be busy with another joiner",
+}
 
 
 _FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
@@ -76,9 +97,31 @@ async def _converse(conv: Conversation, session: JoinerSession, store: TrustStor
         return peer
 
 
+class _Progress:
+    """Remembers the stage a join is in, and reports each one as it is reached."""
+
+    def __init__(self, report: Callable[[JoinStage], None]) -> None:
+        self.report = report
+        self.stage = JoinStage.CONNECTING
+
+    def __call__(self, stage: JoinStage) -> None:
+        self.stage = stage
+        self.report(stage)
+
+
+def _check_pairing_port(tls: PairingTLS, remote: str) -> None:
+    """Stop at once, before any proof, if the server is a trusted certpair port (ALPN)."""
+    if tls.protocol() not in {None, ALPN_PAIRING}:
+        raise NetworkError(
+            f"{remote} is a trusted certpair port (`certpair serve` or a tunnel), not a "
+            f"pairing port: give the address and port that `certpair pair` shows (default "
+            f"{PAIRING_PORT})")
+
+
 async def run_join(
     *, identity: Identity, store: TrustStore, host: str, port: int = PAIRING_PORT,
     secret: Secret, timeout: float = 30.0, expected_fingerprint: str | None = None,
+    on_progress: Callable[[JoinStage], None] = lambda stage: None,
 ) -> Peer:
     """Join an offerer: connect, prove the secret, and trust the offerer on success.
 
@@ -96,6 +139,7 @@ async def run_join(
         timeout: overall limit in seconds for connecting and pairing.
         expected_fingerprint: if given, the offerer's certificate must have this
             fingerprint, or the joiner stops before sending any proof.
+        on_progress: called with each :class:`JoinStage` as the join reaches it.
 
     Returns:
         The stored peer.
@@ -105,22 +149,27 @@ async def run_join(
             the expected one, or the offerer could not store the pairing.
         PairingUnconfirmed: the proof checked but the outcome on the offerer is unknown.
         Expired: the offerer's secret expired, or the run timed out.
-        NetworkError: the offerer could not be reached or the connection broke.
+        NetworkError: the offerer could not be reached or the connection broke, or
+            the port is a trusted certpair port (serve, tunnel), not a pairing one.
         StoreUnusable: this device could not store the pairing (the offerer was told).
     """
     remote = f"{host}:{port}"
+    reach = _Progress(on_progress)
     tls = PairingTLS(identity, server_side=False)
     session: JoinerSession | None = None
     outcome: Peer | Failed | Unconfirmed | None = None
     try:
         async with asyncio.timeout(timeout):
+            reach(JoinStage.CONNECTING)
             try:
                 reader, writer = await asyncio.open_connection(host, port)
             except OSError as exc:
                 raise NetworkError(f"cannot reach {remote}: {exc.strerror or exc}") from exc
             conv = Conversation(reader, writer, tls)
             try:
+                reach(JoinStage.HANDSHAKE)
                 await conv.handshake()
+                _check_pairing_port(tls, remote)
                 channel = tls.channel()
                 if (expected_fingerprint is not None
                         and fingerprint(channel.cert_offerer) != expected_fingerprint):
@@ -133,6 +182,7 @@ async def run_join(
                     secret=secret, channel=channel, name=identity.name,
                     scalar=secrets.token_bytes(32) if secret.mode is Mode.CPACE else None,
                 )
+                reach(JoinStage.PROVING)
                 session.start()
                 await conv.send(session.data_to_send())
                 outcome = await _converse(conv, session, store, remote)
@@ -147,7 +197,8 @@ async def run_join(
         if not isinstance(outcome, Unconfirmed):
             store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
                                mode=secret.mode.value, outcome="failed", reason="timed out")
-            raise Expired(f"pairing with {remote} timed out") from None
+            cause = _TIMEOUT_CAUSES[reach.stage]
+            raise Expired(f"pairing with {remote} timed out {cause}") from None
     if isinstance(outcome, Peer):
         return outcome
     assert outcome is not None

@@ -5,12 +5,17 @@ from __future__ import annotations
 import ssl
 
 from certpair.errors import CertpairError, Expired, NetworkError
+from certpair.ports import SERVE_PORT
 from certpair.trusted.contexts import NotPaired
 
 __all__ = [
     "connection_error",
     "refusal_reason",
 ]
+
+# What a client offering only trusted certpair ALPN names reads from a pairing port
+# (Python leaves `reason` empty for this alert with some OpenSSL versions: the text too).
+_PAIRING_PORT_ALERT = "TLSV1_ALERT_NO_APPLICATION_PROTOCOL"
 
 # Alerts a TLS 1.3 client reads when the server did not accept its certificate.
 _REFUSED_ALERTS = frozenset({
@@ -38,6 +43,11 @@ def connection_error(error: BaseException, remote: str) -> CertpairError:
         return NotPaired(f"{remote} refused this device: it is not paired there")
     if isinstance(error, TimeoutError):
         return Expired(f"{remote} did not answer in time")
+    if isinstance(error, ssl.SSLError) and (error.reason == _PAIRING_PORT_ALERT
+                                            or "no application protocol" in str(error)):
+        return NetworkError(f"{remote} is a certpair pairing port (`certpair pair`), not a "
+                            "trusted one: give the port `certpair serve` listens on "
+                            f"(default {SERVE_PORT})")
     if isinstance(error, ssl.SSLError):
         return NetworkError(f"TLS with {remote} failed: {error.reason or error}")
     if isinstance(error, OSError):
