@@ -3,6 +3,7 @@ numbered, repaired after a crash at any point, and never trusted on its own."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import shutil
@@ -150,6 +151,43 @@ def test_a_certificate_put_in_the_directory_but_not_in_the_store_is_refused(
     outcome = handshake(server, client_context(tmp_path / "mallory"))
     assert isinstance(outcome.server, ssl.SSLCertVerificationError), outcome
     assert "not a paired device" in str(outcome.server)
+
+
+def test_asyncio_servers_refuse_a_planted_certificate_too(tmp_path: Path) -> None:
+    # OpenSSL accepts the planted file; only the check after the handshake, in the
+    # SSLObject that asyncio drives, stands between it and the handler.
+    alpha = create_identity(tmp_path / "alpha", "alpha")
+    mallory = create_identity(tmp_path / "mallory", "mallory")
+    with open_store(tmp_path / "mallory") as store:
+        add(store, "alpha", alpha.cert_der)
+    planted = tmp_path / "alpha" / "anchors" / f"{subject_hash(mallory.cert_der)}.0"
+    server_ctx = server_context(tmp_path / "alpha")
+    planted.write_text(ssl.DER_cert_to_PEM_cert(mallory.cert_der))
+    served: list[str] = []
+
+    async def run() -> bytes:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            served.append("mallory got in")
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=client_context(tmp_path / "mallory"))
+            try:
+                async with asyncio.timeout(10):
+                    return await reader.read(10)
+            except (OSError, ssl.SSLError):
+                return b""
+            finally:
+                writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == b""
+    assert served == []
 
 
 # -- crash safety: a writer killed at a random point ----------------------------------------

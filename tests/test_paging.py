@@ -74,3 +74,13 @@ def test_log_pages_back_with_offset(tmp_path: Path) -> None:
              _lines(home, "log", "--json", "--limit", "5", "--offset", "5")]
     assert newest == [f"10.0.0.{i}" for i in range(299, 294, -1)]
     assert older == [f"10.0.0.{i}" for i in range(294, 289, -1)]
+
+
+def test_unconfirmed_peers_is_one_bounded_read(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        for i, der in enumerate(self_signed_certs(8)):
+            store.commit_pairing(name=f"p{i}", cert_der=der, mode="cpace", role="joiner",
+                                 remote="t", confirmed=i % 2 == 0)
+        found = store.unconfirmed_peers(limit=3)
+        assert len(found) == 3 and not any(p.confirmed for p in found)
+        assert {p.name for p in store.unconfirmed_peers(limit=10)} == {"p1", "p3", "p5", "p7"}

@@ -11,6 +11,7 @@ holding the certificates and keys it made, so nothing of certpair helps it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shlex
@@ -92,6 +93,47 @@ def test_a_peer_stored_with_a_ca_certificate_cannot_mint_a_leaf_any_context_acce
                         issuer=x509.load_der_x509_certificate(ca).subject)
     _refused_both_ways(alpha, tmp_path, [minted], minted_key)
     _refused_both_ways(alpha, tmp_path, [minted, ca], minted_key)
+
+
+def test_an_asyncio_server_on_the_raw_context_never_sees_a_minted_leaf(
+    alpha: Path, tmp_path: Path
+) -> None:
+    # asyncio drives SSLObject.do_handshake itself: the check must sit there too.
+    ca_key = p256()
+    ca = forge_cert(ca_key, common_name="mallory-ca", ca=True,
+                    usage=key_usage(cert_sign=True))
+    _plant(alpha, "mallory", ca)
+    minted_key = p256()
+    minted = forge_cert(minted_key, common_name="minted", issuer_key=ca_key,
+                        issuer=x509.load_der_x509_certificate(ca).subject)
+    attacker = _holding(tmp_path, "a", [minted, ca], minted_key, server_side=False)
+    served: list[bytes] = []
+
+    async def run() -> bytes:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            served.append(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
+            writer.write(b"welcome\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0,
+                                            ssl=server_context(alpha))
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=attacker)
+            try:
+                async with asyncio.timeout(10):
+                    return await reader.read(100)
+            except (OSError, ssl.SSLError):
+                return b""
+            finally:
+                writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    assert asyncio.run(run()) == b""
+    assert served == []
 
 
 def test_a_ca_certificate_in_the_store_is_not_trusted_even_as_itself_and_peers_flags_it(

@@ -76,9 +76,10 @@ class _Server:
         if reason == "the other device does not trust this one":
             # The client did not send its certificate, so which device it was is
             # unknown; an unconfirmed pairing here is the likely story.
-            waiting = [p.name for p in self.store.peers() if not p.confirmed]
+            # A bounded read: any unpaired client can make this happen, on a hub too.
+            waiting = [printable(p.name) for p in self.store.unconfirmed_peers(limit=5)]
             if waiting:
-                reason += (f" (unconfirmed here: {', '.join(waiting[:5])}; if it was one of "
+                reason += (f" (unconfirmed here: {', '.join(waiting)}; if it was one of "
                            "them, its pairing did not complete there: pair again)")
         self.report(remote, None, reason)
 

@@ -64,6 +64,16 @@ class PagedReads:
                 return
             after = (batch[-1].paired_at, batch[-1].fingerprint)
 
+    def unconfirmed_peers(self, *, limit: int = 5) -> list[Peer]:
+        """Return up to ``limit`` peers still marked unconfirmed, oldest first (one
+        bounded read, whatever the number of peers)."""
+        try:
+            with self._lock:
+                return peers_sql.select_peers(self._db, "WHERE confirmed = 0", (),
+                                              limit=limit)
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc
+
     def count_peers(self) -> int:
         """Return how many peers the store holds."""
         try:
