@@ -155,6 +155,30 @@ def test_64_mib_each_way_at_once_arrive_with_equal_sha256(
         64 << 20, 64 << 20, "done")
 
 
+def test_a_one_way_upload_to_a_service_that_answers_only_at_eof_never_stalls(
+    devices: Devices, services: list[Service],
+) -> None:
+    # Nothing comes back until the end, and the service reads slowly through a small
+    # buffer: records left in OpenSSL's buffer while it caught up must still be read.
+    async def digest(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        got = hashlib.sha256()
+        while data := await reader.read(4096):
+            got.update(data)
+        writer.write(got.hexdigest().encode())
+        await writer.drain()
+
+    service = Service(digest, receive_buffer=4096)
+    services.append(service)
+    _, client = devices.pipe(service.address)
+    sent = hashlib.sha256()
+    with dial(client.port) as sock:
+        for block in blocks(16):
+            sent.update(block)
+            sock.sendall(block)
+        sock.shutdown(socket.SHUT_WR)
+        assert read_all(sock) == sent.hexdigest().encode()
+
+
 def test_500_concurrent_connections_all_complete(
     devices: Devices, services: list[Service],
 ) -> None:

@@ -107,7 +107,7 @@ class Service:
     ``accepted`` counts its connections; handlers may put results in ``results``.
     """
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, *, receive_buffer: int | None = None) -> None:
         self.accepted = 0
         self.results: queue.Queue[Any] = queue.Queue()
         self.loop = asyncio.new_event_loop()
@@ -124,7 +124,11 @@ class Service:
                 writer.close()
 
         async def start() -> asyncio.Server:
-            return await asyncio.start_server(accept, LOOPBACK, 0, backlog=1024)
+            listener = socket.socket()
+            if receive_buffer is not None:  # inherited by accepted connections (Linux)
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+            listener.bind((LOOPBACK, 0))
+            return await asyncio.start_server(accept, sock=listener, backlog=1024)
 
         self.server = asyncio.run_coroutine_threadsafe(start(), self.loop).result(WAIT)
         self.port = int(self.server.sockets[0].getsockname()[1])

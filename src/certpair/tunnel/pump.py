@@ -33,6 +33,7 @@ from certpair.tunnel.link import CHUNK, Outbox, TlsLink, reset
 __all__ = ["DONE", "Relay"]
 
 DONE = "done"
+_RECORD = 16384  # the most plaintext one TLS record holds: what one read returns
 _IN = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -128,10 +129,12 @@ class Relay:
         last = time.monotonic()
         while self._cut is None:
             # TLS -> plain: decrypt what has arrived, while the plain side keeps up.
+            starved = False  # OpenSSL needs more bytes (not: the plain side is behind)
             while not tls_done and to_plain.size < CHUNK:
                 try:
-                    data = tls.read(CHUNK)
+                    data = tls.read(_RECORD)
                 except ssl.SSLWantReadError:
+                    starved = True
                     break
                 except ssl.SSLZeroReturnError:
                     data = b""
@@ -182,6 +185,8 @@ class Relay:
                     if events:  # an fd without interest would report HUP in a loop
                         poller.register(fd, events)
                         watched[fd] = events
+            if not starved and not tls_done and to_plain.size < CHUNK:
+                continue  # records wait in OpenSSL's buffer and there is room now
             timeout = None
             if self.idle_timeout is not None:
                 left = last + self.idle_timeout - now
