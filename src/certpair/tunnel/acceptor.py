@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
+import queue
 import signal
 import socket
 import threading
@@ -26,6 +28,7 @@ __all__ = ["Stop", "address_of", "listen", "run_acceptor", "systemd_listener"]
 
 _BACKLOG = 1024
 _SD_LISTEN_FDS_START = 3
+_IDLE_WORKER = 60.0
 _OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
@@ -86,6 +89,41 @@ def _signals_stop() -> Iterator[None]:
             signal.signal(sig, previous)
 
 
+class _Workers:
+    """Threads kept for the next connections: starting a thread per connection costs
+    more than a queue hand-off (measured on the connect time). An idle thread ends
+    after :data:`_IDLE_WORKER` seconds."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._idle = 0
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            if self._idle:
+                self._idle -= 1
+                self._jobs.put(job)
+                return
+        threading.Thread(target=self._work, args=(job,), daemon=True,
+                         name="certpair-tunnel-connection").start()
+
+    def _work(self, job: Callable[[], None]) -> None:
+        while True:
+            job()
+            with self._lock:
+                self._idle += 1
+            try:
+                job = self._jobs.get(timeout=_IDLE_WORKER)
+            except queue.Empty:
+                with self._lock:
+                    try:  # a job handed over while the wait timed out is still ours
+                        job = self._jobs.get_nowait()
+                    except queue.Empty:
+                        self._idle -= 1
+                        return
+
+
 def run_acceptor(
     listener: socket.socket, handle: Callable[[socket.socket, str], TunnelEvent | None], *,
     connections: Connections, refusals: Refusals, watch: TrustWatch, on_event: OnEvent,
@@ -112,6 +150,7 @@ def run_acceptor(
         if last is not None:  # reported once the slot is free again
             on_event(last)
 
+    workers = _Workers()
     watch.start()
     with _signals_stop():
         try:
@@ -132,8 +171,7 @@ def run_acceptor(
                         reset(sock)
                         refusals.add(remote.rsplit(":", 1)[0], "too many connections")
                         continue
-                    threading.Thread(target=run, args=(sock, remote), daemon=True,
-                                     name=f"certpair-tunnel {remote}").start()
+                    workers.submit(functools.partial(run, sock, remote))
         except Stop:
             pass
         cut = 0

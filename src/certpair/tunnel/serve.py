@@ -123,13 +123,14 @@ class _Server:
             relay.close(clean=False)
             return None
         conn_id = next(self.ids)
-        with contextlib.suppress(Exception):
-            self.store.record_event(kind="connection", role=_ROLE, remote=remote, mode="mtls",
-                                    outcome="accepted", reason="", peer_name=peer.name,
-                                    peer_fingerprint=peer.fingerprint)
         self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
         start = time.monotonic()
         reason = relay.run()
+        # Logged at the end: a commit before the first byte would add to every connect.
+        with contextlib.suppress(Exception):
+            self.store.record_event(kind="connection", role=_ROLE, remote=remote, mode="mtls",
+                                    outcome="accepted", reason=reason, peer_name=peer.name,
+                                    peer_fingerprint=peer.fingerprint)
         return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.received,
                       bytes_down=relay.sent, duration=time.monotonic() - start, reason=reason)
 
