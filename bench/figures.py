@@ -296,10 +296,12 @@ def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
         from bench.fleet import fleet
         from bench.load import pair_under_load
         from bench.store_scale import store_scale
+        from bench.tunnel import tunnel_figures
 
         load = pair_under_load(quick=quick)
         scale_fig = store_scale(quick=quick)
         fleet_fig = fleet(quick=quick, peers=peers)
+        tunnel = tunnel_figures(quick=quick)
     finally:
         devices.close()
     return {
@@ -313,6 +315,7 @@ def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
         **load,
         **scale_fig,
         **fleet_fig,
+        **tunnel,
         "cli_start_ms": start["certpair_version"]["median"],
         "cli_start": start,
         "hmac_guesses_per_s": guesses["guesses_per_s"],
