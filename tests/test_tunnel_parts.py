@@ -3,6 +3,7 @@ header byte for byte, where ``tunnel connect`` finds its peer, and the layering.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +15,10 @@ from certpair.identity import create_identity
 from certpair.ports import TUNNEL_PORT
 from certpair.store import open_store
 from certpair.tunnel import Target, parse_listen, parse_target, resolve_far_end
+from certpair.tunnel.dnssd import tunnel_properties
 from certpair.tunnel.proxy_v2 import encode_header
 from tests.cliutil import LOOPBACK, run
-from tests.tunnelutil import Tunnel
+from tests.tunnelutil import Service, Tunnel, echo, make_devices
 
 
 @pytest.mark.parametrize(("text", "target"), [
@@ -101,6 +103,39 @@ def test_connect_finds_the_peer_at_the_address_it_was_paired_from(tmp_path: Path
             f"192.0.2.7:{TUNNEL_PORT}", "pairing")
     finally:
         tunnel.kill()
+
+
+def test_connect_finds_a_peer_without_a_pairing_address_by_dns_sd(
+    tmp_path: Path,
+) -> None:
+    devices = make_devices(tmp_path)
+    eps = create_identity(tmp_path / "eps", "eps")
+    for who, whom in (("alpha", eps), ("eps", devices.ids["alpha"])):
+        with open_store(tmp_path / who) as store:  # no address: paired from nowhere
+            store.commit_pairing(name=whom.name, cert_der=whom.cert_der, mode="cpace",
+                                 role="joiner", remote="")
+    service = Service(echo)
+    try:
+        server = devices.serve(service.address, advertise=True)
+        assert server.next_event()["event"] == "advertised"
+        client = Tunnel(tmp_path / "eps", "connect", "alpha", "--listen", "0",
+                        "--interface", LOOPBACK, "--discovery-timeout", "10")
+        devices.started.append(client)
+        assert (client.listening["remote"], client.listening["address_from"]) == (
+            f"{LOOPBACK}:{server.port}", "dns-sd")
+        with socket.create_connection((LOOPBACK, client.port), timeout=30) as sock:
+            sock.sendall(b"found")
+            sock.shutdown(socket.SHUT_WR)
+            assert sock.recv(16) == b"found"
+    finally:
+        service.close()
+        for tunnel in devices.started:
+            tunnel.kill()
+
+
+def test_tunnel_advertisement_carries_only_version_name_and_fingerprint() -> None:
+    assert tunnel_properties(name="alpha", fingerprint="sha256:" + "0" * 64) == {
+        "v": "1", "name": "alpha", "fp": "sha256:" + "0" * 64}
 
 
 def test_connect_without_a_known_address_asks_for_to(tmp_path: Path) -> None:

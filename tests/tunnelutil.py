@@ -76,9 +76,11 @@ class Devices:
             store.commit_pairing(name=whom, cert_der=self.ids[whom].cert_der, mode="cpace",
                                  role="offerer", remote=f"{LOOPBACK}:47820")
 
-    def serve(self, to: str, *args: str, home: str = "alpha") -> Tunnel:
+    def serve(self, to: str, *args: str, home: str = "alpha", advertise: bool = False
+              ) -> Tunnel:
+        quiet = () if advertise else ("--no-advertise",)
         self.started.append(Tunnel(self.home(home), "serve", "--to", to, "--listen", LOOPBACK,
-                                   "--port", "0", *args))
+                                   "--port", "0", *quiet, *args))
         return self.started[-1]
 
     def connect(self, who: str, peer: str, port: int, *args: str) -> Tunnel:

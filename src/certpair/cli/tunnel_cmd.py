@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["command"]
 
+TUNNEL_SERVICE = "_certpair-tunnel._tcp"
+
 
 def _peer(peer: Peer | None) -> dict[str, str] | None:
     return None if peer is None else {"name": peer.name, "fingerprint": peer.fingerprint}
@@ -28,6 +30,7 @@ def _peer(peer: Peer | None) -> dict[str, str] | None:
 
 def _as_json(event: TunnelEvent) -> dict[str, Any]:
     from certpair.tunnel import (  # noqa: PLC0415
+        Advertised,
         Closed,
         Failed,
         Listening,
@@ -39,6 +42,9 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
 
     if isinstance(event, Listening):
         return {"event": "listening", "host": event.host, "port": event.port, **event.details}
+    if isinstance(event, Advertised):
+        return ({"event": "advertised"} if event.problem is None
+                else {"event": "not_advertised", "reason": event.problem})
     if isinstance(event, Opened):
         return {"event": "opened", "id": event.id, "remote": event.remote,
                 "peer": _peer(event.peer)}
@@ -68,6 +74,10 @@ def _as_text(data: dict[str, Any]) -> str:
             return f"Tunnel to {data['to']} listening on {where}  (Ctrl-C stops)"
         return (f"Tunnel to {peer['name']} at {data['remote']} (address from "
                 f"{data['address_from']}) listening on {where}  (Ctrl-C stops)")
+    if kind == "advertised":
+        return f"Advertised on the local network ({TUNNEL_SERVICE}, fingerprint only)"
+    if kind == "not_advertised":
+        return f"Not advertised: {data['reason']}"
     if kind == "opened":
         return f"#{data['id']} {peer['name']} from {data['remote']}: open"
     if kind == "closed":
@@ -139,13 +149,15 @@ def command() -> None:
               help="Let only this paired device through (repeatable).")
 @click.option("--proxy-protocol", is_flag=True,
               help="Send a PROXY v2 header (address, peer fingerprint and name) first.")
+@click.option("--no-advertise", is_flag=True,
+              help=f"Do not publish {TUNNEL_SERVICE} (name and fingerprint) with DNS-SD.")
 @click.option("--unsafe-target", is_flag=True,
               help="Allow a target on another host: the bytes past the tunnel travel in "
                    "clear and the target sees this host, not the device.")
 @_limits
 @click.pass_context
 def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, ...],
-          proxy_protocol: bool, unsafe_target: bool, max_connections: int,
+          proxy_protocol: bool, no_advertise: bool, unsafe_target: bool, max_connections: int,
           connect_timeout: float, idle_timeout: float, drain_timeout: float,
           as_json: bool) -> None:
     """Accept paired devices and forward each connection to a service on this host.
@@ -166,25 +178,32 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
     allowed = frozenset(store.find_peer(p).fingerprint for p in allow) if allow else None
     options = ServeOptions(
         home=home_of(ctx), target=target, host=host, port=port, allow=allowed,
-        proxy_protocol=proxy_protocol, max_connections=max_connections,
-        connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
-        drain_timeout=drain_timeout)
+        proxy_protocol=proxy_protocol, advertise=not no_advertise,
+        max_connections=max_connections, connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout or None, drain_timeout=drain_timeout)
     serve_tunnel(options, _renderer(as_json), listener=systemd_listener())
 
 
 @command.command("connect")
 @click.argument("peer", metavar="PEER")
 @click.option("--to", "to", metavar="HOST[:PORT]",
-              show_default="the address PEER was paired from",
+              show_default="the address PEER was paired from, else DNS-SD",
               help=f"Where PEER's tunnel serve listens (port {TUNNEL_PORT} if left out).")
 @click.option("--listen", "listen", required=True, metavar="[ADDR:]PORT",
               help="Local address to listen on (loopback unless --unsafe-listen).")
+@click.option("--discovery-timeout", type=Finite(0, 60), default=3, metavar="SECONDS",
+              show_default=True,
+              help="Without --to and a pairing address: seconds to look for PEER's "
+                   f"{TUNNEL_SERVICE} on the local network (0: do not).")
+@click.option("--interface", "interfaces", multiple=True, metavar="ADDR",
+              help="Look only on the interface with this IPv4 address (repeatable).")
 @click.option("--unsafe-listen", is_flag=True,
               help="Allow a listen address that is not loopback: whoever reaches it uses "
                    "the tunnel as this device.")
 @_limits
 @click.pass_context
-def connect(ctx: click.Context, peer: str, to: str | None, listen: str, unsafe_listen: bool,
+def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
+            discovery_timeout: float, interfaces: tuple[str, ...], unsafe_listen: bool,
             max_connections: int, connect_timeout: float, idle_timeout: float,
             drain_timeout: float, as_json: bool) -> None:
     """Listen locally and carry each connection to PEER's `tunnel serve`.
@@ -196,6 +215,7 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str, unsafe_l
       certpair tunnel connect alpha --listen 2222
       certpair tunnel connect 6b2f --to 192.168.1.20 --listen 127.0.0.1:8080 --json
     """
+    from certpair.addresses import check_interfaces  # noqa: PLC0415
     from certpair.tunnel import (  # noqa: PLC0415
         ConnectOptions,
         connect_tunnel,
@@ -204,10 +224,13 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str, unsafe_l
     )
 
     listen_host, listen_port = parse_listen(listen, unsafe=unsafe_listen)
+    interfaces = tuple(check_interfaces(interfaces))
     identity_of(ctx)  # first: no identity is the more useful error
     store = store_of(ctx)
     found = store.find_peer(peer)
-    host, port, source = resolve_far_end(store, found, to)
+    host, port, source = resolve_far_end(store, found, to,
+                                         discovery_timeout=discovery_timeout,
+                                         interfaces=interfaces)
     options = ConnectOptions(
         home=home_of(ctx), peer=found, host=host, port=port, source=source,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,

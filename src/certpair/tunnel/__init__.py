@@ -15,6 +15,7 @@ from __future__ import annotations
 from certpair.tunnel.address import resolve_far_end
 from certpair.tunnel.connect import ConnectOptions, connect_tunnel
 from certpair.tunnel.events import (
+    Advertised,
     Closed,
     Failed,
     Listening,
@@ -29,6 +30,7 @@ from certpair.tunnel.serve import ServeOptions, serve_tunnel
 from certpair.tunnel.targets import Target, parse_listen, parse_target
 
 __all__ = [
+    "Advertised",
     "Closed",
     "ConnectOptions",
     "Failed",

@@ -1,11 +1,15 @@
 """Where ``tunnel connect`` finds PEER when no ``--to`` is given.
 
-The store keeps no address per peer; its audit log does: every pairing row holds the
-other device's address as this device saw it. The newest successful pairing with PEER
-gives the host; the port is the tunnel's default.
+First the address PEER was paired from: the store keeps no address per peer, but its
+audit log does (every pairing row holds the other device's address as this device saw
+it); the newest successful pairing with PEER gives the host, the port is the tunnel's
+default. Else DNS-SD: the ``tunnel serve`` advertising PEER's fingerprint
+(:mod:`certpair.tunnel.dnssd`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from certpair.errors import BadInput
 from certpair.ports import TUNNEL_PORT
@@ -28,16 +32,21 @@ def remembered_host(store: TrustStore, peer: Peer) -> str | None:
     return None
 
 
-def resolve_far_end(store: TrustStore, peer: Peer, to: str | None) -> tuple[str, int, str]:
+def resolve_far_end(
+    store: TrustStore, peer: Peer, to: str | None, *, discovery_timeout: float = 0.0,
+    interfaces: Sequence[str] = (),
+) -> tuple[str, int, str]:
     """Where to reach ``peer``'s ``tunnel serve``.
 
     Args:
         store: the trust store.
         peer: the paired device.
         to: ``--to HOST[:PORT]``, or None.
+        discovery_timeout: seconds to look for it with DNS-SD (0: do not).
+        interfaces: IPv4 addresses of the interfaces to browse; empty means all.
 
     Returns:
-        ``(host, port, source)``; source is ``--to`` or ``pairing``.
+        ``(host, port, source)``; source is ``--to``, ``pairing`` or ``dns-sd``.
 
     Raises:
         BadInput: ``to`` is malformed, or there is no address to use.
@@ -48,4 +57,11 @@ def resolve_far_end(store: TrustStore, peer: Peer, to: str | None) -> tuple[str,
     host_ = remembered_host(store, peer)
     if host_ is not None:
         return host_, TUNNEL_PORT, "pairing"
-    raise BadInput(f"no address known for {peer.name}: give --to HOST[:PORT]")
+    if discovery_timeout > 0:
+        from certpair.tunnel.dnssd import find_tunnel  # noqa: PLC0415  # zeroconf is slow
+
+        found = find_tunnel(peer.fingerprint, timeout=discovery_timeout, interfaces=interfaces)
+        if found is not None:
+            return found[0], found[1], "dns-sd"
+    raise BadInput(f"no address known for {peer.name} and no tunnel of it found on the "
+                   f"local network: give --to HOST[:PORT]")

@@ -1,9 +1,10 @@
 """``tunnel connect``: listen locally and carry each connection to one paired device's
 ``tunnel serve``, after checking that the far end is exactly that device.
 
-Per connection: connect to the device, the TLS handshake (the context admits paired
-devices only), then the certificate's fingerprint must be the one PEER was paired with
-(``peer_of`` is not enough: any paired device would pass it), then the relay. TLS 1.3
+Per connection: connect to the device, the TLS handshake (the context is pinned to
+PEER), then, independently of that pin, the certificate's fingerprint must be the one
+PEER was paired with (``peer_of`` alone is not enough: any paired device would pass
+it), then the relay. TLS 1.3
 lets the client finish its handshake before the server has judged its certificate: a
 far end that refuses this device shows as an alert on the first read, which ends that
 connection with the reason.
@@ -23,7 +24,12 @@ from pathlib import Path
 from certpair.errors import CertpairError
 from certpair.identity import fingerprint
 from certpair.store import Peer, TrustStore, open_store
-from certpair.trusted import client_context, connection_error, peer_of
+from certpair.trusted import (
+    NotPaired,
+    client_context,
+    connection_error,
+    peer_of,
+)
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
 from certpair.tunnel.link import TlsLink, reset
@@ -58,7 +64,7 @@ class ConnectOptions:
 class _Client:
     def __init__(self, options: ConnectOptions, store: TrustStore, on_event: OnEvent) -> None:
         self.options, self.store, self.on_event = options, store, on_event
-        self.context = client_context(options.home)
+        self.context = client_context(options.home, peer=options.peer)
         self.remote = address_of((options.host, options.port))
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(
@@ -85,21 +91,21 @@ class _Client:
                                            timeout=max(0.1, deadline - time.monotonic()))
         except OSError as exc:
             raise connection_error(exc, self.remote) from exc
+        link = TlsLink(raw, self.context, server_side=False)
         try:
-            link = TlsLink(raw, self.context, server_side=False)
             link.handshake(deadline)
-        except (OSError, ssl.SSLError) as exc:
-            raw.close()
-            raise connection_error(exc, self.remote) from exc
-        der = link.tls.getpeercert(binary_form=True) or b""
-        try:
+            der = link.tls.getpeercert(binary_form=True) or b""
+            # The context is pinned to PEER already; this check does not depend on it.
             if fingerprint(der) != options.peer.fingerprint:
-                raise connection_error(ssl.SSLCertVerificationError(), self.remote)
+                raise NotPaired("not PEER")
             peer = peer_of(link.tls, self.store)
-        except CertpairError as exc:
-            link.sock.close()
-            raise type(exc)(f"{self.remote} is not {options.peer.name}: it presents "
-                            f"{fingerprint(der) if der else 'no certificate'}") from exc
+        except (OSError, ssl.SSLError, CertpairError) as exc:
+            raw.close()
+            if isinstance(exc, ssl.SSLCertVerificationError | NotPaired):
+                der = _presented(link)
+                shown = f": it presents {fingerprint(der)}" if der else ""
+                raise NotPaired(f"{self.remote} is not {options.peer.name}{shown}") from exc
+            raise connection_error(exc, self.remote) from exc
         return link, peer
 
     def handle(self, local: socket.socket, remote: str) -> Closed | None:
@@ -127,6 +133,14 @@ class _Client:
                           reason=reason)
         finally:
             self.connections.untrack(tracked)
+
+
+def _presented(link: TlsLink) -> bytes:
+    """The far end's certificate, if the handshake got that far."""
+    try:
+        return link.tls.getpeercert(binary_form=True) or b""
+    except ValueError:
+        return b""
 
 
 def connect_tunnel(options: ConnectOptions, on_event: OnEvent, *,

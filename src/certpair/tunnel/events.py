@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from certpair.store import Peer
 
 __all__ = [
+    "Advertised",
     "Closed",
     "Failed",
     "Listening",
@@ -31,6 +32,13 @@ class Listening:
     host: str
     port: int
     details: dict[str, object]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advertised:
+    """DNS-SD: ``tunnel serve`` is published, or ``problem`` says why it is not."""
+
+    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,5 +96,5 @@ class Stopped:
     cut: int
 
 
-TunnelEvent = Listening | Opened | Closed | Failed | Refused | Stopping | Stopped
+TunnelEvent = Listening | Advertised | Opened | Closed | Failed | Refused | Stopping | Stopped
 OnEvent = Callable[[TunnelEvent], None]

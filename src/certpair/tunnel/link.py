@@ -17,6 +17,8 @@ import struct
 import time
 from collections import deque
 
+from certpair.trusted import PeerRefused
+
 __all__ = ["CHUNK", "Outbox", "TlsLink", "reset", "wait_for"]
 
 # One read or write per system call: large enough that the per-call cost of Python is
@@ -131,8 +133,10 @@ class TlsLink:
                 wait_for(self.sock, select.POLLIN, deadline)
                 self.receive()
                 continue
+            except PeerRefused:
+                raise  # refused after OpenSSL's handshake: nothing more to send
             except ssl.SSLError:
-                with contextlib.suppress(OSError):
+                with contextlib.suppress(OSError):  # the alert, so the other side knows
                     self.flush(min(deadline, time.monotonic() + 1.0))
                 raise
             self.flush(deadline)

@@ -14,16 +14,25 @@ import itertools
 import select
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from certpair.identity import fingerprint
+from certpair.identity import fingerprint, load_identity
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import NotPaired, peer_of, refusal_reason, server_context
 from certpair.tunnel.acceptor import listen, run_acceptor
-from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
+from certpair.tunnel.events import (
+    Advertised,
+    Closed,
+    Failed,
+    Listening,
+    OnEvent,
+    Opened,
+    Refused,
+)
 from certpair.tunnel.link import TlsLink, wait_for
 from certpair.tunnel.proxy_v2 import encode_header
 from certpair.tunnel.pump import Relay
@@ -40,7 +49,8 @@ class ServeOptions:
     """What ``tunnel serve`` was asked to do.
 
     ``allow`` holds the fingerprints of the only peers let through (None: every paired
-    device). Timeouts are in seconds; ``idle_timeout`` None never times out.
+    device). ``advertise`` publishes the tunnel with DNS-SD. Timeouts are in seconds;
+    ``idle_timeout`` None never times out.
     """
 
     home: Path
@@ -49,6 +59,7 @@ class ServeOptions:
     port: int
     allow: frozenset[str] | None = None
     proxy_protocol: bool = False
+    advertise: bool = False
     max_connections: int = 1000
     connect_timeout: float = 10.0
     idle_timeout: float | None = None
@@ -189,6 +200,24 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
             "max_connections": options.max_connections}))
         if ready is not None:
             ready()
-        run_acceptor(sock, server.handle, connections=server.connections,
-                     refusals=server.refusals, watch=server.watch, on_event=on_event,
-                     drain_timeout=options.drain_timeout)
+        advertisement = None
+        if options.advertise:
+            from certpair.tunnel.dnssd import TunnelAdvertisement  # noqa: PLC0415
+
+            identity = load_identity(options.home)
+            advertisement = TunnelAdvertisement(name=identity.name,
+                                                fingerprint=identity.fingerprint,
+                                                port=int(port), listen_host=str(host))
+
+            def publish() -> None:  # probing takes seconds: not in the way of serving
+                assert advertisement is not None
+                on_event(Advertised(problem=advertisement.start()))
+
+            threading.Thread(target=publish, daemon=True, name="certpair-dnssd").start()
+        try:
+            run_acceptor(sock, server.handle, connections=server.connections,
+                         refusals=server.refusals, watch=server.watch, on_event=on_event,
+                         drain_timeout=options.drain_timeout)
+        finally:
+            if advertisement is not None:
+                advertisement.close()
