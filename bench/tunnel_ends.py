@@ -192,21 +192,27 @@ class CertpairChain(Chain):
 
 
 class StunnelChain(Chain):
-    def __init__(self, pair: Pair, service_port: int, binary: str) -> None:
+    """stunnel's server and client. ``resume=False`` (the like-for-like setting) makes
+    every connection a full handshake with certificates, as certpair's are: certpair
+    issues no session tickets, so that a removed device cannot resume its way back in."""
+
+    def __init__(self, pair: Pair, service_port: int, binary: str, *,
+                 resume: bool = False) -> None:
         super().__init__()
         alpha, beta = pair.exported["alpha"], pair.exported["beta"]
         server_port, self.port = free_port(), free_port()
         common = ("foreground = yes\npid =\ndebug = 3\nsslVersionMin = TLSv1.3\n"
-                  "socket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n")
-        server = (f"{common}[tunnel]\naccept = {LOOPBACK}:{server_port}\n"
+                  "socket = l:TCP_NODELAY=1\nsocket = r:TCP_NODELAY=1\n"
+                  f"[tunnel]\nsessionResume = {'yes' if resume else 'no'}\n")
+        server = (f"{common}accept = {LOOPBACK}:{server_port}\n"
                   f"connect = {LOOPBACK}:{service_port}\ncert = {alpha['cert']}\n"
                   f"key = {alpha['key']}\nCAfile = {alpha['peers']}\nverifyPeer = yes\n")
-        client = (f"{common}[tunnel]\nclient = yes\naccept = {LOOPBACK}:{self.port}\n"
+        client = (f"{common}client = yes\naccept = {LOOPBACK}:{self.port}\n"
                   f"connect = {LOOPBACK}:{server_port}\ncert = {beta['cert']}\n"
                   f"key = {beta['key']}\nCAfile = {beta['peers']}\nverifyPeer = yes\n")
         for name, text, port in (("server", server, server_port), ("client", client,
                                                                     self.port)):
-            conf = pair.root / f"stunnel-{name}.conf"
+            conf = pair.root / f"stunnel-{name}-{server_port}.conf"
             conf.write_text(text)
             self.procs.append(subprocess.Popen([binary, str(conf)], stdout=subprocess.DEVNULL,
                                                stderr=subprocess.DEVNULL, text=True))
