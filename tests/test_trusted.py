@@ -538,3 +538,40 @@ def test_a_store_of_2000_peers_accepts_the_right_peer_and_refuses_an_unknown_one
     assert handshake(server_ctx, client_context(devices.home("beta"))).server == devices.fp("beta")
     refused = handshake(server_ctx, client_context(devices.home("gamma")))
     assert isinstance(refused.server, ssl.SSLCertVerificationError)
+
+
+def test_a_removal_is_not_served_from_openssl_s_cache_of_looked_up_anchors(
+    devices: Devices,
+) -> None:
+    # OpenSSL keeps every anchor it looked up in the context's store; the context that
+    # takes over after a change starts empty, so OpenSSL itself refuses the removed peer
+    # (an OpenSSL verify error, before certpair's own check would run).
+    server_ctx = server_context(devices.home("alpha"))
+    client_ctx = client_context(devices.home("beta"))
+    assert handshake(server_ctx, client_ctx).ok
+    devices.forget("alpha", "beta")
+    refused = handshake(server_ctx, client_ctx)
+    assert isinstance(refused.server, ssl.SSLCertVerificationError)
+    assert refused.server.verify_code != 0  # OpenSSL's verdict, not PeerRefused (0)
+
+
+async def test_open_connection_pinned_to_one_device_refuses_another(devices: Devices) -> None:
+    devices.trust("gamma", "beta")
+    devices.trust("beta", "gamma")
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                      peer: Peer) -> None:
+        writer.write(b"x")
+        await writer.drain()
+
+    server = await start_server(handler, "127.0.0.1", 0, devices.home("beta"))
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(NotPaired):
+            await open_connection("127.0.0.1", port, devices.home("gamma"), peer="alpha")
+        _, writer, peer = await open_connection("127.0.0.1", port, devices.home("gamma"),
+                                                peer="beta")
+        writer.close()
+        assert peer.fingerprint == devices.fp("beta")
+    finally:
+        server.close()
