@@ -327,3 +327,20 @@ def make_link(
         offerer=make_offerer(offer, channel=channel),
         now=now,
     )
+
+
+def started_joiner(mode: Mode, *, exporter: bytes = EXPORTER_1) -> tuple[JoinerSession, bytes]:
+    """A joiner of a fresh ``mode`` secret, started, and its first message."""
+    joiner = make_joiner(make_secret(mode), channel=make_channel(exporter=exporter))
+    joiner.start()
+    return joiner, joiner.data_to_send()
+
+
+def honest_link(mode: Mode, offer: Offer | None = None, exporter: bytes = EXPORTER_1) -> Link:
+    """A link between the two honest sides of ``offer`` (a fresh ``mode`` one if None)."""
+    return make_link(offer or make_offer(make_secret(mode)), exporter=exporter)
+
+
+def nobody_paired(link: Link) -> bool:
+    """Whether neither side of ``link`` saw ``Paired``."""
+    return not any(isinstance(event, Paired) for event in link.joiner_events + link.offerer_events)
