@@ -4,9 +4,12 @@ refusals, limits, descriptors, the PROXY v2 header. Real processes on loopback."
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sqlite3
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,3 +232,54 @@ def test_proxy_protocol_v2_tells_the_service_the_address_and_the_device(
     assert tlvs[0xE1] == b"beta"
     assert tlvs[0x20] == b"\x07\x00\x00\x00\x00\x21\x00\x07TLSv1.3"
     assert payload == b"payload"
+
+
+def test_idle_timeout_closes_a_quiet_connection_and_says_why(
+    devices: Devices, service: Service,
+) -> None:
+    server, client = devices.pipe(service.address, "--idle-timeout", "0.3")
+    with dial(client.port) as sock:
+        sock.sendall(b"x")
+        assert sock.recv(1) == b"x"
+        with pytest.raises(ConnectionResetError):
+            read_all(sock)  # nothing more is sent: the tunnel gives up on it
+    assert server.event("closed")["reason"] == "idle timeout"
+
+
+def test_a_far_end_that_never_answers_fails_after_the_connect_timeout(
+    devices: Devices,
+) -> None:
+    with socket.create_server((LOOPBACK, 0), backlog=8) as mute:  # accepts, never speaks
+        client = devices.connect("beta", "alpha", mute.getsockname()[1],
+                                 "--connect-timeout", "0.5")
+        with dial(client.port) as sock, pytest.raises(ConnectionResetError):
+            read_all(sock)
+        assert "did not answer in time" in client.event("failed")["reason"]
+
+
+def test_serve_takes_its_listening_socket_from_systemd(devices: Devices,
+                                                      service: Service) -> None:
+    listener = socket.create_server((LOOPBACK, 0))
+    port = listener.getsockname()[1]
+    # What systemd does: the socket as descriptor 3, LISTEN_PID naming the exec'd process.
+    activate = (
+        "import os, sys; os.dup2(int(sys.argv[1]), 3); "
+        "os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS='1'); "
+        "os.execv(sys.executable, [sys.executable, '-m', 'certpair', *sys.argv[2:]])")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", activate, str(listener.fileno()), "--home",
+         str(devices.home("alpha")), "tunnel", "serve", "--to", service.address,
+         "--no-advertise", "--json"],
+        pass_fds=(listener.fileno(),), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    listener.close()
+    try:
+        assert proc.stdout is not None
+        listening = json.loads(proc.stdout.readline())
+        assert (listening["event"], listening["port"]) == ("listening", port)
+        client = devices.connect("beta", "alpha", port)
+        assert round_trip(client.port) == b"ping"
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=WAIT)
+    assert proc.returncode == 0
