@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from certpair.errors import NetworkError
-from certpair.tunnel.events import OnEvent, Stopped, Stopping, TunnelEvent
+from certpair.tunnel.events import Failed, OnEvent, Stopped, Stopping, TunnelEvent
 from certpair.tunnel.link import reset
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch
 
@@ -145,6 +145,9 @@ def run_acceptor(
         last: TunnelEvent | None = None
         try:
             last = handle(sock, remote)
+        except Exception as exc:  # e.g. the store became unusable
+            sock.close()
+            last = Failed(remote=remote, reason=f"internal error: {exc}")
         finally:
             connections.release_slot()
         if last is not None:  # reported once the slot is free again
@@ -174,16 +177,22 @@ def run_acceptor(
                     workers.submit(functools.partial(run, sock, remote))
         except Stop:
             pass
-        cut = 0
-        try:
-            on_event(Stopping(open=connections.busy, drain_timeout=drain_timeout))
-            if not connections.wait_idle(time.monotonic() + drain_timeout):
-                cut = connections.cut_unless(lambda _: False, "shutdown")
-                connections.wait_idle(time.monotonic() + 2.0)
-        except Stop:  # a second signal: stop draining
+        _drain(connections, refusals, watch, on_event, drain_timeout)
+
+
+def _drain(connections: Connections, refusals: Refusals, watch: TrustWatch,
+           on_event: OnEvent, drain_timeout: float) -> None:
+    """Let open connections finish for ``drain_timeout`` seconds, then cut the rest."""
+    cut = 0
+    try:
+        on_event(Stopping(open=connections.busy, drain_timeout=drain_timeout))
+        if not connections.wait_idle(time.monotonic() + drain_timeout):
             cut = connections.cut_unless(lambda _: False, "shutdown")
             connections.wait_idle(time.monotonic() + 2.0)
-        finally:
-            watch.stop()
-            refusals.flush(everything=True)
-        on_event(Stopped(cut=cut))
+    except Stop:  # a second signal: stop draining
+        cut = connections.cut_unless(lambda _: False, "shutdown")
+        connections.wait_idle(time.monotonic() + 2.0)
+    finally:
+        watch.stop()
+        refusals.flush(everything=True)
+    on_event(Stopped(cut=cut))
