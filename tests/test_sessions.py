@@ -648,8 +648,9 @@ def test_hmac_sessions_need_no_scalar() -> None:
         (4, FailureReason.BUSY),
         (5, FailureReason.EXPIRED),
         (7, FailureReason.STORE_FAILED),
+        (8, FailureReason.CERTIFICATE_REFUSED),
         (0, FailureReason.PROTOCOL_ERROR),
-        (8, FailureReason.PROTOCOL_ERROR),
+        (9, FailureReason.PROTOCOL_ERROR),
         (0x7F, FailureReason.PROTOCOL_ERROR),
         (0xFF, FailureReason.PROTOCOL_ERROR),
         # CONNECTION_LOST is local only; on the wire 6 is unknown.

@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certpair.errors import BadInput, LocalStateError
+from certpair.errors import LocalStateError
+from certpair.names import MAX_NAME_BYTES, check_name
 
 __all__ = [
     "MAX_NAME_BYTES",
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-MAX_NAME_BYTES = 64
 # RFC 5280 4.1.2.5: "no well-defined expiration date" — the certificate cannot change.
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 
@@ -85,7 +85,7 @@ def fingerprint(cert_der: bytes) -> str:
 
 
 def validate_name(name: str) -> str:
-    """Check a device name: 1 to 64 bytes of UTF-8, no control characters.
+    """Check a device name (see :func:`certpair.names.check_name`).
 
     Args:
         name: the proposed name.
@@ -94,14 +94,9 @@ def validate_name(name: str) -> str:
         The name, unchanged.
 
     Raises:
-        BadInput: empty, too long, or containing control characters.
+        BadInput: empty, blank, too long, or holding a control or format character.
     """
-    encoded = name.encode("utf-8", errors="strict")
-    if not 1 <= len(encoded) <= MAX_NAME_BYTES:
-        raise BadInput(f"a device name is 1 to {MAX_NAME_BYTES} bytes of UTF-8")
-    if any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in name):
-        raise BadInput("a device name cannot contain control characters")
-    return name
+    return check_name(name)
 
 
 def _paths(home: Path) -> tuple[Path, Path, Path]:

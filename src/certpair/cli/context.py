@@ -32,6 +32,7 @@ __all__ = [
     "home_of",
     "identity_of",
     "iso_time",
+    "report_paired",
     "store_of",
 ]
 
@@ -212,3 +213,20 @@ def iso_time(at: float) -> str:
     """Seconds since the epoch as ``YYYY-MM-DDTHH:MM:SSZ``."""
     moment = datetime.datetime.fromtimestamp(at, datetime.UTC).replace(microsecond=0)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def report_paired(peer: Peer, *, as_json: bool) -> None:
+    """Say that a pairing succeeded, and under which name when the peer's was taken."""
+    if as_json:
+        line: dict[str, Any] = {"name": peer.name, "fingerprint": peer.fingerprint}
+        if peer.given_name is not None:
+            line["given_name"] = peer.given_name
+        emit_json({"event": "paired", "peer": line})
+        return
+    from certpair.cli.terminal import printable  # noqa: PLC0415  # keeps start-up fast
+
+    click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
+    if peer.given_name is not None:
+        click.echo(f"Another paired device is already called '{printable(peer.given_name)}'; "
+                   f"this one is stored as '{printable(peer.name)}' (see 'certpair peers', "
+                   "'certpair rename').", err=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import click
 
-from certpair.cli.context import emit_json, failure_json, identity_of, store_of
+from certpair.cli.context import emit_json, failure_json, identity_of, report_paired, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
 from certpair.cli.params import HostPort, SecretParam
 from certpair.cli.terminal import printable
@@ -205,7 +205,4 @@ def run_join_command(
         if as_json:
             emit_json(failure_json(exc))
         raise
-    if as_json:
-        emit_json({"event": "paired", "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
-    else:
-        click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
+    report_paired(peer, as_json=as_json)

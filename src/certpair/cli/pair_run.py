@@ -14,14 +14,20 @@ from pathlib import Path
 import click
 
 from certpair.addresses import local_ipv4_addresses
-from certpair.cli.context import emit_json, failure_json, identity_of, iso_time, store_of
+from certpair.cli.context import (
+    emit_json,
+    failure_json,
+    identity_of,
+    iso_time,
+    report_paired,
+    store_of,
+)
 from certpair.cli.screen import Screen, clock_text
-from certpair.cli.terminal import printable
 from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
 from certpair.errors import CertpairError, PairingFailed
 from certpair.identity import Identity
-from certpair.net.pairing import Listening, OfferEvent, PeerPaired, run_offer
+from certpair.net.pairing import JoinerRefused, Listening, OfferEvent, PeerPaired, run_offer
 from certpair.ports import PAIRING_PORT
 from certpair.store import TrustStore
 from certpair.uri import format_uri, qr_terminal_text, valid_host, write_qr_png
@@ -90,13 +96,16 @@ class _Show:
             return
         if isinstance(event, PeerPaired):
             self.ended = True
-            peer = event.peer
-            if self.as_json:
-                emit_json({"event": "paired",
-                           "peer": {"name": peer.name, "fingerprint": peer.fingerprint}})
-            else:
+            if not self.as_json:
                 self.screen.close()
-                click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
+            report_paired(event.peer, as_json=self.as_json)
+        elif isinstance(event, JoinerRefused):
+            # Refused before any proof: the code shown is still valid.
+            if self.as_json:
+                emit_json({"event": "refused", "reason": event.reason, "remote": event.remote})
+            else:
+                self.screen.echo(f"Refused a joiner from {event.remote}: {event.reason}; "
+                                 "the code is still valid.", err=True)
         elif self.as_json:
             # A burned secret is a failed pairing (a fresh `listening` may follow); a
             # wrong hmac key with tries left is only a rejected attempt.

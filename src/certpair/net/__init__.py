@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from certpair.net.pairing import (
     DEFAULT_PORT,
+    JoinerRefused,
     Listening,
     OfferEvent,
     PeerPaired,
@@ -14,6 +15,7 @@ from certpair.net.pairing import (
 
 __all__ = [
     "DEFAULT_PORT",
+    "JoinerRefused",
     "Listening",
     "OfferEvent",
     "PeerPaired",

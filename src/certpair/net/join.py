@@ -12,8 +12,10 @@ from collections.abc import Callable
 from certpair.codes import Mode, Secret
 from certpair.errors import Expired, NetworkError, PairingFailed, PairingUnconfirmed
 from certpair.identity import Identity, fingerprint
+from certpair.net.admission import check_new_peer, why_peer_refused_us
 from certpair.net.conversation import Conversation
 from certpair.ports import ALPN_PAIRING, PAIRING_PORT
+from certpair.profile import CertificateRefused
 from certpair.protocol.events import Failed, FailureReason, Paired, Role, Unconfirmed
 from certpair.protocol.session import JoinerSession
 from certpair.store import Peer, StoreUnusable, TrustStore
@@ -53,6 +55,8 @@ _FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
     FailureReason.STORE_FAILED: (
         PairingFailed, "pairing failed: the offerer could not store the pairing (its trust "
         "store failed); nothing is stored on either side: pair again once it is fixed"),
+    FailureReason.CERTIFICATE_REFUSED: (
+        PairingFailed, "pairing failed: the offerer refused this device's certificate"),
 }
 
 
@@ -116,6 +120,32 @@ def _check_pairing_port(tls: PairingTLS, remote: str) -> None:
             f"{remote} is a trusted certpair port (`certpair serve` or a tunnel), not a "
             f"pairing port: give the address and port that `certpair pair` shows (default "
             f"{PAIRING_PORT})")
+async def _admit(conv: Conversation, session: JoinerSession, store: TrustStore,
+                 identity: Identity, remote: str, expected_fingerprint: str | None) -> None:
+    """Check the offerer's certificate before anything secret-dependent is sent.
+
+    Raises:
+        PairingFailed: not the expected fingerprint (when one is pinned).
+        CertificateRefused: it breaks the profile or poses as a paired device; the
+            offerer is told (ERROR(CERTIFICATE_REFUSED)) and its code stays unspent.
+    """
+    cert = session.channel.cert_offerer
+    mode = session.secret.mode.value
+    if expected_fingerprint is not None and fingerprint(cert) != expected_fingerprint:
+        store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote, mode=mode,
+                           outcome="failed", reason="certificate mismatch")
+        raise PairingFailed("pairing failed: the offerer's certificate does not "
+                            "match the expected fingerprint")
+    try:
+        check_new_peer(store, identity, cert)
+    except CertificateRefused as exc:
+        # Logged first, so a failing send loses nothing.
+        session.refuse_certificate()
+        store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote, mode=mode,
+                           outcome="failed", reason=str(exc))
+        with contextlib.suppress(TLSFailure, OSError):
+            await conv.send(session.data_to_send())
+        raise
 
 
 async def run_join(
@@ -148,6 +178,9 @@ async def run_join(
         PairingFailed: the proof failed, the peer misbehaved, its certificate is not
             the expected one, or the offerer could not store the pairing.
         PairingUnconfirmed: the proof checked but the outcome on the offerer is unknown.
+        CertificateRefused: the offerer's certificate breaks certpair's profile or
+            poses as an already-paired device (nothing was sent that depends on the
+            secret).
         Expired: the offerer's secret expired, or the run timed out.
         NetworkError: the offerer could not be reached or the connection broke, or
             the port is a trusted certpair port (serve, tunnel), not a pairing one.
@@ -170,18 +203,11 @@ async def run_join(
                 reach(JoinStage.HANDSHAKE)
                 await conv.handshake()
                 _check_pairing_port(tls, remote)
-                channel = tls.channel()
-                if (expected_fingerprint is not None
-                        and fingerprint(channel.cert_offerer) != expected_fingerprint):
-                    store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
-                                       mode=secret.mode.value, outcome="failed",
-                                       reason="certificate mismatch")
-                    raise PairingFailed("pairing failed: the offerer's certificate does not "
-                                        "match the expected fingerprint")
                 session = JoinerSession(
-                    secret=secret, channel=channel, name=identity.name,
+                    secret=secret, channel=tls.channel(), name=identity.name,
                     scalar=secrets.token_bytes(32) if secret.mode is Mode.CPACE else None,
                 )
+                await _admit(conv, session, store, identity, remote, expected_fingerprint)
                 reach(JoinStage.PROVING)
                 session.start()
                 await conv.send(session.data_to_send())
@@ -211,4 +237,6 @@ async def run_join(
     store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
                        mode=secret.mode.value, outcome="failed", reason=outcome.reason.text)
     error, message = _FAILURES[outcome.reason]
+    if outcome.reason is FailureReason.CERTIFICATE_REFUSED:
+        message = f"{message} ({why_peer_refused_us(identity)})"
     raise error(message)

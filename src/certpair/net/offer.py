@@ -31,9 +31,11 @@ from certpair.errors import (
     PairingUnconfirmed,
 )
 from certpair.identity import Identity, fingerprint
+from certpair.net.admission import check_new_peer
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
 from certpair.net.join import unconfirmed_message
 from certpair.ports import PAIRING_PORT
+from certpair.profile import CertificateRefused
 from certpair.protocol.events import (
     Confirmed,
     Failed,
@@ -50,6 +52,7 @@ from certpair.tls import PairingTLS, TLSFailure, starts_like_tls
 __all__ = [
     "CONVERSATION_TIMEOUT",
     "MAX_CODES",
+    "JoinerRefused",
     "Listening",
     "OfferEvent",
     "PeerPaired",
@@ -85,13 +88,24 @@ class ProofRejected:
 
 
 @dataclass(frozen=True, kw_only=True)
+class JoinerRefused:
+    """A joiner's certificate was refused before any proof; the secret stays valid.
+
+    ``reason`` names the rule (see :mod:`certpair.profile`).
+    """
+
+    remote: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class PeerPaired:
     """The offerer trusted a joiner."""
 
     peer: Peer
 
 
-OfferEvent = Listening | ProofRejected | PeerPaired
+OfferEvent = Listening | ProofRejected | JoinerRefused | PeerPaired
 
 
 @dataclass(kw_only=True)
@@ -160,6 +174,19 @@ class _Offerer:
                     offer=self.current, channel=conv.tls.channel(), name=self.identity.name,
                     scalar=secrets.token_bytes(32),
                 )
+                try:
+                    check_new_peer(self.store, self.identity, session.channel.cert_joiner)
+                except CertificateRefused as exc:
+                    # Before any proof is read: the offer is not claimed, no code spent.
+                    self.refuse(session, exc, remote)
+                    await conv.send(session.data_to_send())
+                    return
+                except StoreUnusable as exc:
+                    # This offer can pair nobody: say so, and end it (exit 5).
+                    session.refuse_before_proof(FailureReason.STORE_FAILED)
+                    with contextlib.suppress(TLSFailure, OSError):
+                        await conv.send(session.data_to_send())
+                    raise StoreUnusable(f"{exc}; the joiner was told and keeps nothing") from exc
                 while not session.finished:
                     data = await conv.receive_app()
                     events = self.commit(session, session.receive_data(data, now=self.clock()),
@@ -167,6 +194,10 @@ class _Offerer:
                     await conv.send(session.data_to_send())
                     for event in events:
                         self.conclude(session, event, run)
+        except CertpairError as exc:
+            # The store cannot be read or written: this offer can pair nobody; end it.
+            if not self.result.done():
+                self.result.set_exception(exc)
         except (TLSFailure, OSError, TimeoutError, asyncio.CancelledError) as exc:
             # Not a pairing attempt unless a session exists; a session cut short still
             # spends its attempt if it held the offer, and one cut short after the
@@ -184,6 +215,14 @@ class _Offerer:
                 writer.close()
             else:
                 conv.close()
+
+    def refuse(self, session: OffererSession, exc: CertificateRefused, remote: str) -> None:
+        session.refuse_certificate()
+        self.store.record_event(
+            kind="pairing", role=Role.OFFERER.value, remote=remote,
+            mode=session.offer.mode.value, outcome="failed", reason=str(exc),
+        )
+        self.on_event(JoinerRefused(remote=remote, reason=str(exc)))
 
     def commit(self, session: OffererSession, events: list[Event], run: _Run) -> list[Event]:
         """Store the joiner on Paired, before the session may say so to the joiner."""
@@ -214,9 +253,12 @@ class _Offerer:
             self.conclude_stored(event, run)
             return
         assert isinstance(event, Failed)
+        reason = event.reason.text
+        if event.reason is FailureReason.CERTIFICATE_REFUSED and event.remote:
+            reason = "the joiner refused this device's certificate"
         self.store.record_event(
             kind="pairing", role=Role.OFFERER.value, remote=run.remote, mode=mode,
-            outcome="failed", reason=event.reason.text,
+            outcome="failed", reason=reason,
         )
         if session.attempt_spent:
             offer_ = session.offer

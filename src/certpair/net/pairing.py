@@ -10,6 +10,7 @@ from certpair.net.join import run_join
 from certpair.net.offer import (
     CONVERSATION_TIMEOUT,
     MAX_CODES,
+    JoinerRefused,
     Listening,
     OfferEvent,
     PeerPaired,
@@ -22,6 +23,7 @@ __all__ = [
     "CONVERSATION_TIMEOUT",
     "DEFAULT_PORT",
     "MAX_CODES",
+    "JoinerRefused",
     "Listening",
     "OfferEvent",
     "PeerPaired",

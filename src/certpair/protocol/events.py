@@ -24,6 +24,9 @@ class FailureReason(enum.IntEnum):
     certificate mismatch) so the peer learns nothing about which one it was.
     ``STORE_FAILED``: the proof checked but the sender could not store the pairing, so
     the receiver must not store it either (or must undo its own commit).
+    ``CERTIFICATE_REFUSED`` is sent right after the TLS handshake, before any proof,
+    when the peer's certificate breaks certpair's profile (:mod:`certpair.profile`);
+    it spends no attempt, and says nothing about the secret.
     """
 
     PAIRING_FAILED = 1
@@ -33,6 +36,7 @@ class FailureReason(enum.IntEnum):
     EXPIRED = 5
     CONNECTION_LOST = 6
     STORE_FAILED = 7
+    CERTIFICATE_REFUSED = 8
 
     @property
     def text(self) -> str:

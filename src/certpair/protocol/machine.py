@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from typing import ClassVar
 
+from certpair.names import BadName, check_name
 from certpair.protocol import cpace
 from certpair.protocol.events import (
     Channel,
@@ -83,13 +84,19 @@ def cpace_ad(label: bytes, name: bytes) -> bytes:
 
 
 def decode_name(raw: bytes) -> str:
+    """The peer's name from a frame; a name that breaks the rule is a protocol error.
+
+    The rule (:func:`certpair.names.check_name`): 1..64 bytes of UTF-8, not blank, no
+    control characters, no Unicode format characters (bidi overrides, zero-width).
+    """
     try:
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("peer name is not UTF-8") from None
-    if not name or any(ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 for ch in name):
-        raise ProtocolError("peer name is empty or has control characters")
-    return name
+    try:
+        return check_name(name)
+    except BadName as exc:
+        raise ProtocolError(f"peer name refused: {exc}") from None
 
 
 def _encode_name(name: str) -> bytes:
@@ -116,6 +123,7 @@ class SessionBase:
         self._proven: Paired | None = None
         # Frames that arrived behind the proof, judged once the commit is done.
         self._held: list[Frame] = []
+        self._started = False
 
     def data_to_send(self) -> bytes:
         """Return and clear the bytes queued for the peer."""
@@ -136,6 +144,7 @@ class SessionBase:
             raise RuntimeError(f"session is {self.state.value}; no more input")
         if self.state is SessionState.COMMITTING:
             raise RuntimeError("committed() or commit_failed() must come first")
+        self._started = True
         try:
             return self._run(self._decoder.feed(data))
         except ProtocolError:
@@ -256,6 +265,31 @@ class SessionBase:
 
     def _abandon(self) -> None:
         """Hook: give back whatever the session holds (the offer)."""
+
+    def refuse_certificate(self) -> Failed:
+        """End the session before any proof because the peer's certificate is refused.
+
+        Queues ``ERROR(CERTIFICATE_REFUSED)`` for the peer. Call it right after the TLS
+        handshake, before any input: nothing secret-dependent has been sent or judged.
+
+        Raises:
+            RuntimeError: the session has already started (a local error).
+        """
+        return self.refuse_before_proof(FailureReason.CERTIFICATE_REFUSED)
+
+    def refuse_before_proof(self, reason: FailureReason) -> Failed:
+        """End the session before any proof, telling the peer ``reason``.
+
+        For the checks a driver makes right after the TLS handshake: the peer's
+        certificate (``CERTIFICATE_REFUSED``), or a store that cannot be read
+        (``STORE_FAILED``). Nothing secret-dependent has been sent or judged.
+
+        Raises:
+            RuntimeError: the session has already started (a local error).
+        """
+        if self.state not in (SessionState.START, SessionState.AWAIT_PROOF) or self._started:
+            raise RuntimeError("refuse_before_proof() after the session started")
+        return self._fail(reason)
 
     def connection_lost(self) -> Failed | Unconfirmed | None:
         """Tell the session the connection ended (closed, reset or timed out).

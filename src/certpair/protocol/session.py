@@ -89,6 +89,7 @@ class JoinerSession(SessionBase):
         """Queue the first message (m1 or Ya)."""
         if self.state is not SessionState.START:
             raise RuntimeError("start() called twice")
+        self._started = True
         ch = self.channel
         if self.secret.mode is Mode.HMAC:
             m1 = hmac_proof.compute(

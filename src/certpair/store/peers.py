@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import sqlite3
 
+from certpair.names import MAX_NAME_BYTES, same_name
 from certpair.store.anchors import row_hash
 from certpair.store.records import MIN_PREFIX_DIGITS, Peer
 
 __all__ = [
     "count_peers",
     "delete_peer",
+    "distinct_name",
     "select_page_after",
     "select_peers",
     "selection_for_query",
@@ -45,6 +47,23 @@ def set_confirmed(db: sqlite3.Connection, fingerprint: str) -> bool:
     cursor = db.execute(
         "UPDATE peers SET confirmed = 1 WHERE fingerprint = ? AND confirmed = 0", (fingerprint,))
     return cursor.rowcount > 0
+def distinct_name(db: sqlite3.Connection, name: str, fingerprint: str) -> str:
+    """``name``, or ``name (2)``, ``name (3)``… if another peer's name reads the same.
+
+    Names are chosen by the peer, so two devices may both call themselves ``beta``;
+    the second is stored distinguishably. Read inside the caller's transaction.
+    """
+    taken = [n for (n,) in db.execute(
+        "SELECT name FROM peers WHERE fingerprint != ?", (fingerprint,))]
+    candidate, number = name, 1
+    while any(same_name(candidate, other) for other in taken):
+        number += 1
+        suffix = f" ({number})"
+        base = name
+        while len((base + suffix).encode("utf-8")) > MAX_NAME_BYTES:
+            base = base[:-1]
+        candidate = base.rstrip() + suffix
+    return candidate
 
 
 def delete_peer(db: sqlite3.Connection, fingerprint: str) -> bool:

@@ -35,7 +35,12 @@ class AmbiguousPeer(BadInput):
 
 @dataclass(frozen=True, kw_only=True)
 class Peer:
-    """A trusted remote identity."""
+    """A trusted remote identity.
+
+    ``given_name`` is set only on the record a pairing returns, when the name the peer
+    gave was already another paired device's and ``name`` is the distinguishable one
+    it was stored under (``beta (2)``); it is not stored.
+    """
 
     name: str
     fingerprint: str
@@ -45,6 +50,7 @@ class Peer:
     # False while this device does not know whether the peer stored the pairing too
     # (the connection ended before its word came); settled by the next trusted contact.
     confirmed: bool = True
+    given_name: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)

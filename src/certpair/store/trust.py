@@ -73,6 +73,8 @@ class TrustStore(PagedReads):
         """Trust a peer and log the pairing, in one transaction.
 
         Re-pairing a known certificate updates its name, mode, time and confirmation.
+        A name that reads the same as another paired device's is stored as ``name (2)``
+        (then 3…), and the returned peer's ``given_name`` holds the name the peer gave.
 
         Args:
             name: the name the peer gave.
@@ -91,19 +93,24 @@ class TrustStore(PagedReads):
             StoreUnusable: the write failed.
         """
         when = iso_time(time.time() if at is None else at)
-        peer = Peer(
-            name=name, fingerprint=fingerprint(cert_der), cert_der=cert_der, mode=mode,
-            paired_at=when, confirmed=confirmed,
-        )
+        fingerprint_ = fingerprint(cert_der)
         try:
             # FULL: the peer is told next that this device stored it; a power loss
             # must not take that back.
             with self._lock, synchronous_full(self._db), self._db:
+                stored = peers_sql.distinct_name(self._db, name, fingerprint_)
+                peer = Peer(
+                    name=stored, fingerprint=fingerprint_, cert_der=cert_der, mode=mode,
+                    paired_at=when, confirmed=confirmed,
+                    given_name=None if stored == name else name,
+                )
                 peers_sql.upsert_peer(self._db, peer)
+                notes = ([] if confirmed else ["unconfirmed"]) + (
+                    [] if stored == name else [f"name {name!r} taken; stored as {stored!r}"])
                 events_sql.insert_event(self._db, Event(
                     at=when, kind="pairing", role=role, remote=remote, mode=mode,
-                    outcome="paired", reason="" if confirmed else "unconfirmed",
-                    peer_fingerprint=peer.fingerprint, peer_name=name,
+                    outcome="paired", reason="; ".join(notes),
+                    peer_fingerprint=peer.fingerprint, peer_name=stored,
                 ))
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
