@@ -376,3 +376,18 @@ def test_a_join_that_times_out_names_the_stage_it_stopped_in(tmp_path: Path) -> 
     assert result.returncode == 3
     assert "timed out during the TLS handshake" in result.stderr
     assert "not a certpair offerer" in result.stderr
+
+
+def test_join_to_a_tunnel_port_fails_at_once_and_says_so(
+    homes: tuple[Path, Path], offerers: list[Proc],
+) -> None:
+    a, b = homes
+    with socket.create_server(("127.0.0.1", 0)) as service:
+        tunnel = Proc(certpair_argv(a, "tunnel", "serve", "--to",
+                                    f"127.0.0.1:{service.getsockname()[1]}", "--listen",
+                                    "127.0.0.1", "--port", "0", "--json"))
+        offerers.append(tunnel)
+        port = json.loads(tunnel.next_line())["port"]
+        joined = run(b, "join", f"127.0.0.1:{port}", "1234-5678-6", "--timeout", "60")
+    assert joined.returncode == 4, joined.stderr
+    assert "is a trusted certpair port" in joined.stderr

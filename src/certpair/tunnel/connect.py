@@ -23,6 +23,7 @@ from pathlib import Path
 
 from certpair.errors import CertpairError
 from certpair.identity import fingerprint
+from certpair.ports import ALPN_TRUSTED
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
@@ -65,6 +66,8 @@ class _Client:
     def __init__(self, options: ConnectOptions, store: TrustStore, on_event: OnEvent) -> None:
         self.options, self.store, self.on_event = options, store, on_event
         self.context = client_context(options.home, peer=options.peer)
+        # Names the protocol, so that a pairing port refuses at once and says so.
+        self.context.set_alpn_protocols([ALPN_TRUSTED])
         self.remote = address_of((options.host, options.port))
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certpair.identity import fingerprint, load_identity
+from certpair.ports import ALPN_TRUSTED
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import NotPaired, peer_of, refusal_reason, server_context
 from certpair.tunnel.acceptor import listen, run_acceptor
@@ -70,6 +71,9 @@ class _Server:
     def __init__(self, options: ServeOptions, store: TrustStore, on_event: OnEvent) -> None:
         self.options, self.store, self.on_event = options, store, on_event
         self.context = server_context(options.home)
+        # A joiner that reached this port by mistake learns it from ALPN at once
+        # (docs/PROTOCOL.md §2); clients offering no ALPN are served as before.
+        self.context.set_alpn_protocols([ALPN_TRUSTED])
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(self._report_refused)
         self.watch = TrustWatch(store, self.connections, self.refusals, self._allowed)
