@@ -22,6 +22,13 @@ from certpair.protocol import cpace
 from certpair.protocol.events import Channel
 from certpair.protocol.hmac_proof import REQUEST_LABEL, RESPONSE_LABEL, compute
 from certpair.protocol.offer import Offer
+from certpair.protocol.rotation import (
+    NEW_KEY_LABEL,
+    OLD_KEY_LABEL,
+    RotationToTell,
+    SyncSession,
+    rotation_transcript,
+)
 from certpair.protocol.session import (
     AD_JOINER_LABEL,
     AD_OFFERER_LABEL,
@@ -49,6 +56,54 @@ def fixed_cert(seed_byte: int, name: str) -> bytes:
         .sign(key, None)
     )
     return cert.public_bytes(Encoding.DER)
+
+
+def rotation_vector() -> dict[str, str]:
+    """alpha (seed 0x0A) rotates to a new key (seed 0x0C) and tells beta (seed 0x0B)."""
+    cert_old, cert_verifier = fixed_cert(0x0A, "alpha"), fixed_cert(0x0B, "beta")
+    cert_new = fixed_cert(0x0C, "alpha")
+    old_key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([0x0A]) * 32)
+    new_key = ed25519.Ed25519PrivateKey.from_private_bytes(bytes([0x0C]) * 32)
+    nonce_rotating, nonce_verifier = bytes(range(0x40, 0x60)), bytes(range(0x60, 0x80))
+    rotating = SyncSession(own_cert=cert_old, peer_cert=cert_verifier, nonce=nonce_rotating,
+                           rotation=RotationToTell(old_key=old_key, new_key=new_key,
+                                                   new_cert=cert_new))
+    verifier = SyncSession(own_cert=cert_verifier, peer_cert=cert_old, nonce=nonce_verifier)
+    rotating.start()
+    verifier.start()
+    hello_rotating, hello_verifier = rotating.data_to_send(), verifier.data_to_send()
+    rotating.receive_data(hello_verifier)
+    verifier.receive_data(hello_rotating)
+    statement_rotating, statement_verifier = rotating.data_to_send(), verifier.data_to_send()
+    rotating.receive_data(statement_verifier)
+    offered = verifier.receive_data(statement_rotating)
+    assert offered, "the vector statement must verify"
+    verifier.accept()
+    answer_rotating, answer_verifier = rotating.data_to_send(), verifier.data_to_send()
+    parts = {"cert_old": cert_old, "cert_new": cert_new, "cert_verifier": cert_verifier,
+             "nonce": nonce_verifier}
+    old_tbs = rotation_transcript(OLD_KEY_LABEL, **parts)
+    new_tbs = rotation_transcript(NEW_KEY_LABEL, **parts)
+    return {
+        "source": "scripts/make_vectors.py; docs/PROTOCOL.md 'Key rotation'",
+        "cert_old_der_hex": cert_old.hex(),
+        "cert_new_der_hex": cert_new.hex(),
+        "cert_verifier_der_hex": cert_verifier.hex(),
+        "old_key_seed_hex": (bytes([0x0A]) * 32).hex(),
+        "new_key_seed_hex": (bytes([0x0C]) * 32).hex(),
+        "nonce_rotating_hex": nonce_rotating.hex(),
+        "nonce_verifier_hex": nonce_verifier.hex(),
+        "signed_by_old_key_hex": old_tbs.hex(),
+        "signed_by_new_key_hex": new_tbs.hex(),
+        "sig_old_hex": old_key.sign(old_tbs).hex(),
+        "sig_new_hex": new_key.sign(new_tbs).hex(),
+        "frame_hello_rotating_hex": hello_rotating.hex(),
+        "frame_hello_verifier_hex": hello_verifier.hex(),
+        "frame_statement_rotating_hex": statement_rotating.hex(),
+        "frame_statement_verifier_hex": statement_verifier.hex(),
+        "frame_answer_verifier_hex": answer_verifier.hex(),
+        "frame_answer_rotating_hex": answer_rotating.hex(),
+    }
 
 
 def main() -> None:
@@ -118,7 +173,8 @@ def main() -> None:
         "frame_confirm_a_hex": confirm_a.hex(),
         "frame_committed_hex": committed_o.hex(),
     }
-    for name, vector in (("hmac_vector.json", hmac_vector), ("cpace_vector.json", cpace_vector)):
+    for name, vector in (("hmac_vector.json", hmac_vector), ("cpace_vector.json", cpace_vector),
+                         ("rotation_vector.json", rotation_vector())):
         (OUT / name).write_text(json.dumps(vector, indent=2) + "\n")
 
 

@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.parametrize("name", ["hmac_vector.json", "cpace_vector.json"])
+@pytest.mark.parametrize("name", ["hmac_vector.json", "cpace_vector.json",
+                                  "rotation_vector.json"])
 def test_protocol_doc_shows_every_vector_value(name: str) -> None:
     doc = "".join((ROOT / "docs" / "PROTOCOL.md").read_text().split())
     vector = json.loads((ROOT / "tests" / "vectors" / name).read_text())

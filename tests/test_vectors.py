@@ -6,12 +6,25 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from certpair.codes import parse_secret
 from certpair.protocol import cpace
 from certpair.protocol.events import Channel, Confirmed, Paired
 from certpair.protocol.hmac_proof import REQUEST_LABEL, RESPONSE_LABEL, compute
 from certpair.protocol.offer import Offer
+from certpair.protocol.rotation import (
+    NEW_KEY_LABEL,
+    OLD_KEY_LABEL,
+    Answered,
+    RotationOffered,
+    RotationToTell,
+    SyncDone,
+    SyncSession,
+    rotation_transcript,
+)
 from certpair.protocol.session import JoinerSession, OffererSession
+from certpair.protocol.sync_frames import SyncResult
 
 VECTORS = Path(__file__).parent / "vectors"
 
@@ -68,3 +81,38 @@ def test_cpace_transcript_matches_published_vector() -> None:
     joiner.committed()
     assert joiner.data_to_send().hex() == v["frame_committed_hex"]
     assert [type(e) for e in offerer.receive_data(committed, now=0.0)] == [Confirmed]
+
+
+def test_rotation_exchange_matches_published_vector() -> None:
+    v = _load("rotation_vector.json")
+    cert_old, cert_new, cert_verifier = (bytes.fromhex(v[f"cert_{n}_der_hex"])
+                                         for n in ("old", "new", "verifier"))
+    old_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["old_key_seed_hex"]))
+    new_key = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(v["new_key_seed_hex"]))
+    nonce_v = bytes.fromhex(v["nonce_verifier_hex"])
+    parts = {"cert_old": cert_old, "cert_new": cert_new, "cert_verifier": cert_verifier,
+             "nonce": nonce_v}
+    assert rotation_transcript(OLD_KEY_LABEL, **parts).hex() == v["signed_by_old_key_hex"]
+    assert rotation_transcript(NEW_KEY_LABEL, **parts).hex() == v["signed_by_new_key_hex"]
+    rotating = SyncSession(own_cert=cert_old, peer_cert=cert_verifier,
+                           nonce=bytes.fromhex(v["nonce_rotating_hex"]),
+                           rotation=RotationToTell(old_key=old_key, new_key=new_key,
+                                                   new_cert=cert_new))
+    verifier = SyncSession(own_cert=cert_verifier, peer_cert=cert_old, nonce=nonce_v)
+    rotating.start()
+    verifier.start()
+    assert rotating.data_to_send().hex() == v["frame_hello_rotating_hex"]
+    assert verifier.data_to_send().hex() == v["frame_hello_verifier_hex"]
+    assert rotating.receive_data(bytes.fromhex(v["frame_hello_verifier_hex"])) == []
+    assert verifier.receive_data(bytes.fromhex(v["frame_hello_rotating_hex"])) == []
+    statement = rotating.data_to_send()
+    assert statement.hex() == v["frame_statement_rotating_hex"]
+    assert v["sig_old_hex"] in statement.hex() and v["sig_new_hex"] in statement.hex()
+    assert verifier.data_to_send().hex() == v["frame_statement_verifier_hex"]
+    assert verifier.receive_data(statement) == [RotationOffered(new_cert=cert_new)]
+    verifier.accept()
+    assert verifier.data_to_send().hex() == v["frame_answer_verifier_hex"]
+    rotating.receive_data(bytes.fromhex(v["frame_statement_verifier_hex"]))
+    assert rotating.data_to_send().hex() == v["frame_answer_rotating_hex"]
+    told = rotating.receive_data(bytes.fromhex(v["frame_answer_verifier_hex"]))
+    assert told == [Answered(result=SyncResult.ACCEPTED, told=True), SyncDone()]
