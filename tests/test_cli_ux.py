@@ -235,7 +235,8 @@ def test_advertisement_with_a_control_character_is_skipped_and_reported_once(
 # ---------------------------------------------------------------- help and output
 
 COMMANDS = ["init", "show", "pair", "join", "peers", "discover", "serve", "ping", "unpair",
-            "rename", "export", "log", "advise", "tunnel serve", "tunnel connect"]
+            "rename", "export", "log", "advise", "tunnel serve", "tunnel connect",
+            "rotate", "sync"]
 
 
 def test_every_command_help_has_examples_and_every_option_a_description() -> None:

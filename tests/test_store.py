@@ -218,8 +218,15 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
     assert len(store.peers()) == 40
 
 
-# What schema step 4 (the anchor directory) added, taken away again.
-V4_UNDONE = """
+# What schema step 5 (key rotation) added, taken away again.
+V5_UNDONE = """
+DROP TRIGGER successors_inserted; DROP TRIGGER successors_updated;
+DROP TRIGGER successors_deleted; DROP TRIGGER peers_deleted_successors;
+DROP VIEW trusted_certs; DROP TABLE successors; DROP TABLE rotation_told;
+DROP TABLE peer_addresses;
+"""
+# What schema step 4 (the anchor directory) added, taken away again (after step 5's).
+V4_UNDONE = V5_UNDONE + """
 DROP TRIGGER anchors_inserted; DROP TRIGGER anchors_deleted; DROP TRIGGER anchors_updated;
 DROP TABLE anchor_pending; DROP INDEX peers_by_subject_hash; DROP INDEX peers_by_pairing;
 ALTER TABLE peers DROP COLUMN subject_hash;

@@ -228,6 +228,25 @@ def create_identity(
     )
 
 
+def _resume_finish(home: Path, key_path: Path, cert_spki: bytes) -> PrivateKey:
+    # 'certpair rotate --finish' replaces the certificate, then the key: a crash between
+    # the two leaves the new certificate beside the old key and the new key pending.
+    pending = key_path.with_name("next-key.pem")
+    try:
+        key = serialization.load_pem_private_key(pending.read_bytes(), password=None)
+    except (OSError, ValueError):
+        key = None
+    spki = serialization.PublicFormat.SubjectPublicKeyInfo
+    if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) or (
+            key.public_key().public_bytes(serialization.Encoding.DER, spki) != cert_spki):
+        raise LocalStateError(f"the key and certificate in {home} do not belong together")
+    try:
+        os.replace(pending, key_path)
+    except OSError as exc:
+        raise LocalStateError(f"cannot complete the key rotation in {home}") from exc
+    return key
+
+
 def load_identity(home: Path) -> Identity:
     """Load the identity stored under ``home``.
 
@@ -254,7 +273,7 @@ def load_identity(home: Path) -> Identity:
     spki = serialization.PublicFormat.SubjectPublicKeyInfo
     der = serialization.Encoding.DER
     if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
-        raise LocalStateError(f"the key and certificate in {home} do not belong together")
+        key = _resume_finish(home, key_path, cert.public_key().public_bytes(der, spki))
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     name = str(names[0].value) if names else "unnamed"
     return Identity(

@@ -23,8 +23,10 @@ from certpair.cli import (
     peers_cmd,
     ping_cmd,
     rename_cmd,
+    rotate_cmd,
     serve_cmd,
     show_cmd,
+    sync_cmd,
     tunnel_cmd,
     unpair_cmd,
 )
@@ -162,7 +164,7 @@ def cli(ctx: click.Context, home: Path, traceback: bool) -> None:
 
 for _module in (
     init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, serve_cmd, ping_cmd,
-    unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd, tunnel_cmd,
+    unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd, tunnel_cmd, rotate_cmd, sync_cmd,
 ):
     _accept_global_options(_module.command)
     cli.add_command(_module.command)

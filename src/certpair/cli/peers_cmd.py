@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
 from certpair.cli.context import emit_json, store_of
 from certpair.cli.render import Columns
 from certpair.cli.terminal import printable
+
+if TYPE_CHECKING:
+    from certpair.store import TrustStore
 
 __all__ = ["NAME_COLUMNS", "command"]
 
@@ -29,7 +34,7 @@ _COLUMNS = Columns(("NAME", "FINGERPRINT", "MODE", "PAIRED", "STATE"),
 def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -> None:
     """List the devices this one trusts: name, fingerprint, mode, when paired (UTC), and
     whether both sides know the pairing completed (an unconfirmed one settles on the
-    next ping or serve connection).
+    next ping or serve connection), and a key rotation pending or completed.
 
     Long names are cut with an ellipsis, and control or escape characters in a name
     are shown as escapes (\\x1b); --json prints names whole.
@@ -42,20 +47,26 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
     from certpair.store.anchors import anchor_problem  # noqa: PLC0415  # fast start-up
 
     store = store_of(ctx, read_only=True)
+    rotations = _rotations(store)
     # Streamed page by page: memory and time to the first line do not grow with the store.
     peers = (store.iter_peers() if limit is None and offset == 0
              else iter(store.peers_page(limit=limit, offset=offset)))
     shown = 0
     for peer in peers:
         flagged = anchor_problem(peer.cert_der)
+        rotation = rotations.get(peer.fingerprint)
         if as_json:
             emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,
                        "paired_at": peer.paired_at, "confirmed": peer.confirmed,
-                       "flagged": flagged})
+                       "flagged": flagged, "rotation": rotation})
         else:
             if not shown:
                 click.echo(_COLUMNS.header())
             state = "confirmed" if peer.confirmed else "unconfirmed (settle with ping/serve)"
+            if rotation and rotation["state"] == "pending":
+                state += f"; rotating to {rotation['successor'][:23]}…"
+            elif rotation:
+                state += f"; rotated from {rotation['previous'][:23]}…"
             click.echo(_COLUMNS.row((peer.name, peer.fingerprint, peer.mode, peer.paired_at,
                                      state)))
             if flagged is not None:
@@ -64,3 +75,24 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
         shown += 1
     if not shown and not as_json:
         click.echo("No paired devices yet." if offset == 0 else "No more paired devices.")
+
+
+def _rotations(store: TrustStore) -> dict[str, dict[str, Any]]:
+    """Each peer's key rotation, pending or completed, by its current fingerprint."""
+    from certpair.store import StoreUnusable  # noqa: PLC0415  # fast start-up
+
+    try:
+        successors = store.successors()
+    except StoreUnusable:
+        return {}  # a read-only store from before key rotation
+    rotations: dict[str, dict[str, Any]] = {}
+    for successor in successors:
+        if successor.state == "pending":
+            rotations[successor.peer_fingerprint] = {
+                "state": "pending", "successor": successor.fingerprint,
+                "learned_at": successor.learned_at}
+        else:
+            rotations[successor.fingerprint] = {
+                "state": "completed", "previous": successor.peer_fingerprint,
+                "completed_at": successor.completed_at}
+    return rotations

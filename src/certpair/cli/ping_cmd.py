@@ -17,8 +17,11 @@ from certpair.ports import ALPN_TRUSTED
 
 if TYPE_CHECKING:
     import ssl
+    from pathlib import Path
 
-    from certpair.store import Peer
+    from certpair.rotation.exchange import SyncOutcome
+    from certpair.store import Peer, TrustStore
+
 
 __all__ = ["command"]
 
@@ -58,7 +61,7 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
-    """Time a mutual-TLS round trip to a paired device.
+    """Time a mutual-TLS round trip to a paired device, then sync key rotations.
 
     The device must run `certpair serve`; an unpaired one ends with exit status 1.
 
@@ -93,6 +96,7 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
             start = time.perf_counter()
             _exchange(tls, remote)
             rtt = time.perf_counter() - start
+            synced = _sync(tls, peer, home, store, remote)
     except CertpairError as exc:
         outcome = "refused" if isinstance(exc, PairingFailed) else "failed"
         store.record_event(kind="connection", role="client", remote=remote, mode="mtls",
@@ -118,3 +122,27 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
     else:
         click.echo(f"Reply from {printable(peer.name)}  {peer.fingerprint}  at {remote}: "
                    f"rtt {rtt * 1000:.2f} ms  (connect + handshake {setup * 1000:.1f} ms)")
+    if synced is not None:
+        from certpair.cli.sync_report import render_sync  # noqa: PLC0415
+
+        render_sync(synced[0], remote, as_json, error=synced[1], quiet=True)
+
+
+def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,
+          remote: str) -> tuple[SyncOutcome | None, CertpairError | None] | None:
+    """After the measurement: tell or learn a key rotation (None: nothing to report)."""
+    from certpair.rotation.exchange import SyncNotSupported, run_sync  # noqa: PLC0415
+    from certpair.trusted import connection_error  # noqa: PLC0415
+
+    store.remember_address(peer.fingerprint, remote)
+    try:
+        outcome = run_sync(tls.recv, tls.sendall, peer=peer,
+                           peer_cert=tls.getpeercert(binary_form=True) or b"", home=home,
+                           store=store, remote=remote, initiator=True)
+    except SyncNotSupported:
+        return None  # an older serve: the ping itself worked
+    except OSError as exc:
+        return None, connection_error(exc, remote)
+    except CertpairError as exc:
+        return None, exc
+    return outcome, None

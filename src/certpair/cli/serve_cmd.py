@@ -2,7 +2,8 @@
 
 Each accepted connection gets, for every line it sends, one JSON line naming this
 device and the peer; an HTTP request line gets the same JSON as an HTTP response, so
-``curl`` works too. Every connection, accepted or refused, is logged in the events
+``curl`` works too; a ``sync`` line switches the connection to the key-rotation sync
+(docs/PROTOCOL.md §8). Every connection, accepted or refused, is logged in the events
 table. A thread serves each connection; the blocking ``ssl`` module, unlike asyncio,
 sends the TLS alert when it refuses a certificate, so the refused side learns why.
 """
@@ -24,6 +25,7 @@ from certpair.ports import ALPN_TRUSTED, SERVE_PORT
 
 if TYPE_CHECKING:
     import ssl
+    from io import BufferedReader
 
     from certpair.identity import Identity
     from certpair.store import Peer, TrustStore
@@ -41,7 +43,8 @@ _HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 
 
 class _Server:
-    def __init__(self, identity: Identity, store: TrustStore, as_json: bool) -> None:
+    def __init__(self, home: Path, identity: Identity, store: TrustStore, as_json: bool) -> None:
+        self.home = home
         self.identity = identity
         self.store = store
         self.as_json = as_json
@@ -103,6 +106,9 @@ class _Server:
                 line = reader.readline(MAX_LINE)
                 if not line.endswith(b"\n"):
                     return  # closed, or a line too long
+                if line == b"sync\n":
+                    self.sync(tls, reader, peer)
+                    return
                 if number == 0 and _HTTP_REQUEST.fullmatch(line):
                     for _ in range(MAX_HEADERS):
                         if not reader.readline(MAX_LINE).strip():
@@ -112,6 +118,28 @@ class _Server:
                                 % (len(answer), answer))
                     return
                 tls.sendall(answer)
+
+    def sync(self, tls: ssl.SSLSocket, reader: BufferedReader, peer: Peer) -> None:
+        """Run the rotation sync the peer asked for (docs/PROTOCOL.md §8), then report."""
+        from certpair.cli.sync_report import render_sync  # noqa: PLC0415
+        from certpair.errors import CertpairError  # noqa: PLC0415
+        from certpair.rotation.exchange import run_sync  # noqa: PLC0415
+
+        host, port = tls.getpeername()[:2]
+        remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        peer_cert = tls.getpeercert(binary_form=True) or b""
+        try:
+            # read1: the bytes that followed the sync line are already in the buffer.
+            outcome = run_sync(reader.read1, tls.sendall, peer=peer, peer_cert=peer_cert,
+                               home=self.home, store=self.store, remote=remote,
+                               initiator=False)
+        except (CertpairError, OSError) as exc:
+            with self.lock:
+                render_sync(None, remote, self.as_json, error=exc)
+            return
+        if outcome.told is not None or outcome.heard is not None:
+            with self.lock:
+                render_sync(outcome, remote, self.as_json)
 
 
 @click.command("serve", short_help="Accept mutual-TLS connections from paired devices.")
@@ -124,7 +152,8 @@ class _Server:
 def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
     """Accept mutual-TLS connections from paired devices; log each one.
 
-    Each line a peer sends is answered with a JSON line naming both devices.
+    Each line a peer sends is answered with a JSON line naming both devices; a
+    `sync` line runs the key-rotation sync (see `certpair rotate`).
 
     \b
     Examples:
@@ -134,7 +163,7 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
     from certpair.trusted import make_server, server_context  # noqa: PLC0415  # fast start-up
 
     home: Path = home_of(ctx)
-    server = _Server(identity_of(ctx), store_of(ctx), as_json)
+    server = _Server(home, identity_of(ctx), store_of(ctx), as_json)
     context = server_context(home)
     # A joiner that reached this port by mistake learns it from ALPN at once; clients
     # that offer no ALPN (curl, openssl) are served as before.

@@ -9,7 +9,8 @@ TLS contexts can notice a change with one cheap query per connection.
 
 The package is split by job: ``records`` (what a row is), ``schema`` (the file, its
 version and migrations), ``peers`` and ``events`` (the SQL of each table), ``changes``
-(the change counter) and ``trust`` (:class:`TrustStore`: locking, transactions, errors).
+(the change counter), ``successors`` (key rotation) and ``trust`` (:class:`TrustStore`:
+locking, transactions, errors).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from certpair.store.records import (
     StoreUnusable,
 )
 from certpair.store.schema import open_store
+from certpair.store.successors import Successor, SuccessorVerdict
 from certpair.store.trust import TrustStore
 
 __all__ = [
@@ -32,6 +34,8 @@ __all__ = [
     "Peer",
     "PeerNotFound",
     "StoreUnusable",
+    "Successor",
+    "SuccessorVerdict",
     "TrustStore",
     "open_store",
 ]

@@ -85,7 +85,7 @@ def mark_all_pending(db: sqlite3.Connection) -> None:
     """Mark every bucket pending (inside the caller's transaction): a full rebuild."""
     db.execute(
         "INSERT OR REPLACE INTO anchor_pending (subject_hash, token)"
-        " SELECT DISTINCT coalesce(subject_hash, ''), randomblob(8) FROM peers")
+        " SELECT DISTINCT coalesce(subject_hash, ''), randomblob(8) FROM trusted_certs")
 
 
 @contextlib.contextmanager
@@ -130,7 +130,9 @@ def sync_anchors(db: sqlite3.Connection, directory: Path) -> int:
             marks = pending[start:start + _BATCH]
             with db:  # one snapshot of these buckets; their marks are cleared by token
                 buckets = {bucket: [der for (der,) in db.execute(
-                    "SELECT cert_der FROM peers WHERE subject_hash = ? ORDER BY fingerprint",
+                    # Peers and their pending successors (key rotation): store.successors.
+                    "SELECT cert_der FROM trusted_certs WHERE subject_hash = ?"
+                    " ORDER BY fingerprint",
                     (bucket,))] for bucket, _ in marks}
             for bucket, ders in buckets.items():
                 if bucket:

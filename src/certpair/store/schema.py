@@ -7,6 +7,7 @@ from pathlib import Path
 
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
 from certpair.store.records import StoreUnusable
+from certpair.store.successors import MIGRATION_5
 from certpair.store.trust import TrustStore
 
 __all__ = ["SCHEMA_VERSION", "open_store"]
@@ -15,7 +16,9 @@ __all__ = ["SCHEMA_VERSION", "open_store"]
 # 3: peers.confirmed (0 while the peer's own commit is unknown; issue 11).
 # 4: each peer's subject hash and the anchor directory's pending marks
 #    (store/anchors.py), and the index that pages the peers.
-SCHEMA_VERSION = 4
+# 5: key rotation (successors, rotation_told, peer_addresses, the trusted_certs view;
+#    store/successors.py).
+SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -76,6 +79,7 @@ CREATE TRIGGER anchors_updated AFTER UPDATE OF cert_der, subject_hash ON peers B
 END;
 INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM peers);
 """),
+    (5, MIGRATION_5),
 )
 
 

@@ -28,11 +28,12 @@ from certpair.store.records import (
     StoreUnusable,
     iso_time,
 )
+from certpair.store.successors import SuccessorsMixin
 
 __all__ = ["TrustStore"]
 
 
-class TrustStore(PagedReads):
+class TrustStore(PagedReads, SuccessorsMixin):
     """Peers and events of one device. Use :func:`~certpair.store.open_store` to get one.
 
     One store may be shared between threads: every database call holds a lock.

@@ -122,6 +122,10 @@ class _Anchors:
         self.pinned: Peer | None = None
         if peer is not None:
             self.pinned = self.store.find_peer(peer) if isinstance(peer, str) else peer
+        # A pinned peer's own certificate and its pending successor (key rotation).
+        self.pinned_certs = ({} if self.pinned is None else
+                             self.store.acceptable_certificates(self.pinned.fingerprint)
+                             or {self.pinned.fingerprint: self.pinned.cert_der})
         self._lock = threading.RLock()
         self._version = -1
         self._calls: dict[str, Any] = {}
@@ -156,9 +160,9 @@ class _Anchors:
         if not der:
             raise NotPaired("the other side presented no certificate")
         fp = fingerprint(der)
-        if self.pinned is not None and fp != self.pinned.fingerprint:
+        if self.pinned is not None and fp not in self.pinned_certs:
             raise NotPaired(f"not {self.pinned.name} ({self.pinned.fingerprint}): {fp}")
-        peer = self.store.peer(fp)
+        peer = self.store.admit(fp)  # a pending successor's first use completes a rotation
         if peer is None:
             raise NotPaired(f"not a paired device: {fp}")
         problem = anchor_problem(der)
@@ -193,7 +197,7 @@ class _Anchors:
             context.sni_callback = self._on_client_hello
         try:
             if self.pinned is not None:
-                context.load_verify_locations(cadata=self.pinned.cert_der)
+                context.load_verify_locations(cadata=b"".join(self.pinned_certs.values()))
             else:
                 context.load_verify_locations(capath=str(self.store.anchors))
         except (ssl.SSLError, ValueError, OSError) as exc:
@@ -265,7 +269,9 @@ def peer_of(
             out when the connection was made with one of this module's contexts.
 
     Returns:
-        The stored peer with that certificate's fingerprint.
+        The stored peer with that certificate's fingerprint. A peer's pending
+        successor (key rotation) is admitted too, and from then on is the peer's only
+        certificate.
 
     Raises:
         NotPaired: no certificate, or one that belongs to no paired device.
@@ -283,11 +289,12 @@ def peer_of(
         if not isinstance(context, TrustedContext):
             raise BadInput("peer_of needs the certpair home for a context not made by certpair")
         home_or_store = context._certpair.store
+    # admit: a pending successor's first connection completes that peer's rotation.
     if isinstance(home_or_store, TrustStore):
-        peer = home_or_store.peer(fp)
+        peer = home_or_store.admit(fp)
     else:
         with open_store(home_or_store) as store:
-            peer = store.peer(fp)
+            peer = store.admit(fp)
     if peer is None:
         raise NotPaired(f"not a paired device: {fp}")
     problem = anchor_problem(der)

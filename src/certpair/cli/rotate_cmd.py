@@ -1,0 +1,109 @@
+"""``certpair rotate``: make a new key and certificate, tell the peers, then switch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import click
+
+from certpair.cli.context import emit_json, home_of, store_of
+
+if TYPE_CHECKING:
+    from certpair.rotation.status import RotationStatus
+    from certpair.store import Peer
+
+__all__ = ["command"]
+
+
+def _peer(peer: Peer) -> dict[str, str]:
+    return {"name": peer.name, "fingerprint": peer.fingerprint}
+
+
+def _show_status(status: RotationStatus, as_json: bool) -> None:
+    pending = status.pending
+    if as_json:
+        emit_json({"event": "status", "fingerprint": status.identity.fingerprint,
+                   "pending": pending.fingerprint if pending else None,
+                   "learned": len(status.learned), "missing": len(status.missing)})
+        for peer, learned in ([(p, True) for p in status.learned]
+                              + [(p, False) for p in status.missing]):
+            emit_json({"event": "peer", "peer": _peer(peer), "learned": learned})
+        return
+    click.echo(f"Current certificate  {status.identity.fingerprint}")
+    if pending is None:
+        click.echo("No rotation pending.")
+        return
+    click.echo(f"Pending certificate  {pending.fingerprint}")
+    for peer in status.learned:
+        click.echo(f"  learned      {peer.name}  {peer.fingerprint}")
+    for peer in status.missing:
+        click.echo(f"  not learned  {peer.name}  {peer.fingerprint}")
+    total = len(status.learned) + len(status.missing)
+    click.echo(f"{len(status.learned)} of {total} peers have learned it.")
+
+
+@click.command("rotate", short_help="Replace this device's key without pairing again.")
+@click.option("--status", "action", flag_value="status",
+              help="Show, per peer, whether it has learned the pending certificate.")
+@click.option("--finish", "action", flag_value="finish",
+              help="Switch to the pending key and certificate.")
+@click.option("--abort", "action", flag_value="abort", help="Drop the pending key.")
+@click.option("--force", is_flag=True,
+              help="--finish or --abort even though peers would be left behind.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
+@click.pass_context
+def command(ctx: click.Context, action: str | None, force: bool, as_json: bool) -> None:
+    """Replace this device's key without pairing again.
+
+    Without options: make a new key and certificate (same name), pending. Peers
+    learn it whenever the devices next talk (ping, serve, sync); then --finish
+    switches to it (restart a running serve afterwards). Suspected key theft calls
+    for unpair and pair again instead: whoever holds the old key can rotate too.
+
+    \b
+    Examples:
+      certpair rotate
+      certpair rotate --status
+      certpair sync --all && certpair rotate --finish
+    """
+    from certpair.rotation import pending as pending_mod  # noqa: PLC0415
+    from certpair.rotation import status as status_mod  # noqa: PLC0415
+
+    home = home_of(ctx)
+    if force and action not in ("finish", "abort"):
+        raise click.UsageError("--force goes with --finish or --abort")
+    store = store_of(ctx)
+    if action == "status":
+        _show_status(status_mod.rotation_status(home, store), as_json)
+        return
+    if action == "finish":
+        done = status_mod.finish(home, store, force=force)
+        assert done.pending is not None
+        left = [_peer(p) for p in done.missing]
+        if as_json:
+            emit_json({"event": "finished", "fingerprint": done.pending.fingerprint,
+                       "previous": done.identity.fingerprint, "left_behind": left})
+        else:
+            click.echo(f"This device is now {done.pending.fingerprint}.")
+            if left:
+                click.echo(f"{len(left)} peer(s) never learned it and will refuse this device.")
+        return
+    if action == "abort":
+        dropped = status_mod.abort(home, store, force=force)
+        assert dropped.pending is not None
+        if as_json:
+            emit_json({"event": "aborted", "fingerprint": dropped.pending.fingerprint})
+        else:
+            click.echo(f"Dropped the pending certificate {dropped.pending.fingerprint}.")
+        return
+    identity, pending = pending_mod.start_rotation(home)
+    store.record_event(kind="rotation", role="local", remote="", mode="", outcome="started",
+                       reason=f"pending {pending.fingerprint}")
+    if as_json:
+        emit_json({"event": "pending", "fingerprint": pending.fingerprint,
+                   "current": identity.fingerprint, "peers": len(store.peers())})
+    else:
+        click.echo(f"New certificate {pending.fingerprint} is pending "
+                   f"(this device is still {identity.fingerprint}).")
+        click.echo("Peers learn it the next time you ping them, they ping you, or on "
+                   "'certpair sync --all'; then run 'certpair rotate --finish'.")
