@@ -22,7 +22,7 @@ from certpair.store.anchors import anchor_problem, subject_hash
 from certpair.trusted import client_context, server_context
 from tests.attacks.forged_certs import forge_cert, key_usage, p256, write_identity
 from tests.test_store import V4_UNDONE, self_signed_certs
-from tests.test_trusted import handshake
+from tests.trustedutil import handshake
 
 OPENSSL = shutil.which("openssl")
 _FILE = re.compile(r"[0-9a-f]{8}\.[0-9]+")

@@ -32,7 +32,7 @@ from certpair.store import open_store
 from certpair.trusted import client_context, connect, make_server, server_context
 from certpair.trusted.contexts import NotPaired
 from tests.attacks.forged_certs import AnyKey, forge_cert, key_usage, p256, write_identity
-from tests.test_trusted import handshake
+from tests.trustedutil import handshake
 
 CLI = [sys.executable, "-m", "certpair"]
 CURL = shutil.which("curl")
