@@ -45,7 +45,8 @@ _TIMEOUT_CAUSES = {
 
 _FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
     FailureReason.PAIRING_FAILED: (
-        PairingFailed, "pairing failed: wrong secret or tampered connection"),
+        PairingFailed, "pairing failed: wrong secret or tampered connection (if the code "
+        "was replaced, the offerer may be showing a new code)"),
     FailureReason.PROTOCOL_ERROR: (PairingFailed, "pairing failed: the peer broke the protocol"),
     FailureReason.MODE_MISMATCH: (
         PairingFailed, "pairing failed: the offerer runs the other pairing mode"),

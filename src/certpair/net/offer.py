@@ -191,9 +191,11 @@ class _Offerer:
                     data = await conv.receive_app()
                     events = self.commit(session, session.receive_data(data, now=self.clock()),
                                          run)
-                    await conv.send(session.data_to_send())
+                    # Recorded before the answer is sent: a connection reset during the
+                    # send must not lose the outcome (issue 10 §2).
                     for event in events:
                         self.conclude(session, event, run)
+                    await conv.send(session.data_to_send())
         except CertpairError as exc:
             # The store cannot be read or written: this offer can pair nobody; end it.
             if not self.result.done():
@@ -215,6 +217,9 @@ class _Offerer:
                 writer.close()
             else:
                 conv.close()
+            # Whatever this conversation did to the offer (claimed, released, burned,
+            # paired), the offer loop looks again now rather than at the next timeout.
+            self.changed.set()
 
     def refuse(self, session: OffererSession, exc: CertificateRefused, remote: str) -> None:
         session.refuse_certificate()
@@ -334,8 +339,11 @@ class _Offerer:
                     asyncio.ensure_future(self.changed.wait()),
                     asyncio.ensure_future(asyncio.shield(self.result)),
                 }
+                # Past the expiry with the offer claimed, the claiming conversation's end
+                # wakes the loop (every conversation sets `changed`): no polling.
                 done, pending = await asyncio.wait(
-                    waiters, timeout=max(remaining, 0.05), return_when=asyncio.FIRST_COMPLETED
+                    waiters, timeout=remaining if remaining > 0 else None,
+                    return_when=asyncio.FIRST_COMPLETED,
                 )
                 for task in pending:
                     task.cancel()

@@ -276,6 +276,12 @@ class OffererSession(SessionBase):
             return self._fail(FailureReason.MODE_MISMATCH)
         ya, raw_name = frame.body[:32], frame.body[32:]
         self._joiner_name = decode_name(raw_name)
+        # K = yb·Ya needs no secret: a low-order (invalid) Ya is refused before the offer
+        # is claimed, since it cannot be a guess at the code and must spend nothing.
+        try:
+            k = cpace.shared_point(self._scalar, ya)
+        except cpace.InvalidShare:
+            return self._fail(FailureReason.PROTOCOL_ERROR)
         refused = self._claim()
         if refused is not None:
             return refused
@@ -284,10 +290,6 @@ class OffererSession(SessionBase):
         yb = cpace.public_share(self._scalar, g)
         if ya == yb:
             raise AuthFailure
-        try:
-            k = cpace.shared_point(self._scalar, ya)
-        except cpace.InvalidShare:
-            raise AuthFailure from None
         self._ya, self._ada = ya, cpace_ad(AD_JOINER_LABEL, raw_name)
         adb = cpace_ad(AD_OFFERER_LABEL, self._name)
         isk = cpace.intermediate_session_key(ch.exporter, k, ya, self._ada, yb, adb)
