@@ -79,9 +79,10 @@ def test_identity_point_as_ya_is_refused_before_any_tb_is_sent(name: str) -> Non
     offerer = make_offerer(offer)
     point = bytes.fromhex(_POINTS[name])
     events = offerer.receive_data(encode_frame(FrameType.CPACE_SHARE_A, point + _MALLORY), now=0)
-    assert events == failed_with(FailureReason.PAIRING_FAILED)
-    assert offerer.data_to_send() == error_frame(FailureReason.PAIRING_FAILED)
-    assert offer.state is OfferState.BURNED
+    # It cannot be a guess at the code, so it spends nothing (issue 10 §3).
+    assert events == failed_with(FailureReason.PROTOCOL_ERROR)
+    assert offerer.data_to_send() == error_frame(FailureReason.PROTOCOL_ERROR)
+    assert offer.state is OfferState.OPEN
 
 
 @pytest.mark.parametrize("name", _IDENTITY_POINTS)
@@ -121,6 +122,12 @@ def test_any_listed_x25519_point_substituted_for_a_share_pairs_nobody(
     link.tamper = substitute
     link.run()
     assert nobody_paired(link)
+    if which == "Ya" and name in _IDENTITY_POINTS:
+        # A low-order Ya cannot be a guess: refused before the claim, nothing spent
+        # (tests/attacks/test_spend_only_real_guesses.py).
+        assert link.offerer_events == [Failed(reason=FailureReason.PROTOCOL_ERROR)]
+        assert offer.state is OfferState.OPEN
+        return
     assert any(
         isinstance(event, Failed) and event.reason is FailureReason.PAIRING_FAILED
         for event in link.joiner_events + link.offerer_events
