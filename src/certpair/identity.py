@@ -1,8 +1,11 @@
 """A device's identity: private key, self-signed certificate and name, on disk.
 
 The key file is created with mode 0600 from its first byte (``os.open`` with
-``O_EXCL``), written to a temporary name and renamed into place, so no other user can
-ever read it and a crash never leaves half a key.
+``O_EXCL``), so no other user can ever read it. A new identity is written whole into a
+new directory, which is then renamed into place (the directory fsynced), so a crash
+leaves the old identity or the new one, never a mix; :func:`recover_identity` (run by
+every load) finishes or undoes an interrupted replacement and removes leftovers. A key
+file that group or others can read is refused, as ssh refuses one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import enum
 import hashlib
 import os
 import secrets
+import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,10 +34,12 @@ __all__ = [
     "IdentityExists",
     "KeyType",
     "NotInitialised",
+    "PairedIdentity",
     "PrivateKey",
     "create_identity",
     "fingerprint",
     "load_identity",
+    "recover_identity",
     "validate_name",
 ]
 
@@ -166,6 +173,60 @@ def _self_signed(key: PrivateKey, name: str) -> x509.Certificate:
     return builder.sign(key, algorithm)
 
 
+# An identity being written, a complete one about to replace the current one, and the
+# one it replaced: names that recover_identity() knows how to finish or clean up.
+_NEW, _READY, _OLD = ".identity.new-", ".identity.ready-", ".identity.old-"
+
+
+class PairedIdentity(BadInput):
+    """Replacing this identity would silently unpair it from every paired device."""
+
+
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_identity(home: Path) -> None:
+    """Finish or undo an identity replacement that a crash interrupted; remove leftovers.
+
+    A complete new identity whose rename into place did not happen is put in place (the
+    old one was already moved aside); an incomplete one, or a complete one while the
+    old identity is still in place (the replacement never started), is removed.
+    Errors are ignored: loading then reports what it finds.
+
+    Args:
+        home: certpair's home directory.
+    """
+    directory = home / "identity"
+    try:
+        entries = [p for p in home.iterdir() if p.name.startswith((_NEW, _READY, _OLD))]
+        ready = sorted(p for p in entries if p.name.startswith(_READY))
+        if ready and not directory.exists():
+            os.replace(ready[-1], directory)
+            _fsync_directory(home)
+        for leftover in entries:
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
+    except OSError:
+        pass
+
+
+def _check_key_mode(key_path: Path) -> None:
+    """Refuse a key file that group or others may read or write (like ssh)."""
+    try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+    except OSError:
+        return  # reading it reports the problem
+    if mode & 0o077:
+        raise LocalStateError(
+            f"the private key {key_path} is readable by others (mode {mode:04o}); "
+            f"refusing to use it: run 'chmod 600 {key_path}'")
+
+
 def _write_private(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
@@ -183,31 +244,48 @@ def _write_private(path: Path, data: bytes, mode: int) -> None:
 
 
 def create_identity(
-    home: Path, name: str, *, key_type: KeyType = KeyType.ECDSA_P256, force: bool = False
+    home: Path, name: str, *, key_type: KeyType = KeyType.ECDSA_P256, force: bool = False,
+    paired_devices: int = 0, unpair_all: bool = False,
 ) -> Identity:
     """Create this device's key and self-signed certificate under ``home``.
+
+    The new files are written whole into a new directory, fsynced, and renamed into
+    place as ``home/identity``: a crash at any moment leaves the old identity or the new
+    one, never a key and a certificate that do not belong together.
 
     Args:
         home: certpair's home directory (created 0700 if missing).
         name: the device name shown to peers.
         key_type: key algorithm.
         force: replace an existing identity.
+        paired_devices: how many devices trust the identity being replaced (from the
+            trust store); with any, replacing needs ``unpair_all``.
+        unpair_all: the caller knows (and has told the user) that every paired device
+            must pair again.
 
     Returns:
         The new identity.
 
     Raises:
         IdentityExists: an identity exists and ``force`` is false.
+        PairedIdentity: devices are paired with it and ``unpair_all`` is false.
         BadInput: the name is not acceptable.
         LocalStateError: the files cannot be written.
     """
     validate_name(name)
+    recover_identity(home)
     directory, key_path, cert_path = _paths(home)
-    if not force and (key_path.exists() or cert_path.exists()):
+    if directory.exists() and not force:
         raise IdentityExists(f"an identity already exists in {home} (use --force to replace it)")
+    if directory.exists() and paired_devices > 0 and not unpair_all:
+        raise PairedIdentity(
+            f"the identity in {home} is paired with {paired_devices} device(s); a new key "
+            "means each must pair again (confirm that to replace it)")
+    token = secrets.token_hex(4)
+    new, ready, old = (home / f"{prefix}{token}" for prefix in (_NEW, _READY, _OLD))
     try:
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
-        directory.mkdir(mode=0o700, exist_ok=True)
+        new.mkdir(mode=0o700)
         key = _generate_key(key_type)
         cert = _self_signed(key, name)
         key_pem = key.private_bytes(
@@ -215,9 +293,20 @@ def create_identity(
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        _write_private(key_path, key_pem, 0o600)
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write_private(new / key_path.name, key_pem, 0o600)
+        _write_private(new / cert_path.name, cert.public_bytes(serialization.Encoding.PEM),
+                       0o644)
+        _fsync_directory(new)
+        os.replace(new, ready)  # complete: from here recovery rolls forward, not back
+        replaced = directory.exists()
+        if replaced:
+            os.replace(directory, old)
+        os.replace(ready, directory)
+        _fsync_directory(home)
+        if replaced:
+            shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
+        shutil.rmtree(new, ignore_errors=True)
         raise LocalStateError(f"cannot write the identity in {home}: {exc.strerror}") from exc
     return Identity(
         name=name,
@@ -258,11 +347,14 @@ def load_identity(home: Path) -> Identity:
 
     Raises:
         NotInitialised: no identity there.
-        LocalStateError: the files are unreadable or do not belong together.
+        LocalStateError: the files are unreadable or do not belong together, or the
+            key is readable by group or others.
     """
+    recover_identity(home)
     _, key_path, cert_path = _paths(home)
     if not key_path.exists() or not cert_path.exists():
         raise NotInitialised(f"no identity in {home}; run 'certpair init' first")
+    _check_key_mode(key_path)
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)

@@ -58,7 +58,7 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
         if as_json:
             emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,
                        "paired_at": peer.paired_at, "confirmed": peer.confirmed,
-                       "flagged": flagged, "rotation": rotation})
+                       "flagged": flagged, "rotation": rotation, "intact": peer.intact})
         else:
             if not shown:
                 click.echo(_COLUMNS.header())
@@ -67,6 +67,12 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
                 state += f"; rotating to {rotation['successor'][:23]}…"
             elif rotation:
                 state += f"; rotated from {rotation['previous'][:23]}…"
+            if not peer.intact:
+                state = "CORRUPT"
+                click.echo(f"Warning: the stored row of {printable(peer.name)} is corrupt: its "
+                           "fingerprint does not match its certificate; it is not exported. "
+                           f"Remove it with 'certpair unpair {peer.fingerprint}' and pair "
+                           "again.", err=True)
             click.echo(_COLUMNS.row((peer.name, peer.fingerprint, peer.mode, peer.paired_at,
                                      state)))
             if flagged is not None:

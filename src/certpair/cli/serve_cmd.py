@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import re
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +23,7 @@ import click
 
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
 from certpair.cli.terminal import printable
+from certpair.errors import LocalStateError
 from certpair.ports import ALPN_TRUSTED, SERVE_PORT
 
 if TYPE_CHECKING:
@@ -42,45 +45,96 @@ MAX_HEADERS = 100
 _HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 
 
+# Lines waiting for stdout; beyond this, lines are dropped and counted, never waited for.
+OUTPUT_BACKLOG = 1000
+
+
+class _Output:
+    """stdout written by one thread from a bounded queue: serving never waits on it.
+
+    When nobody reads stdout (a full pipe), lines beyond ``OUTPUT_BACKLOG`` are dropped
+    and the next line written says how many.
+    """
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.lines: queue.Queue[dict[str, object] | str] = queue.Queue(OUTPUT_BACKLOG)
+        self.dropped = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._write, name="certpair-serve-output", daemon=True).start()
+
+    def put(self, line: dict[str, object] | str) -> None:
+        try:
+            self.lines.put_nowait(line)
+        except queue.Full:
+            with self.lock:
+                self.dropped += 1
+
+    def _write(self) -> None:
+        while True:
+            line = self.lines.get()
+            with self.lock:
+                dropped, self.dropped = self.dropped, 0
+            with contextlib.suppress(OSError, ValueError):
+                if dropped:
+                    self._echo({"event": "dropped", "lines": dropped} if self.as_json else
+                               f"... {dropped} lines not shown (output not read fast enough)")
+                self._echo(line)
+
+    def _echo(self, line: dict[str, object] | str) -> None:
+        if isinstance(line, dict):
+            emit_json(line)
+        else:
+            click.echo(line)
+
+
 class _Server:
     def __init__(self, home: Path, identity: Identity, store: TrustStore, as_json: bool) -> None:
         self.home = home
         self.identity = identity
         self.store = store
         self.as_json = as_json
-        self.lock = threading.Lock()  # one report at a time: log row and output line
+        self.output = _Output(as_json)
+        self.store_failures: set[str] = set()
+
+    def log(self, write: Callable[[], object]) -> None:
+        """Write to the store; a failure is said once per cause, and serving goes on."""
+        try:
+            write()
+        except LocalStateError as exc:
+            if str(exc) not in self.store_failures:
+                self.store_failures.add(str(exc))
+                self.note(f"Warning: {exc}; serving continues without logging")
 
     def report(self, remote: str, peer: Peer | None, reason: str) -> None:
         outcome = "accepted" if peer else "refused"
-        with self.lock:
-            self.store.record_event(
-                kind="connection", role="server", remote=remote, mode="mtls",
-                outcome=outcome, reason=reason,
-                peer_fingerprint=peer.fingerprint if peer else None,
-                peer_name=peer.name if peer else None,
-            )
-            if self.as_json:
-                emit_json({"event": "connection", "remote": remote, "outcome": outcome,
-                           "peer": {"name": peer.name, "fingerprint": peer.fingerprint}
-                           if peer else None, "reason": reason})
-            elif peer:
-                click.echo(f"Accepted {printable(peer.name)}  {peer.fingerprint}  from {remote}")
-            else:
-                click.echo(f"Refused {remote}: {reason}")
+        self.log(lambda: self.store.record_event(
+            kind="connection", role="server", remote=remote, mode="mtls",
+            outcome=outcome, reason=reason,
+            peer_fingerprint=peer.fingerprint if peer else None,
+            peer_name=peer.name if peer else None,
+        ))
+        if self.as_json:
+            self.output.put({"event": "connection", "remote": remote, "outcome": outcome,
+                             "peer": {"name": peer.name, "fingerprint": peer.fingerprint}
+                             if peer else None, "reason": reason})
+        elif peer:
+            self.output.put(f"Accepted {printable(peer.name)}  {peer.fingerprint}  from {remote}")
+        else:
+            self.output.put(f"Refused {remote}: {reason}")
 
     def note(self, text: str) -> None:
-        with self.lock:
-            if self.as_json:
-                emit_json({"event": "note", "text": text})
-            else:
-                click.echo(text)
+        self.output.put({"event": "note", "text": text} if self.as_json else text)
 
     def refused(self, remote: str, reason: str) -> None:
         if reason == "the other device does not trust this one":
             # The client did not send its certificate, so which device it was is
             # unknown; an unconfirmed pairing here is the likely story.
             # A bounded read: any unpaired client can make this happen, on a hub too.
-            waiting = [printable(p.name) for p in self.store.unconfirmed_peers(limit=5)]
+            try:
+                waiting = [printable(p.name) for p in self.store.unconfirmed_peers(limit=5)]
+            except LocalStateError:
+                waiting = []
             if waiting:
                 reason += (f" (unconfirmed here: {', '.join(waiting)}; if it was one of "
                            "them, its pairing did not complete there: pair again)")
@@ -92,9 +146,10 @@ class _Server:
         if not peer.confirmed:
             # The TLS 1.3 handshake completed on this side only once the client had
             # accepted this device's certificate: the peer trusts this device.
-            self.store.confirm_peer(peer.fingerprint, remote=remote,
-                                    reason="trusted connection (serve)")
-            self.note(f"Pairing with {peer.name} confirmed: it trusts this device too.")
+            self.log(lambda: self.store.confirm_peer(peer.fingerprint, remote=remote,
+                                                     reason="trusted connection (serve)"))
+            self.note(f"Pairing with {printable(peer.name)} confirmed: it trusts this "
+                      "device too.")
         self.report(remote, peer, "")
         answer = json.dumps(
             {"name": self.identity.name, "fingerprint": self.identity.fingerprint,

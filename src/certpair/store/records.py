@@ -6,6 +6,7 @@ import datetime
 from dataclasses import dataclass, field
 
 from certpair.errors import BadInput, LocalStateError
+from certpair.identity import fingerprint
 
 __all__ = [
     "MIN_PREFIX_DIGITS",
@@ -51,6 +52,15 @@ class Peer:
     # (the connection ended before its word came); settled by the next trusted contact.
     confirmed: bool = True
     given_name: str | None = field(default=None, compare=False)
+
+    @property
+    def intact(self) -> bool:
+        """Whether the stored fingerprint is the SHA-256 of the stored certificate.
+
+        A row whose bytes were damaged (on disk, or by hand) is not: such a peer must be
+        flagged, never trusted or exported.
+        """
+        return fingerprint(self.cert_der) == self.fingerprint
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
+from certpair.store.failures import describe
 from certpair.store.records import StoreUnusable
 from certpair.store.successors import MIGRATION_5
 from certpair.store.trust import TrustStore
 
-__all__ = ["SCHEMA_VERSION", "open_store"]
+__all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store"]
 
 # 1: peers, events. 2: the peers_version counter and its triggers.
 # 3: peers.confirmed (0 while the peer's own commit is unknown; issue 11).
@@ -116,6 +118,53 @@ def _statements(script: str) -> list[str]:
     return out
 
 
+# Beside the identity: written once a store exists here, so that a store that is later
+# missing or truncated to 0 bytes is reported, never silently replaced by an empty one.
+STORE_MARKER = ".trust-store-exists"
+
+
+def _check_before_writing(home: Path, path: Path) -> None:
+    """Refuse a store that vanished or was truncated (the marker says one existed).
+
+    Raises:
+        StoreUnusable: as said.
+    """
+    size = path.stat().st_size if path.exists() else 0
+    if size == 0:
+        if (home / STORE_MARKER).exists():
+            state = "is empty (0 bytes)" if path.exists() else "is missing"
+            raise StoreUnusable(
+                f"the trust store {path} {state}, but a store existed here: every pairing "
+                "would be lost. Restore it from a backup, or to start again with no paired "
+                f"devices remove {home / STORE_MARKER}")
+        return
+    # Nothing else here opens the file: closing any descriptor of it would drop this
+    # process's SQLite locks on it. SQLite itself says "not a database" below.
+
+
+def _refuse_unless_ours(db: sqlite3.Connection, path: Path) -> None:
+    """Reads only: refuse a newer or foreign store before anything is written to it."""
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    tables = {name for (name,) in db.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if version > SCHEMA_VERSION:
+        raise StoreUnusable(f"the trust store {path} is from a newer certpair (schema "
+                            f"{version}; this one knows {SCHEMA_VERSION}); left untouched")
+    # certpair sets the version in the transaction that creates its tables: tables
+    # without a version, or a version without the peers table, are someone else's.
+    if (version == 0 and tables) or (version > 0 and "peers" not in tables):
+        raise StoreUnusable(f"{path} is not a certpair trust store (it holds other tables); "
+                            "left untouched")
+
+
+def _mark_store(home: Path) -> None:
+    marker = home / STORE_MARKER
+    if not marker.exists():
+        # A read-only home: nothing can be lost there either.
+        with contextlib.suppress(OSError):
+            marker.touch(mode=0o600)
+
+
 def open_store(home: Path) -> TrustStore:
     """Open (creating if needed) the trust store ``home/trust.db``.
 
@@ -130,11 +179,13 @@ def open_store(home: Path) -> TrustStore:
             than this version understands.
     """
     path = home / "trust.db"
+    _check_before_writing(home, path)
     try:
         # The store serialises its own calls with a lock, so any thread may use it.
         db = sqlite3.connect(path, timeout=10.0, isolation_level="DEFERRED",
                              check_same_thread=False)
         try:
+            _refuse_unless_ours(db, path)
             db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL: every commit is atomic and survives a process crash; only
             # a power loss may roll back the latest commits (never half of one).
@@ -151,9 +202,10 @@ def open_store(home: Path) -> TrustStore:
             db.close()
             raise
     except sqlite3.Error as exc:
-        raise StoreUnusable(f"cannot open the trust store {path}") from exc
+        raise StoreUnusable(f"cannot open the trust store {path}: {describe(exc)}") from exc
     except OSError as exc:
         raise StoreUnusable(
             f"cannot write the anchor directory {home / ANCHORS_DIRECTORY}: "
             f"{exc.strerror or exc}") from exc
+    _mark_store(home)
     return TrustStore(db, path)

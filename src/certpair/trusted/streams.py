@@ -12,6 +12,7 @@ import contextlib
 import socket
 import socketserver
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -222,10 +223,18 @@ def connect(
 
 
 class TrustedServer(socketserver.ThreadingTCPServer):
-    """A threading TCP server that lets only paired devices through to its handler."""
+    """A threading TCP server that lets only paired devices through to its handler.
+
+    At most ``MAX_CONNECTIONS`` connections are served at once (one thread each);
+    beyond that a new connection is closed at once and reported as refused, so a flood
+    cannot grow the threads without bound. The listen backlog is deep (1,024, like
+    ``pair``), so a burst does not drop a paired device's SYN.
+    """
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024
+    MAX_CONNECTIONS = 256
 
     def __init__(self, handler: SyncHandler, address: tuple[str, int],
                  context: ssl.SSLContext, store: Path | TrustStore, timeout: float,
@@ -233,7 +242,28 @@ class TrustedServer(socketserver.ThreadingTCPServer):
         self.handler, self.context, self.store = handler, context, store
         self.io_timeout, self.on_refused = timeout, on_refused
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
+        self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
         super().__init__(address, socketserver.BaseRequestHandler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection in a thread of its own, if a slot is free."""
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            if self.on_refused is not None:
+                self.on_refused(_address(client_address), "too many connections")
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        """Run the connection, then give its slot back."""
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         """Run the handshake in the connection's thread, then the handler.
