@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certpair.errors import LocalStateError
+from certpair.errors import BadInput, LocalStateError
 from certpair.names import MAX_NAME_BYTES, check_name
 
 __all__ = [
