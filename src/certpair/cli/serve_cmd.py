@@ -96,6 +96,8 @@ class _Server:
         self.as_json = as_json
         self.output = _Output(as_json)
         self.store_failures: set[str] = set()
+        # Only the rare key-sync report still prints directly (one at a time).
+        self.lock = threading.Lock()
 
     def log(self, write: Callable[[], object]) -> None:
         """Write to the store; a failure is said once per cause, and serving goes on."""
