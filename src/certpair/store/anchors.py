@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 import ssl
@@ -67,12 +68,14 @@ def subject_hash(cert_der: bytes) -> str:
     return f"{cert.subject_name_hash():08x}"
 
 
+@functools.lru_cache(maxsize=4096)
 def anchor_problem(cert_der: bytes) -> str | None:
     """Why this stored certificate must not be a trust anchor, or None if it may be.
 
     It may be one only if it meets the peer profile
     (:func:`certpair.profile.check_peer_certificate`): above all, it can never vouch
-    for another certificate.
+    for another certificate. The answer depends on the bytes alone, so it is cached:
+    every accepted trusted connection asks it again for the same few certificates.
     """
     try:
         check_peer_certificate(cert_der)

@@ -89,9 +89,11 @@ def _check_handshake(connection: ssl.SSLSocket | ssl.SSLObject) -> None:
     context = connection.context
     if isinstance(context, TrustedContext):
         try:
-            context._certpair.admit(connection.getpeercert(binary_form=True))
+            peer = context._certpair.admit(connection.getpeercert(binary_form=True))
         except NotPaired as exc:
             raise PeerRefused(str(exc)) from None
+        # peer_of answers from this, instead of asking the store twice more per connection.
+        connection._certpair_admitted = (context._certpair.store, peer)  # type: ignore[union-attr]  # our own attribute on the SSL object
 
 
 class _CheckedSocket(ssl.SSLSocket):
@@ -278,6 +280,12 @@ def peer_of(
         BadInput: no store given, and the connection's context is not certpair's.
         LocalStateError: the store is unusable.
     """
+    admitted = getattr(connection, "_certpair_admitted", None)
+    if admitted is not None and home_or_store in (None, admitted[0]):
+        # Checked by this context's own handshake check a moment ago (see _check_handshake).
+        peer: Peer | None = admitted[1]
+        assert peer is not None
+        return peer
     der = connection.getpeercert(binary_form=True)
     if not der:
         raise NotPaired("the other side presented no certificate")
