@@ -202,6 +202,12 @@ def test_peers_flags_a_row_whose_fingerprint_does_not_match_its_certificate(
     assert "CORRUPT" in listed.stdout and "is corrupt" in listed.stderr
     as_json = run(tmp_path, "peers", "--json")
     assert '"intact": false' in as_json.stdout
+    # Never exported: the bundle leaves it out and says why.
+    exported = run(tmp_path, "export", "--json", "--out", str(tmp_path / "out"))
+    assert exported.returncode == 0, exported.stderr
+    assert (tmp_path / "out" / "peers.pem").read_bytes() == b""
+    assert "damaged row" in exported.stdout
+    assert run(tmp_path, "export", "--peer", "beta").returncode == 1
 
 
 # -- rename racing unpair -------------------------------------------------------------------

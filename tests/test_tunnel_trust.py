@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from certpair.store import open_store
 from tests.cliutil import LOOPBACK, run
 from tests.tunnelutil import WAIT, Devices, Service, dial, echo, make_devices, read_all
 
@@ -283,3 +284,34 @@ def test_serve_takes_its_listening_socket_from_systemd(devices: Devices,
         proc.terminate()
         proc.communicate(timeout=WAIT)
     assert proc.returncode == 0
+
+
+def _unconfirm(devices: Devices, who: str, whom: str) -> None:
+    with open_store(devices.home(who)) as store:
+        store.commit_pairing(name=whom, cert_der=devices.ids[whom].cert_der, mode="cpace",
+                             role="joiner", remote="test", confirmed=False)
+
+
+def _confirmed(devices: Devices, who: str, whom: str) -> bool:
+    with open_store(devices.home(who)) as store:
+        peer = store.peer(devices.fp(whom))
+    assert peer is not None
+    return peer.confirmed
+
+
+def test_a_tunnel_connection_settles_an_unconfirmed_pairing_on_both_sides(
+    devices: Devices, service: Service,
+) -> None:
+    # As a pairing whose last message was lost leaves them (issue 11 section 1): the next
+    # trusted contact, a tunnel included, shows each side that the other trusts it.
+    _unconfirm(devices, "alpha", "beta")
+    _unconfirm(devices, "beta", "alpha")
+    server, client = devices.pipe(service.address)
+    assert round_trip(client.port) == b"ping"
+    client.event("closed")
+    server.event("closed")
+    assert _confirmed(devices, "alpha", "beta")
+    assert _confirmed(devices, "beta", "alpha")
+    with open_store(devices.home("alpha")) as store:
+        rows = [e for e in store.events() if e.outcome == "confirmed"]
+    assert [(e.peer_name, e.reason) for e in rows] == [("beta", "tunnel connection")]

@@ -119,6 +119,9 @@ def _render(out: dict[str, Any]) -> None:
                    "curl recipe that pins its key: certpair export --peer NAME)")
 
 
+_CORRUPT = "the stored fingerprint does not match the stored certificate (a damaged row)"
+
+
 @click.command("export", short_help="Write cert.pem and peers.pem for other TLS tools.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=None, metavar="DIR", show_default="HOME/export",
@@ -141,8 +144,9 @@ def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json
     store = store_of(ctx, read_only=True)
     found: list[Peer] = [find_peer(store, query)] if query is not None else store.peers()
     hint = "" if out_dir is not None else "; choose another directory with --out DIR"
-    # A flagged peer (one that could sign others) never goes into a bundle.
-    flagged = {p.fingerprint: why for p in found if (why := anchor_problem(p.cert_der))}
+    # A flagged peer (one that could sign others, or a damaged row) never goes into a bundle.
+    flagged = {p.fingerprint: why for p in found
+               if (why := anchor_problem(p.cert_der) if p.intact else _CORRUPT)}
     if query is not None and flagged:
         raise PairingFailed(f"{printable(found[0].name)} is flagged and not trusted: "
                             f"{flagged[found[0].fingerprint]}; unpair it and pair again")

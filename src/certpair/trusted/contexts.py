@@ -89,11 +89,9 @@ def _check_handshake(connection: ssl.SSLSocket | ssl.SSLObject) -> None:
     context = connection.context
     if isinstance(context, TrustedContext):
         try:
-            peer = context._certpair.admit(connection.getpeercert(binary_form=True))
+            context._certpair.admit(connection.getpeercert(binary_form=True))
         except NotPaired as exc:
             raise PeerRefused(str(exc)) from None
-        # peer_of answers from this, instead of asking the store twice more per connection.
-        connection._certpair_admitted = (context._certpair.store, peer)  # type: ignore[union-attr]  # our own attribute on the SSL object
 
 
 class _CheckedSocket(ssl.SSLSocket):
@@ -167,6 +165,8 @@ class _Anchors:
         peer = self.store.admit(fp)  # a pending successor's first use completes a rotation
         if peer is None:
             raise NotPaired(f"not a paired device: {fp}")
+        if not peer.intact:
+            raise NotPaired(f"paired device {fp} is flagged and not trusted: a damaged row")
         problem = anchor_problem(der)
         if problem is not None:
             raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
@@ -280,19 +280,15 @@ def peer_of(
         BadInput: no store given, and the connection's context is not certpair's.
         LocalStateError: the store is unusable.
     """
-    admitted = getattr(connection, "_certpair_admitted", None)
-    if admitted is not None and home_or_store in (None, admitted[0]):
-        # Checked by this context's own handshake check a moment ago (see _check_handshake).
-        peer: Peer | None = admitted[1]
-        assert peer is not None
-        return peer
     der = connection.getpeercert(binary_form=True)
     if not der:
         raise NotPaired("the other side presented no certificate")
     fp = fingerprint(der)
     context = connection.context
     if isinstance(context, TrustedContext):
-        context._certpair.admit(der)  # the pin, and the flag of a stored CA
+        admitted = context._certpair.admit(der)  # the pin, and the flag of a stored CA
+        if home_or_store is None or home_or_store is context._certpair.store:
+            return admitted  # asked of the store just now: no need to ask it twice
     if home_or_store is None:
         if not isinstance(context, TrustedContext):
             raise BadInput("peer_of needs the certpair home for a context not made by certpair")
@@ -305,7 +301,7 @@ def peer_of(
             peer = store.admit(fp)
     if peer is None:
         raise NotPaired(f"not a paired device: {fp}")
-    problem = anchor_problem(der)
+    problem = anchor_problem(der) if peer.intact else "a damaged row"
     if problem is not None:
         raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
     return peer

@@ -35,7 +35,7 @@ from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
 from certpair.tunnel.link import TlsLink, reset
 from certpair.tunnel.pump import Relay
-from certpair.tunnel.watch import Connections, Refusals, TrustWatch
+from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
 __all__ = ["ConnectOptions", "connect_tunnel"]
 
@@ -131,6 +131,8 @@ class _Client:
             self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
             start = time.monotonic()
             reason = relay.run()
+            if relay.received:
+                settle_pairing(self.store, peer, self.remote)
             return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.sent,
                           bytes_down=relay.received, duration=time.monotonic() - start,
                           reason=reason)

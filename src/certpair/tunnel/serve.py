@@ -38,7 +38,7 @@ from certpair.tunnel.link import TlsLink, wait_for
 from certpair.tunnel.proxy_v2 import encode_header
 from certpair.tunnel.pump import Relay
 from certpair.tunnel.targets import Target
-from certpair.tunnel.watch import Connections, Refusals, TrustWatch
+from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
 __all__ = ["ServeOptions", "serve_tunnel"]
 
@@ -121,6 +121,7 @@ class _Server:
             if not self._allowed(frozenset({peer.fingerprint})):
                 self._refuse(link, remote, "not allowed by --allow")
                 return None
+            settle_pairing(self.store, peer, remote)
             return self._carry(relay, remote, peer, deadline)
         finally:
             self.connections.untrack(tracked)

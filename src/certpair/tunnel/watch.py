@@ -11,15 +11,24 @@ refusal of each (source, reason) at once and the rest as one count per
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from certpair.store import TrustStore
+from certpair.errors import CertpairError
+from certpair.store import Peer, TrustStore
 from certpair.tunnel.pump import Relay
 
-__all__ = ["POLL_INTERVAL", "REFUSAL_WINDOW", "Connections", "Refusals", "TrustWatch"]
+__all__ = [
+    "POLL_INTERVAL",
+    "REFUSAL_WINDOW",
+    "Connections",
+    "Refusals",
+    "TrustWatch",
+    "settle_pairing",
+]
 
 POLL_INTERVAL = 0.1
 REFUSAL_WINDOW = 60.0
@@ -176,3 +185,18 @@ class TrustWatch(threading.Thread):
     def stop(self) -> None:
         """End the thread after its current check."""
         self.stopping.set()
+
+
+def settle_pairing(store: TrustStore, peer: Peer, remote: str) -> None:
+    """Mark an unconfirmed pairing confirmed: the peer has just shown it trusts this device.
+
+    Call it only once that is shown: on the serving side when the client's handshake
+    completes (in TLS 1.3 the client has then accepted this device's certificate), on
+    the connecting side once the far end has sent data (it accepted this device's).
+    A store that cannot be written leaves the pairing unconfirmed, never the tunnel down.
+    """
+    if peer.confirmed:
+        return
+    with contextlib.suppress(CertpairError):
+        store.confirm_peer(peer.fingerprint, remote=remote, reason="tunnel connection")
+
