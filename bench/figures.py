@@ -295,6 +295,7 @@ def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
         start = cli_start_ms(15 // scale)
         from bench.fleet import fleet
         from bench.load import pair_under_load
+        from bench.log_growth import log_growth
         from bench.store_scale import store_scale
         from bench.tunnel import tunnel_figures
 
@@ -302,6 +303,7 @@ def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
         scale_fig = store_scale(quick=quick)
         fleet_fig = fleet(quick=quick, peers=peers)
         tunnel = tunnel_figures(quick=quick)
+        log = log_growth(1000 if quick else 5000)
     finally:
         devices.close()
     return {
@@ -316,6 +318,7 @@ def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
         **scale_fig,
         **fleet_fig,
         **tunnel,
+        **log,
         "cli_start_ms": start["certpair_version"]["median"],
         "cli_start": start,
         "hmac_guesses_per_s": guesses["guesses_per_s"],

@@ -45,4 +45,5 @@ def command(ctx: click.Context, limit: int, offset: int, as_json: bool) -> None:
     click.echo(columns.header())
     for e in events:
         click.echo(columns.row((e.at, e.kind, e.role, e.outcome, e.peer_name or "-",
-                                e.remote or "-", e.reason or "-")))
+                                e.remote or "-",
+                                (e.reason or "-") + (f" x{e.count}" if e.count > 1 else ""))))

@@ -110,12 +110,15 @@ class _Server:
 
     def report(self, remote: str, peer: Peer | None, reason: str) -> None:
         outcome = "accepted" if peer else "refused"
-        self.log(lambda: self.store.record_event(
-            kind="connection", role="server", remote=remote, mode="mtls",
-            outcome=outcome, reason=reason,
-            peer_fingerprint=peer.fingerprint if peer else None,
-            peer_name=peer.name if peer else None,
-        ))
+        if peer is None:  # one row per source, reason and minute (store/events.py)
+            self.log(lambda: self.store.record_refusal(
+                kind="connection", role="server", remote=remote, mode="mtls", reason=reason))
+        else:
+            self.log(lambda: self.store.record_event(
+                kind="connection", role="server", remote=remote, mode="mtls",
+                outcome=outcome, reason=reason, peer_fingerprint=peer.fingerprint,
+                peer_name=peer.name,
+            ))
         if self.as_json:
             self.output.put({"event": "connection", "remote": remote, "outcome": outcome,
                              "peer": {"name": peer.name, "fingerprint": peer.fingerprint}

@@ -223,7 +223,8 @@ class _Offerer:
 
     def refuse(self, session: OffererSession, exc: CertificateRefused, remote: str) -> None:
         session.refuse_certificate()
-        self.store.record_event(
+        # Spends nothing, so anyone can repeat it: counted per source and minute.
+        self.store.record_refusal(
             kind="pairing", role=Role.OFFERER.value, remote=remote,
             mode=session.offer.mode.value, outcome="failed", reason=str(exc),
         )
@@ -261,10 +262,14 @@ class _Offerer:
         reason = event.reason.text
         if event.reason is FailureReason.CERTIFICATE_REFUSED and event.remote:
             reason = "the joiner refused this device's certificate"
-        self.store.record_event(
-            kind="pairing", role=Role.OFFERER.value, remote=run.remote, mode=mode,
-            outcome="failed", reason=reason,
-        )
+        if session.attempt_spent:  # at most max_failures of these per code
+            self.store.record_event(kind="pairing", role=Role.OFFERER.value,
+                                    remote=run.remote, mode=mode, outcome="failed",
+                                    reason=reason)
+        else:  # spent nothing, so anyone can repeat it: counted per source and minute
+            self.store.record_refusal(kind="pairing", role=Role.OFFERER.value,
+                                      remote=run.remote, mode=mode, outcome="failed",
+                                      reason=reason)
         if session.attempt_spent:
             offer_ = session.offer
             self.on_event(ProofRejected(

@@ -1,35 +1,125 @@
-"""The audit log's SQL: append an event, read the newest ones."""
+"""The audit log's SQL: append an event, fold a refusal into its minute's row, read the
+newest events, and keep the log under its row cap.
+
+Refusals (anything unauthenticated traffic can cause: refused connections, pairing
+attempts that failed without spending a guess) are aggregated: one row per (kind, role,
+source host, mode, outcome, reason) per UTC minute, with a ``count``. The log keeps at
+most ``max_rows`` rows; every ``prune_every`` inserts the oldest refusals (outcome
+``refused`` or ``failed``) go first, and only if they are not enough the oldest other
+rows (pairings, unpairings, renames, rotations, accepted connections).
+"""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 
-from certpair.store.records import Event
+from certpair.store.records import Event, StoreUnusable
 
-__all__ = ["insert_event", "select_events"]
+__all__ = [
+    "DEFAULT_MAX_ROWS", "MAX_ROWS_VARIABLE", "MIGRATION_6", "add_refusal", "host_of",
+    "insert_event", "max_rows", "prune", "select_events",
+]
+
+# The log's row cap: CERTPAIR_LOG_MAX_ROWS, else 100,000 rows (some 15 MB at most).
+DEFAULT_MAX_ROWS = 100_000
+MAX_ROWS_VARIABLE = "CERTPAIR_LOG_MAX_ROWS"
+
+# 6: events.count (how many refusals one row stands for) and the index that finds the
+# row of a refusal's minute.
+MIGRATION_6 = """
+ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
+CREATE INDEX events_by_source ON events (remote, reason, at);
+"""
 
 
-def insert_event(db: sqlite3.Connection, event: Event) -> None:
-    """Append ``event`` inside the caller's transaction."""
-    db.execute(
+def max_rows() -> int:
+    """The log's row cap (see the module docs).
+
+    Raises:
+        StoreUnusable: CERTPAIR_LOG_MAX_ROWS is set but not a positive integer.
+    """
+    value = os.environ.get(MAX_ROWS_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_MAX_ROWS
+    if not value.isdigit() or int(value) < 1:
+        raise StoreUnusable(f"{MAX_ROWS_VARIABLE} must be a positive number of rows")
+    return int(value)
+
+
+def insert_event(db: sqlite3.Connection, event: Event) -> int:
+    """Append ``event`` inside the caller's transaction and keep the row cap; return
+    the new row's id.
+
+    The cap is checked every ``cap // 10`` inserts (at most every 100): cheap, and the
+    log never grows past its cap by more than that.
+    """
+    cap = max_rows()
+    cursor = db.execute(
         "INSERT INTO events (at, kind, role, remote, mode, outcome, reason,"
-        " peer_fingerprint, peer_name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " peer_fingerprint, peer_name, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             event.at, event.kind, event.role, event.remote, event.mode, event.outcome,
-            event.reason, event.peer_fingerprint, event.peer_name,
+            event.reason, event.peer_fingerprint, event.peer_name, event.count,
         ),
     )
+    row = cursor.lastrowid or 0
+    if row % max(1, min(100, cap // 10)) == 0:
+        prune(db, cap)
+    return row
+
+
+def host_of(remote: str) -> str:
+    """``remote`` without its port: ``10.0.0.5:4433`` and ``[::1]:4433`` give
+    ``10.0.0.5`` and ``::1``; a bare host is returned as it is."""
+    if remote.startswith("[") and "]" in remote:
+        return remote[1:remote.index("]")]
+    host, colon, port = remote.rpartition(":")
+    return host if colon and ":" not in host and port.isdigit() else remote
+
+
+def add_refusal(db: sqlite3.Connection, event: Event) -> int:
+    """Add ``event.count`` to the row of ``event``'s key and minute, or insert one.
+
+    Returns the new row's id, or 0 when an existing row was counted up.
+    """
+    minute = event.at[:16]  # YYYY-MM-DDTHH:MM
+    row = db.execute(
+        "SELECT id FROM events WHERE remote = ? AND reason = ? AND at >= ? AND at <= ?"
+        " AND kind = ? AND role = ? AND mode = ? AND outcome = ?"
+        " AND peer_fingerprint IS NULL ORDER BY id DESC LIMIT 1",
+        (event.remote, event.reason, f"{minute}:00Z", f"{minute}:59Z", event.kind,
+         event.role, event.mode, event.outcome),
+    ).fetchone()
+    if row is not None:
+        db.execute("UPDATE events SET count = count + ? WHERE id = ?", (event.count, row[0]))
+        return 0
+    return insert_event(db, event)
+
+
+def prune(db: sqlite3.Connection, max_rows: int) -> None:
+    """Delete the oldest rows beyond ``max_rows``, refusals first."""
+    excess = db.execute("SELECT count(*) FROM events").fetchone()[0] - max_rows
+    if excess <= 0:
+        return
+    deleted = db.execute(
+        "DELETE FROM events WHERE id IN (SELECT id FROM events"
+        " WHERE outcome IN ('refused', 'failed')"
+        " ORDER BY id LIMIT ?)", (excess,)).rowcount
+    if excess > deleted:
+        db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id"
+                   " LIMIT ?)", (excess - deleted,))
 
 
 def select_events(db: sqlite3.Connection, limit: int | None, offset: int = 0) -> list[Event]:
     """Return up to ``limit`` events (all if None), newest first, skipping ``offset``."""
     rows = db.execute(
         "SELECT at, kind, role, remote, mode, outcome, reason, peer_fingerprint,"
-        " peer_name FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
+        " peer_name, count FROM events ORDER BY id DESC LIMIT ? OFFSET ?",
         (-1 if limit is None else limit, offset),
     ).fetchall()
     return [
         Event(at=a, kind=k, role=r, remote=rm, mode=m, outcome=o, reason=re_,
-              peer_fingerprint=pf, peer_name=pn)
-        for a, k, r, rm, m, o, re_, pf, pn in rows
+              peer_fingerprint=pf, peer_name=pn, count=c)
+        for a, k, r, rm, m, o, re_, pf, pn, c in rows
     ]

@@ -67,7 +67,8 @@ class Peer:
 class Event:
     """One row of the audit log.
 
-    ``kind`` is ``pairing``, ``connection``, ``unpairing`` or ``rename``.
+    ``kind`` is ``pairing``, ``connection``, ``unpairing`` or ``rename``. ``count`` is
+    how many refusals of the same source, reason and minute the row stands for.
     """
 
     at: str
@@ -79,6 +80,7 @@ class Event:
     reason: str
     peer_fingerprint: str | None = None
     peer_name: str | None = None
+    count: int = 1
 
 
 def iso_time(at: float) -> str:

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
+from certpair.store.events import MIGRATION_6, max_rows
 from certpair.store.failures import describe
 from certpair.store.records import StoreUnusable
 from certpair.store.successors import MIGRATION_5
@@ -20,7 +21,8 @@ __all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store"]
 #    (store/anchors.py), and the index that pages the peers.
 # 5: key rotation (successors, rotation_told, peer_addresses, the trusted_certs view;
 #    store/successors.py).
-SCHEMA_VERSION = 5
+# 6: events.count, refusals aggregated per source, reason and minute (store/events.py).
+SCHEMA_VERSION = 6
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -82,6 +84,7 @@ END;
 INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM peers);
 """),
     (5, MIGRATION_5),
+    (6, MIGRATION_6),
 )
 
 
@@ -198,6 +201,7 @@ def open_store(home: Path) -> TrustStore:
                 _migrate(db)
             # Repair the anchor directory after any crash (cheap when nothing is pending).
             sync_anchors(db, home / ANCHORS_DIRECTORY)
+            max_rows()  # a bad CERTPAIR_LOG_MAX_ROWS is said at once, not at a write
         except BaseException:
             db.close()
             raise

@@ -202,6 +202,27 @@ class TrustStore(PagedReads, SuccessorsMixin):
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
 
+    def record_refusal(
+        self, *, kind: str, role: str, remote: str, reason: str, mode: str,
+        outcome: str = "refused", count: int = 1, at: float | None = None,
+    ) -> None:
+        """Count ``count`` refusals of unauthenticated traffic from ``remote`` (its port,
+        if any, is dropped): one row per source host, reason and minute, counted up.
+
+        Raises:
+            StoreUnusable: the write failed.
+        """
+        event = Event(
+            at=iso_time(time.time() if at is None else at), kind=kind, role=role,
+            remote=events_sql.host_of(remote), mode=mode, outcome=outcome, reason=reason,
+            count=count,
+        )
+        try:
+            with self._lock, self._db:
+                events_sql.add_refusal(self._db, event)
+        except sqlite3.Error as exc:
+            raise self._write_error(exc) from exc
+
     def remove_peer(self, fingerprint_: str, *, at: float | None = None) -> Peer:
         """Stop trusting a peer and log it, in one transaction.
 

@@ -85,9 +85,8 @@ class _Server:
 
     def _report_refused(self, host: str, reason: str, count: int) -> None:
         with contextlib.suppress(Exception):
-            self.store.record_event(
-                kind="connection", role=_ROLE, remote=host, mode="mtls", outcome="refused",
-                reason=reason if count == 1 else f"{reason} ({count} more)")
+            self.store.record_refusal(kind="connection", role=_ROLE, remote=host,
+                                      mode="mtls", reason=reason, count=count)
         self.on_event(Refused(remote=host, reason=reason, count=count))
 
     def _refuse(self, link: TlsLink, remote: str, reason: str) -> None:
