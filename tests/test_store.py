@@ -218,8 +218,12 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
     assert len(store.peers()) == 40
 
 
-# What schema step 5 (key rotation) added, taken away again.
-V5_UNDONE = """
+# What schema step 6 (counted refusals) added, taken away again.
+V6_UNDONE = """
+DROP INDEX events_by_source; ALTER TABLE events DROP COLUMN count;
+"""
+# What schema step 5 (key rotation) added, taken away again (after step 6's).
+V5_UNDONE = V6_UNDONE + """
 DROP TRIGGER successors_inserted; DROP TRIGGER successors_updated;
 DROP TRIGGER successors_deleted; DROP TRIGGER peers_deleted_successors;
 DROP VIEW trusted_certs; DROP TABLE successors; DROP TABLE rotation_told;
@@ -254,3 +258,20 @@ def test_a_version_2_store_gains_the_confirmed_column_with_its_peers_confirmed(
         assert store.confirm_peer(unconfirmed[0].fingerprint, remote="x", reason="test")
         assert not store.confirm_peer(unconfirmed[0].fingerprint, remote="x", reason="test")
         assert all(p.confirmed for p in store.peers())
+
+
+def test_a_version_5_store_gains_counted_refusals_with_its_rows_counted_once(
+    tmp_path: Path,
+) -> None:
+    with open_store(tmp_path) as store:
+        store.record_event(kind="connection", role="server", remote="10.0.0.9:5", mode="mtls",
+                           outcome="refused", reason="old")
+    with sqlite3.connect(tmp_path / "trust.db") as db:
+        db.executescript(V6_UNDONE + "PRAGMA user_version = 5;")
+    with open_store(tmp_path) as store:
+        assert [e.count for e in store.events()] == [1]
+        for port in (1, 2, 3):
+            store.record_refusal(kind="connection", role="server", remote=f"[::1]:{port}",
+                                 mode="mtls", reason="new", at=1_000_000_000 + port)
+        newest = store.events()[0]
+        assert (newest.remote, newest.count, newest.at) == ("::1", 3, "2001-09-09T01:46:41Z")
