@@ -250,7 +250,7 @@ def test_log_json_shows_pairing_and_connection_events_newest_first(devices: Devi
         ("pairing", "offerer", "paired", "beta"),
     ]
     assert server_log[1]["peer_fingerprint"] == devices.fp("beta")
-    assert server_log[0]["remote"].startswith("127.0.0.1:")
+    assert (server_log[0]["remote"], server_log[0]["count"]) == ("127.0.0.1", 1)
     client_log = run_json(devices.home("gamma"), "log", "--limit", "1")
     assert [(e["kind"], e["role"], e["outcome"]) for e in client_log] == [
         ("connection", "client", "refused")]
