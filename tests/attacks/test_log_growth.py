@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import socket
 import ssl
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -41,15 +43,24 @@ class _Serve:
             env={**os.environ, **env})
         assert self.proc.stdout is not None
         self.port = int(json.loads(self.proc.stdout.readline())["port"])
+        # Read while the flood runs: serve drops (and counts) lines nobody reads.
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put("")
 
     def refusals_seen(self, n: int) -> None:
         """Read serve's lines until ``n`` refusals were reported (each one logged)."""
-        assert self.proc.stdout is not None
         seen = 0
         while seen < n:
-            line = self.proc.stdout.readline()
+            line = self.lines.get(timeout=WAIT)
             assert line, f"serve ended: {self.proc.stderr.read() if self.proc.stderr else ''}"
-            seen += json.loads(line).get("outcome") == "refused"
+            event = json.loads(line)
+            seen += event.get("outcome") == "refused" or event.get("lines", 0)
 
     def stop(self) -> None:
         self.proc.terminate()

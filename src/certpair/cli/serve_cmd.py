@@ -4,8 +4,9 @@ Each accepted connection gets, for every line it sends, one JSON line naming thi
 device and the peer; an HTTP request line gets the same JSON as an HTTP response, so
 ``curl`` works too; a ``sync`` line switches the connection to the key-rotation sync
 (docs/PROTOCOL.md §8). Every connection is logged in the events table: each accepted
-one as a row, refusals counted per source host, reason and minute. A thread serves each connection; the blocking ``ssl`` module, unlike asyncio,
-sends the TLS alert when it refuses a certificate, so the refused side learns why.
+one as a row, refusals counted per source host, reason and minute. A thread serves
+each connection; the blocking ``ssl`` module, unlike asyncio, sends the TLS alert
+when it refuses a certificate, so the refused side learns why.
 """
 
 from __future__ import annotations
