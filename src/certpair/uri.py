@@ -19,9 +19,12 @@ unknown or repeated parameter, a bad host, port, code or fingerprint) is
 
 from __future__ import annotations
 
+import contextlib
 import io
 import ipaddress
+import os
 import re
+import secrets
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,19 +234,40 @@ def qr_terminal_text(uri: str) -> str:
     return buffer.getvalue()
 
 
-def write_qr_png(uri: str, path: Path) -> None:
-    """Write a URI as a QR code image in PNG format.
+def write_qr_png(uri: str, path: Path, *, replace: bool = False) -> None:
+    """Write a URI (it carries the live secret) as a QR code image in PNG format.
+
+    The file is created 0600 with ``O_EXCL``: it is never readable by others, whatever
+    the umask, and an existing file is never written through (nor a planted symlink).
 
     Args:
         uri: the text to encode.
-        path: the file to create or replace.
+        path: the file to create.
+        replace: replace an existing file atomically (a new 0600 file in the same
+            directory, renamed over it) instead of refusing.
 
     Raises:
-        BadInput: the file cannot be written.
+        BadInput: the file exists (and ``replace`` is false) or cannot be written.
     """
     import segno  # noqa: PLC0415  # only `pair --qr-png` needs it
 
+    image = io.BytesIO()
+    segno.make(uri, error="m", micro=False).save(image, kind="png", scale=8, border=4)
+    target = path
+    if replace:
+        target = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     try:
-        segno.make(uri, error="m", micro=False).save(str(path), kind="png", scale=8, border=4)
+        fd = os.open(target, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        raise BadInput(f"the QR image {path} already exists; --force replaces it") from None
     except OSError as exc:
+        raise BadInput(f"cannot write the QR image {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(image.getvalue())
+        if replace:
+            os.replace(target, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(target)
         raise BadInput(f"cannot write the QR image {path}: {exc.strerror or exc}") from exc

@@ -49,15 +49,18 @@ HMAC_MAX_BITS = 256
 @click.option("--qr", is_flag=True,
               help="Show a QR code of the certpair:// URI (host, port, secret, fingerprint).")
 @click.option("--qr-png", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              metavar="FILE", help="Write the QR code to FILE as a PNG image.")
+              metavar="FILE",
+              help="Write the QR code to FILE as a PNG image (created 0600; it holds the "
+                   "secret). An existing FILE is refused unless --force.")
+@click.option("--force", is_flag=True, help="Let --qr-png replace an existing FILE.")
 @click.option("--no-advertise", is_flag=True,
               help="Do not announce this offer on the local network (mDNS/DNS-SD).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(
     ctx: click.Context, mode: str, host: str, port: int, ttl: float, timeout: float | None,
-    digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, no_advertise: bool,
-    as_json: bool,
+    digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, force: bool,
+    no_advertise: bool, as_json: bool,
 ) -> None:
     """Show a pairing secret and wait for the device that types or scans it.
 
@@ -77,8 +80,11 @@ def command(
         # would be silently cut short, so it is refused rather than ignored.
         raise BadInput(f"--timeout {timeout:g} is longer than --ttl {ttl:g}: the code "
                        "expires after --ttl and pair stops then; raise --ttl instead")
+    if qr_png is not None and not force and (qr_png.exists() or qr_png.is_symlink()):
+        # The image holds the live secret: never write through someone else's file.
+        raise BadInput(f"the QR image {qr_png} already exists; --force replaces it")
     from certpair.cli.pair_run import run_pair  # noqa: PLC0415  # keeps start-up fast
 
     run_pair(ctx, mode=mode, host=host, port=port, ttl=ttl, timeout=timeout, digits=digits,
-             bits=bits, once=once, qr=qr, qr_png=qr_png, no_advertise=no_advertise,
+             bits=bits, once=once, qr=qr, qr_png=qr_png, force=force, no_advertise=no_advertise,
              as_json=as_json)

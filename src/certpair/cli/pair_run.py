@@ -79,6 +79,7 @@ class _Show:
     qr_png: Path | None
     advertise: bool
     screen: Screen
+    force: bool = False
     advertisement: Advertisement | None = None
     registering: asyncio.Task[str] | None = None
     ended: bool = False
@@ -128,7 +129,10 @@ class _Show:
             uri = format_uri(host=_uri_host(event.host), port=event.port,
                              secret=parse_secret(event.code), fingerprint=self.identity.fingerprint)
         if self.qr_png is not None and uri is not None:
-            write_qr_png(uri, self.qr_png)
+            # A later code replaces this run's own image; the first write replaces a
+            # file only under --force.
+            write_qr_png(uri, self.qr_png, replace=self.force)
+            self.force = True
         if self.as_json:
             line = {"event": "listening", "host": event.host, "port": event.port,
                     "mode": event.mode.value, "code": event.code,
@@ -222,13 +226,13 @@ async def _offer(show: _Show, *, identity: Identity, store: TrustStore, mode: Mo
 
 def run_pair(
     ctx: click.Context, *, mode: str, host: str, port: int, ttl: float, timeout: float | None,
-    digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, no_advertise: bool,
-    as_json: bool,
+    digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, force: bool,
+    no_advertise: bool, as_json: bool,
 ) -> None:
     """Run ``certpair pair`` with parsed options (see its help)."""
     identity = identity_of(ctx)
     store = store_of(ctx)
-    show = _Show(identity=identity, as_json=as_json, qr=qr, qr_png=qr_png,
+    show = _Show(identity=identity, as_json=as_json, qr=qr, qr_png=qr_png, force=force,
                  advertise=not no_advertise, screen=Screen.for_stdout(as_json=as_json))
     try:
         asyncio.run(_offer(show, identity=identity, store=store, mode=Mode(mode), host=host,
