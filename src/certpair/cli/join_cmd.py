@@ -36,13 +36,14 @@ def command(ctx: click.Context, args: tuple[str, ...], timeout: float, peer_name
     URI (from `pair --qr`) carries the address, the secret and the offerer's
     fingerprint; an offerer with another certificate is refused before any proof.
     A SECRET of - is read from standard input (asked for without echo on a terminal),
-    so that it does not appear in the process list.
+    so that it does not appear in the process list; `join -` also reads a URI there.
 
     \b
     Examples:
       certpair join 192.168.1.20 4711-0815-3
       certpair join 4711-0815-3
       certpair join 192.168.1.20:5000 -
+      certpair join - < uri.txt
     """
     from certpair.cli.join_run import run_join_command  # noqa: PLC0415  # fast start-up
 

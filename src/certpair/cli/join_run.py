@@ -11,7 +11,7 @@ import click
 
 from certpair.cli.context import emit_json, failure_json, identity_of, report_paired, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
-from certpair.cli.params import HostPort, SecretParam
+from certpair.cli.params import HostPort, SecretParam, read_stdin_secret
 from certpair.cli.terminal import printable
 from certpair.codes import Mode, Secret, WrongCheckCharacter, parse_secret
 from certpair.discovery import (
@@ -87,6 +87,10 @@ def _check_shape(args: tuple[str, ...]) -> None:
 
 
 def _target(args: tuple[str, ...], ctx: click.Context) -> _Target:
+    if args and args[-1] == "-":
+        # What standard input holds goes through the same checks as an argument: a
+        # certpair:// URI there (kept out of the process list) pins its fingerprint too.
+        args = (*args[:-1], read_stdin_secret())
     _check_shape(args)
     if len(args) == 1 and looks_like_uri(args[0]):
         uri = parse_uri(args[0])

@@ -12,7 +12,7 @@ import click
 from certpair.codes import Secret, parse_secret
 from certpair.errors import BadInput
 
-__all__ = ["Finite", "HostPort", "SecretParam", "parse_host_port"]
+__all__ = ["Finite", "HostPort", "SecretParam", "parse_host_port", "read_stdin_secret"]
 
 _MAX_PORT_DIGITS = 5
 _NOT_IN_HOST = frozenset(" \t/\\@?#[]")
@@ -108,12 +108,18 @@ class SecretParam(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is no
             return value
         text = str(value)
         if text == "-":
-            if sys.stdin.isatty():
-                text = click.prompt("Pairing code (not shown)", hide_input=True, err=True,
-                                    default="", show_default=False)
-            else:
-                text = sys.stdin.readline().strip()
+            text = read_stdin_secret()
         return parse_secret(text)
+
+
+def read_stdin_secret() -> str:
+    """The secret (or ``certpair://`` URI) for an argument ``-``: asked for without echo
+    on a terminal, otherwise the first line of standard input."""
+    if sys.stdin.isatty():
+        text: str = click.prompt("Pairing code or URI (not shown)", hide_input=True,
+                                 err=True, default="", show_default=False)
+        return text.strip()
+    return sys.stdin.readline().strip()
 
 
 class HostPort(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is not generic
