@@ -16,6 +16,7 @@ from certpair.errors import BadInput
 
 __all__ = [
     "DEFAULT_GPU_GUESSES_PER_SECOND",
+    "DEFAULT_RISK",
     "Advice",
     "advise",
     "cpace_min_bits",
@@ -26,6 +27,9 @@ __all__ = [
 # mode 1400, Chick3nman's published benchmark). Counting one compression per guess
 # over-estimates an attack on m1 (which costs ~19 compressions), so it is a safe bound.
 DEFAULT_GPU_GUESSES_PER_SECOND = 2.2e10
+# The attacker's accepted chance of success: `certpair advise`'s default, and the bar
+# `pair --mode hmac` holds a key's length to for its --ttl.
+DEFAULT_RISK = 1e-6
 
 
 def hmac_min_bits(*, guesses_per_second: float, lifetime: float, risk: float) -> float:

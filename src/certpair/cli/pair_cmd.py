@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from certpair.advice import DEFAULT_RISK
 from certpair.cli.params import Finite
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
@@ -43,7 +44,8 @@ HMAC_MAX_BITS = 256
               help="cpace: random digits in the code (a check digit is added).")
 @click.option("--bits", type=click.IntRange(HMAC_MIN_BITS, HMAC_MAX_BITS),
               default=HMAC_DEFAULT_BITS, show_default=True, metavar="N",
-              help="hmac: bits of randomness in the key.")
+              help="hmac: bits of randomness in the key (at least what `certpair advise "
+                   "--mode hmac --ttl TTL` asks for).")
 @click.option("--once", is_flag=True,
               help="Stop at the first failed proof (exit 1) instead of showing a new code.")
 @click.option("--qr", is_flag=True,
@@ -80,6 +82,8 @@ def command(
         # would be silently cut short, so it is refused rather than ignored.
         raise BadInput(f"--timeout {timeout:g} is longer than --ttl {ttl:g}: the code "
                        "expires after --ttl and pair stops then; raise --ttl instead")
+    if mode == Mode.HMAC.value:
+        _check_hmac_bits(bits, ttl)
     if qr_png is not None and not force and (qr_png.exists() or qr_png.is_symlink()):
         # The image holds the live secret: never write through someone else's file.
         raise BadInput(f"the QR image {qr_png} already exists; --force replaces it")
@@ -88,3 +92,18 @@ def command(
     run_pair(ctx, mode=mode, host=host, port=port, ttl=ttl, timeout=timeout, digits=digits,
              bits=bits, once=once, qr=qr, qr_png=qr_png, force=force, no_advertise=no_advertise,
              as_json=as_json)
+
+
+def _check_hmac_bits(bits: int, ttl: float) -> None:
+    """An hmac key must hold out against offline guessing for its whole lifetime
+    (docs/SECURITY.md): its length follows --ttl by `certpair advise`'s formula."""
+    import math  # noqa: PLC0415  # only hmac mode needs it
+
+    from certpair.advice import advise  # noqa: PLC0415  # keeps start-up fast
+
+    needed = max(HMAC_MIN_BITS, math.ceil(advise(mode=Mode.HMAC, risk=DEFAULT_RISK,
+                                                 ttl=ttl).bits))
+    if bits < needed:
+        raise BadInput(f"--bits {bits} is too few for --ttl {ttl:g}: an hmac key can be "
+                       f"guessed offline until it expires, so it needs at least {needed} "
+                       f"bits (certpair advise --mode hmac --ttl {ttl:g})")

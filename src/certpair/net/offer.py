@@ -74,7 +74,7 @@ class Listening:
     port: int
     mode: Mode
     code: str = field(repr=False)
-    expires_at: float
+    expires_at: float  # wall-clock (time.time) seconds, for display
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -122,7 +122,7 @@ class _Offerer:
     def __init__(
         self, *, identity: Identity, store: TrustStore, mode: Mode, ttl: float,
         digits: int, bits: int, once: bool, on_event: Callable[[OfferEvent], None],
-        clock: Callable[[], float], secret: Secret | None,
+        clock: Callable[[], float], wall_clock: Callable[[], float], secret: Secret | None,
     ) -> None:
         self.identity = identity
         self.store = store
@@ -133,6 +133,7 @@ class _Offerer:
         self.once = once
         self.on_event = on_event
         self.clock = clock
+        self.wall_clock = wall_clock
         self.fixed_secret = secret
         self.codes_issued = 0
         self.current: Offer | None = None
@@ -313,6 +314,10 @@ class _Offerer:
         except CertpairError as exc:
             self.result.set_exception(exc)
 
+    def wall_time(self, at: float) -> float:
+        """The wall-clock time (for people and JSON) of ``at`` on the expiry clock."""
+        return self.wall_clock() + (at - self.clock())
+
     async def serve(self, host: str, port: int, timeout: float | None) -> Peer:
         try:
             # A deep backlog: a flood of connections must not drop the real joiner's SYN.
@@ -324,7 +329,8 @@ class _Offerer:
             deadline = None if timeout is None else self.clock() + timeout
             offer_ = self.new_offer()
             self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
-                                   code=offer_.secret.display, expires_at=offer_.expires_at))
+                                   code=offer_.secret.display,
+                                   expires_at=self.wall_time(offer_.expires_at)))
             while not self.result.done():
                 if offer_.state is OfferState.BURNED:
                     if self.once or self.mode is Mode.HMAC or self.codes_issued >= MAX_CODES:
@@ -334,7 +340,7 @@ class _Offerer:
                         offer_.expires_at = min(offer_.expires_at, deadline)
                     self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
                                            code=offer_.secret.display,
-                                           expires_at=offer_.expires_at))
+                                           expires_at=self.wall_time(offer_.expires_at)))
                     continue
                 end = offer_.expires_at if deadline is None else min(offer_.expires_at, deadline)
                 remaining = end - self.clock()
@@ -376,7 +382,8 @@ async def run_offer(
     port: int = PAIRING_PORT, ttl: float = 300.0, timeout: float | None = None,
     once: bool = False, digits: int = CPACE_DEFAULT_DIGITS, bits: int = HMAC_DEFAULT_BITS,
     on_event: Callable[[OfferEvent], None] = lambda event: None,
-    clock: Callable[[], float] = time.time, secret: Secret | None = None,
+    clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
+    secret: Secret | None = None,
 ) -> Peer:
     """Offer pairing: listen, show a secret, and trust the first joiner that proves it.
 
@@ -395,7 +402,10 @@ async def run_offer(
         digits: cpace code length.
         bits: hmac key strength.
         on_event: called with each :class:`OfferEvent`; runs on the event loop.
-        clock: time source.
+        clock: the time source of every expiry decision; monotonic, so that a wall-clock
+            step (NTP, a user's `date`) neither revives nor kills a secret early.
+        wall_clock: the time source of :attr:`Listening.expires_at` (wall-clock time,
+            computed as wall-now + the time remaining on ``clock``).
         secret: use this secret first instead of generating one.
 
     Returns:
@@ -411,6 +421,7 @@ async def run_offer(
         raise BadInput("the given secret does not match the mode")
     offerer = _Offerer(
         identity=identity, store=store, mode=mode, ttl=ttl, digits=digits, bits=bits,
-        once=once, on_event=on_event, clock=clock, secret=secret,
+        once=once, on_event=on_event, clock=clock, wall_clock=wall_clock,
+        secret=secret,
     )
     return await offerer.serve(host, port, timeout)
