@@ -224,7 +224,9 @@ def _offerer(info: AsyncServiceInfo) -> DiscoveredOfferer | None:
     name, fp = _text(props, b"name"), _text(props, b"fp")
     addresses = info.parsed_addresses(IPVersion.V4Only)
     if (version != PROTOCOL_VERSION or mode_text not in {m.value for m in Mode} or name is None
-            or not info.port or not addresses):
+            or not info.port or not addresses or fp is None
+            or not _FINGERPRINT_RE.fullmatch(fp)):
+        # Without a well-formed fingerprint join could not pin the offerer it found.
         return None
     try:
         validate_name(name)
@@ -233,8 +235,21 @@ def _offerer(info: AsyncServiceInfo) -> DiscoveredOfferer | None:
     return DiscoveredOfferer(
         instance=info.name[: -len(SERVICE_TYPE) - 1], name=name, addresses=_rank(addresses),
         port=info.port, mode=Mode(mode_text), version=version,
-        fingerprint=fp if fp is not None and _FINGERPRINT_RE.fullmatch(fp) else None,
+        fingerprint=fp,
     )
+
+
+def _remember(found: dict[tuple[str, str | None], DiscoveredOfferer], service: str,
+              offerer: DiscoveredOfferer) -> None:
+    """Keep an offerer under its service name *and* fingerprint: two advertisements of
+    one instance name with different fingerprints are two candidates, never merged
+    (one of them may be an impostor)."""
+    found[(service, offerer.fingerprint)] = offerer
+
+
+def _forget(found: dict[tuple[str, str | None], DiscoveredOfferer], service: str) -> None:
+    for key in [key for key in found if key[0] == service]:
+        del found[key]
 
 
 async def browse(
@@ -275,7 +290,7 @@ async def browse(
                             ip_version=IPVersion.V4Only)
     except (OSError, RuntimeError) as exc:
         raise DiscoveryError(f"cannot use multicast DNS here: {exc}") from exc
-    found: dict[str, DiscoveredOfferer] = {}
+    found: dict[tuple[str, str | None], DiscoveredOfferer] = {}
     skipped: set[str] = set()
     end = loop.time() + timeout
     try:
@@ -287,7 +302,7 @@ async def browse(
                 except TimeoutError:
                     break
                 if change is ServiceStateChange.Removed:
-                    found.pop(name, None)
+                    _forget(found, name)
                     continue
                 try:
                     info = AsyncServiceInfo(SERVICE_TYPE, name)
@@ -306,7 +321,7 @@ async def browse(
                     continue
                 if not found and settle is not None:
                     end = min(end, loop.time() + settle)
-                found[name] = offerer
+                _remember(found, name, offerer)
         finally:
             await browser.async_cancel()
     finally:

@@ -136,6 +136,7 @@ class _Offerer:
         self.wall_clock = wall_clock
         self.fixed_secret = secret
         self.codes_issued = 0
+        self.last_rejected = ""  # the remote address of the last failed proof
         self.current: Offer | None = None
         self.changed = asyncio.Event()
         self.result: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
@@ -273,6 +274,7 @@ class _Offerer:
                                       reason=reason)
         if session.attempt_spent:
             offer_ = session.offer
+            self.last_rejected = run.remote
             self.on_event(ProofRejected(
                 reason=event.reason, remote=run.remote, burned=offer_.state is OfferState.BURNED,
                 attempts_left=offer_.max_failures - offer_.failures,
@@ -334,7 +336,8 @@ class _Offerer:
             while not self.result.done():
                 if offer_.state is OfferState.BURNED:
                     if self.once or self.mode is Mode.HMAC or self.codes_issued >= MAX_CODES:
-                        raise PairingFailed("pairing failed: wrong secret or tampered connection")
+                        raise PairingFailed("pairing failed: wrong secret or tampered "
+                                            f"connection from {self.last_rejected}")
                     offer_ = self.new_offer()
                     if deadline is not None:
                         offer_.expires_at = min(offer_.expires_at, deadline)
