@@ -116,7 +116,7 @@ def read_stdin_secret() -> str:
     """The secret (or ``certpair://`` URI) for an argument ``-``: asked for without echo
     on a terminal, otherwise the first line of standard input."""
     if sys.stdin.isatty():
-        text: str = click.prompt("Pairing code or URI (not shown)", hide_input=True,
+        text: str = click.prompt("Pairing code (not shown)", hide_input=True,
                                  err=True, default="", show_default=False)
         return text.strip()
     return sys.stdin.readline().strip()
