@@ -12,7 +12,7 @@ import dataclasses
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
@@ -34,6 +34,13 @@ from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
 from certpair.net.join import unconfirmed_message
+from certpair.net.offer_events import (
+    JoinerRefused,
+    Listening,
+    OfferEvent,
+    PeerPaired,
+    ProofRejected,
+)
 from certpair.ports import PAIRING_PORT
 from certpair.profile import CertificateRefused
 from certpair.protocol.events import (
@@ -66,46 +73,6 @@ MAX_CODES = 10
 CONVERSATION_TIMEOUT = 10.0
 
 
-@dataclass(frozen=True, kw_only=True)
-class Listening:
-    """The offerer listens with a (new) secret."""
-
-    host: str
-    port: int
-    mode: Mode
-    code: str = field(repr=False)
-    expires_at: float  # wall-clock (time.time) seconds, for display
-
-
-@dataclass(frozen=True, kw_only=True)
-class ProofRejected:
-    """A joiner's proof failed; ``burned`` says whether the secret is used up."""
-
-    reason: FailureReason
-    remote: str
-    burned: bool
-    attempts_left: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class JoinerRefused:
-    """A joiner's certificate was refused before any proof; the secret stays valid.
-
-    ``reason`` names the rule (see :mod:`certpair.profile`).
-    """
-
-    remote: str
-    reason: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class PeerPaired:
-    """The offerer trusted a joiner."""
-
-    peer: Peer
-
-
-OfferEvent = Listening | ProofRejected | JoinerRefused | PeerPaired
 
 
 @dataclass(kw_only=True)
