@@ -1,4 +1,4 @@
-"""The measurements behind ``scripts/bench``; each figure with its own baseline.
+"""The in-process pairing figures of ``scripts/bench``; each with its own baseline.
 
 Every figure is a median over repeats measured in one run, with the spread
 (min..max) beside it. Nothing here asserts: the numbers go to docs/PERFORMANCE.md.
@@ -11,15 +11,13 @@ import os
 import secrets
 import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 from bench.proxy import DelayProxy
+from bench.stats import Figure, summary
 from certpair.codes import Mode, Secret, generate_code, generate_hmac_key
 from certpair.identity import Identity, create_identity
 from certpair.net.pairing import Listening, OfferEvent, run_join, run_offer
@@ -28,15 +26,6 @@ from certpair.protocol.hmac_proof import REQUEST_LABEL
 from certpair.protocol.offer import Offer
 from certpair.protocol.session import JoinerSession, OffererSession
 from certpair.store import open_store
-
-Figure = dict[str, Any]
-
-
-def summary(samples: list[float], scale: float = 1.0) -> Figure:
-    """Median and spread of samples (optionally scaled, e.g. s -> ms)."""
-    values = sorted(x * scale for x in samples)
-    return {"median": round(statistics.median(values), 4), "min": round(values[0], 4),
-            "max": round(values[-1], 4), "n": len(values)}
 
 
 class Devices:
@@ -256,25 +245,6 @@ def hmac_guesses_per_second(devices: Devices, seconds: float = 2.0) -> Figure:
             "six_digit_keyspace_s": round(1e6 / rate, 2)}
 
 
-# ------------------------------------------------------------------ CLI start-up time
-
-
-def cli_start_ms(repeats: int = 15) -> Figure:
-    """``certpair --version`` as a whole process, against ``python -c pass``."""
-
-    def timed(args: list[str]) -> list[float]:
-        out = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            subprocess.run(args, check=True, capture_output=True)
-            out.append(time.perf_counter() - t0)
-        return out
-
-    cli = timed([sys.executable, "-m", "certpair", "--version"])
-    bare = timed([sys.executable, "-c", "pass"])
-    return {"certpair_version": summary(cli, 1000), "python_bare": summary(bare, 1000)}
-
-
 def environment() -> Figure:
     """What the figures were measured on."""
     import platform
@@ -283,47 +253,5 @@ def environment() -> Figure:
             "cpus": os.cpu_count(), "openssl": ssl.OPENSSL_VERSION}
 
 
-def run_all(quick: bool = False, peers: int = 100_000) -> Figure:
-    """Every figure, as one JSON-ready dict (``peers``: the fleet figures' store size)."""
-    devices = Devices()
-    try:
-        scale = 3 if quick else 1
-        cost = cpace_ms_per_side(devices, 200 // scale)
-        ratio = pair_vs_tls(devices, 30 // scale)
-        rtts = round_trips(devices, repeats=max(2, 5 // scale))
-        guesses = hmac_guesses_per_second(devices)
-        start = cli_start_ms(15 // scale)
-        from bench.fleet import fleet
-        from bench.load import pair_under_load
-        from bench.log_growth import log_growth
-        from bench.store_scale import store_scale
-        from bench.tunnel import tunnel_figures
-
-        load = pair_under_load(quick=quick)
-        scale_fig = store_scale(quick=quick)
-        fleet_fig = fleet(quick=quick, peers=peers)
-        tunnel = tunnel_figures(quick=quick)
-        log = log_growth(1000 if quick else 5000)
-    finally:
-        devices.close()
-    return {
-        "environment": environment(),
-        "cpace_ms_per_side": cost,
-        "pair_vs_tls_ratio": ratio["ratio"],
-        "pair_vs_tls": ratio,
-        "joiner_rtts": {m: rtts[m]["joiner_rtts"]["median"] for m in ("cpace", "hmac")},
-        "offerer_rtts": {m: rtts[m]["offerer_rtts"]["median"] for m in ("cpace", "hmac")},
-        "round_trips": rtts,
-        **load,
-        **scale_fig,
-        **fleet_fig,
-        **tunnel,
-        **log,
-        "cli_start_ms": start["certpair_version"]["median"],
-        "cli_start": start,
-        "hmac_guesses_per_s": guesses["guesses_per_s"],
-        "hmac_guessing": guesses,
-    }
-
-
-__all__ = ["Devices", "run_all"]
+__all__ = ["Devices", "cpace_ms_per_side", "environment", "hmac_guesses_per_second",
+           "pair_vs_tls", "round_trips"]

@@ -1,15 +1,23 @@
 """``certpair tunnel`` against stunnel 4, side by side in one run (bench/tunnel_ends.py).
 
-* ``tunnel_throughput_vs_stunnel``: 1 GiB through one connection (client -> client-side
-  tunnel -> server-side tunnel -> sink), until the sink's byte count comes back;
-  certpair's MB/s divided by stunnel's, runs interleaved.
-* ``tunnel_connect_ms_vs_stunnel``: a fresh connection and a 1-byte round trip through
-  both ends to an echo; certpair's median over stunnel's.
-* ``tunnel_rss_mb_500_conns``: the server side's resident memory with 500 connections
-  open through the chain (stunnel's beside it).
+Both chains are client -> client-side tunnel -> server-side tunnel -> a service in the
+bench process; runs alternate between the two, so that drift hits both alike. Every
+speed figure is a ratio "stunnel's time / certpair's time" (> 1: certpair is faster),
+from the best of the repeats' wall times, and beside it the same ratio of the CPU time
+the two tunnel processes used (``/proc/PID/stat``), which moves far less than wall time
+on a shared machine.
+
+* ``tunnel_throughput_1_vs_stunnel``: 1 stream of 256 MiB to a sink, until the sink's
+  byte count comes back; ``tunnel_throughput_16_vs_stunnel``: 16 streams of 16 MiB at
+  once.
+* ``tunnel_fresh_seq_vs_stunnel``: 200 fresh connections one after another, each
+  connect + 1-byte echo + close; ``tunnel_fresh_20x20_vs_stunnel``: 20 clients at once,
+  20 such connections each.
+* ``tunnel_rss_vs_stunnel``: peak RSS (``VmHWM``) of the larger of certpair's two tunnel
+  processes over stunnel's, after the 16-stream and 20x20 workloads; and
+  ``tunnel_rss_mb_500_conns``: the server side's RSS with 500 connections open.
 * ``tunnel_unpair_cut_ms``: from the unpairing's commit to the open connection's end,
-  as its client sees it. stunnel has nothing to compare: it never closes an open
-  connection when trust changes.
+  as its client sees it (stunnel never cuts an open connection when trust changes).
 * ``tunnel_fds_leaked_10000_conns``: the server side's descriptors after 10,000
   connections minus before.
 """
@@ -19,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import statistics
+import threading
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from functools import partial
 
-from bench.figures import summary
 from bench.load import raise_fd_limit
+from bench.stats import Figure, cpu_seconds, peak_rss_mb, ratio, rss_mb, summary
 from bench.tunnel_ends import (
     LOOPBACK,
     CertpairChain,
@@ -34,21 +43,70 @@ from bench.tunnel_ends import (
     StunnelChain,
     echo,
     fd_count,
-    rss_mb,
     sink,
     stunnel_binary,
 )
 
-Figure = dict[str, Any]
 _WAIT = 60.0
+_MIB = 1 << 20
 
 
-def _throughput(port: int, size: int) -> float:
-    """MB/s of ``size`` bytes sent through ``port`` to the sink, until it confirms."""
+class Bench:
+    """The two devices, a sink and an echo service, and for each tunnel (certpair, and
+    stunnel when installed) one chain to each service."""
+
+    def __init__(self) -> None:
+        raise_fd_limit()
+        self.binary = stunnel_binary()
+        self.names = ["certpair"] + (["stunnel"] if self.binary else [])
+        self.pair = Pair()
+        self.sink, self.echo = Service(sink), Service(echo)
+        self.to_sink: dict[str, Chain] = {}
+        self.to_echo: dict[str, Chain] = {}
+        try:
+            for name in self.names:
+                self.to_sink[name] = self._chain(name, self.sink.port)
+                self.to_echo[name] = self._chain(name, self.echo.port)
+        except BaseException:
+            self.close()
+            raise
+
+    def _chain(self, name: str, port: int) -> Chain:
+        if name == "certpair":
+            return CertpairChain(self.pair, port)
+        assert self.binary is not None
+        return StunnelChain(self.pair, port, self.binary)
+
+    def pids(self, name: str) -> list[int]:
+        """Every tunnel process of ``name`` (both chains, both ends)."""
+        return [p.pid for chain in (self.to_sink[name], self.to_echo[name])
+                for p in chain.procs]
+
+    def close(self) -> None:
+        for chain in [*self.to_sink.values(), *self.to_echo.values()]:
+            chain.close()
+        self.sink.close()
+        self.echo.close()
+        self.pair.close()
+
+
+@contextlib.contextmanager
+def _bench() -> Iterator[Bench]:
+    bench = Bench()
+    try:
+        yield bench
+    finally:
+        bench.close()
+
+
+# ------------------------------------------------------------------ the workloads
+
+
+def _stream(port: int, size: int) -> None:
+    """Send ``size`` bytes through ``port`` to the sink, until it confirms the count."""
     block = memoryview(bytes(range(256)) * 4096)  # 1 MiB
     with socket.create_connection((LOOPBACK, port), timeout=_WAIT) as sock:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        start = time.perf_counter()
         left = size
         while left:
             left -= sock.send(block[:min(left, len(block))])
@@ -56,19 +114,162 @@ def _throughput(port: int, size: int) -> float:
         answer = b""
         while data := sock.recv(64):
             answer += data
-        elapsed = time.perf_counter() - start
     assert int(answer) == size, f"the sink got {answer!r}, not {size}"
-    return size / elapsed / 1e6
 
 
-def _connect_ms(port: int) -> float:
+def _fresh(port: int, count: int) -> None:
+    """``count`` fresh connections one after another: connect, 1-byte echo, close."""
+    for _ in range(count):
+        with socket.create_connection((LOOPBACK, port), timeout=_WAIT) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.sendall(b"x")
+            if sock.recv(1) != b"x":
+                raise RuntimeError("no echo")
+
+
+def _at_once(clients: int, job: Callable[[], None]) -> None:
+    """Run ``job`` in ``clients`` threads at once; raise the first failure."""
+    failures: list[BaseException] = []
+    start = threading.Barrier(clients)
+
+    def run() -> None:
+        try:
+            start.wait(_WAIT)
+            job()
+        except BaseException as exc:  # reported below
+            failures.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+
+
+def _measure(bench: Bench, name: str, job: Callable[[], None]) -> tuple[float, float]:
+    """(wall, CPU of the tunnel processes) seconds of one run of ``job``."""
+    pids = bench.pids(name)
+    cpu = sum(cpu_seconds(pid) for pid in pids)
     start = time.perf_counter()
-    with socket.create_connection((LOOPBACK, port), timeout=_WAIT) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.sendall(b"x")
-        if sock.recv(1) != b"x":
-            raise RuntimeError("no echo")
-    return (time.perf_counter() - start) * 1000
+    job()
+    wall = time.perf_counter() - start
+    return wall, sum(cpu_seconds(pid) for pid in pids) - cpu
+
+
+def _compare(bench: Bench, repeats: int, jobs: dict[str, Callable[[], None]],
+             unit: float) -> Figure:
+    """Run each name's job ``repeats`` times, interleaved; wall and CPU per ``unit``."""
+    wall: dict[str, list[float]] = {name: [] for name in jobs}
+    cpu: dict[str, list[float]] = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, job in jobs.items():
+            w, c = _measure(bench, name, job)
+            wall[name].append(w)
+            cpu[name].append(c / unit)
+    out: Figure = {"wall_s": {n: summary(v) for n, v in wall.items()},
+                   "cpu_s_per_unit": {n: summary(v) for n, v in cpu.items()}}
+    if "stunnel" in jobs:
+        out["wall_ratio"] = ratio(min(wall["stunnel"]), min(wall["certpair"]))
+        out["cpu_ratio"] = ratio(min(cpu["stunnel"]), min(cpu["certpair"]))
+    return out
+
+
+# ------------------------------------------------------------------ the figures
+
+
+def tunnel_throughput(quick: bool = False) -> Figure:
+    """1 stream of 256 MiB and 16 streams of 16 MiB through each tunnel (CPU per GiB)."""
+    scale = 4 if quick else 1
+    repeats = 2 if quick else 3
+    with _bench() as bench:
+        one = _compare(bench, repeats, {
+            n: partial(_stream, bench.to_sink[n].port, 256 * _MIB // scale)
+            for n in bench.names}, unit=256 / 1024 / scale)
+        many = _compare(bench, repeats, {
+            n: partial(_at_once, 16, partial(_stream, bench.to_sink[n].port,
+                                             16 * _MIB // scale)) for n in bench.names},
+            unit=256 / 1024 / scale)
+    return {
+        "tunnel_throughput_1_vs_stunnel": one.get("wall_ratio"),
+        "tunnel_throughput_16_vs_stunnel": many.get("wall_ratio"),
+        "tunnel_throughput_1_cpu_vs_stunnel": one.get("cpu_ratio"),
+        "tunnel_throughput_16_cpu_vs_stunnel": many.get("cpu_ratio"),
+        "tunnel_throughput": {"stunnel": bench.binary or _NO_STUNNEL,
+                              "mib": 256 // scale, "1_stream": one, "16_streams": many,
+                              "cpu_unit": "s per GiB, both tunnel ends"},
+    }
+
+
+def tunnel_fresh(quick: bool = False) -> Figure:
+    """Fresh connections: 200 one after another, and 20 clients x 20 at once."""
+    count = 50 if quick else 200
+    per = 5 if quick else 20
+    repeats = 2 if quick else 3
+    with _bench() as bench:
+        seq = _compare(bench, repeats, {
+            n: partial(_fresh, bench.to_echo[n].port, count) for n in bench.names},
+            unit=count / 1000)
+        many = _compare(bench, repeats, {
+            n: partial(_at_once, 20, partial(_fresh, bench.to_echo[n].port, per))
+            for n in bench.names}, unit=20 * per / 1000)
+    return {
+        "tunnel_fresh_seq_vs_stunnel": seq.get("wall_ratio"),
+        "tunnel_fresh_20x20_vs_stunnel": many.get("wall_ratio"),
+        "tunnel_fresh_seq_cpu_vs_stunnel": seq.get("cpu_ratio"),
+        "tunnel_fresh_20x20_cpu_vs_stunnel": many.get("cpu_ratio"),
+        "tunnel_fresh": {"stunnel": bench.binary or _NO_STUNNEL, "sequential": seq,
+                         "clients_20": many, "connections": {"sequential": count,
+                                                             "clients_20": 20 * per},
+                         "cpu_unit": "ms per connection, both tunnel ends"},
+    }
+
+
+def tunnel_rss(quick: bool = False) -> Figure:
+    """Peak RSS of one tunnel process after 16 streams and 20 x 20 fresh connections;
+    and the server side's RSS with 500 connections open."""
+    with _bench() as bench:
+        peak: Figure = {}
+        held: Figure = {}
+        for name in bench.names:
+            _at_once(16, partial(_stream, bench.to_sink[name].port, 16 * _MIB))
+            _at_once(20, partial(_fresh, bench.to_echo[name].port, 20))
+            peak[name] = round(max(peak_rss_mb(pid) for pid in bench.pids(name)), 1)
+            chain = bench.to_echo[name]
+            idle = _settle(chain.server_pid)
+            socks = _hold(chain.port, 100 if quick else 500)
+            held[name] = {"idle_mb": round(idle, 1),
+                          "open_mb": round(_settle(chain.server_pid), 1)}
+            for sock in socks:
+                sock.close()
+    return {
+        "tunnel_rss_vs_stunnel": ratio(peak["certpair"], peak["stunnel"])
+        if "stunnel" in peak else None,
+        "tunnel_rss_mb_500_conns": held["certpair"]["open_mb"],
+        "tunnel_rss": {"stunnel": bench.binary or _NO_STUNNEL, "peak_mb": peak,
+                       "server_side_open_conns": 100 if quick else 500,
+                       "server_side_mb": held},
+    }
+
+
+def tunnel_cut(quick: bool = False) -> Figure:
+    """From an unpairing's commit to the open connection's end (certpair only)."""
+    with _bench() as bench:
+        cuts = [_cut_ms(bench.pair, bench.to_echo["certpair"]) for _ in range(
+            5 if quick else 10)]
+    return {"tunnel_unpair_cut_ms": round(sorted(cuts)[len(cuts) // 2], 1),
+            "tunnel_unpair_cut": summary(cuts)}
+
+
+def tunnel_fds(quick: bool = False) -> Figure:
+    """Descriptors of certpair's server side after 10,000 connections minus before."""
+    with _bench() as bench:
+        leaked = _fds_leaked(bench.to_echo["certpair"], 1000 if quick else 10_000)
+    return {"tunnel_fds_leaked_10000_conns": leaked}
+
+
+_NO_STUNNEL = "not installed (Debian: apt-get install stunnel4); no ratios"
 
 
 def _hold(port: int, count: int) -> list[socket.socket]:
@@ -136,81 +337,4 @@ def _fds_leaked(chain: Chain, count: int) -> int:
     return fd_count(chain.server_pid) - before
 
 
-def _chain(name: str, pair: Pair, port: int, binary: str | None) -> Chain:
-    if name == "certpair":
-        return CertpairChain(pair, port)
-    assert binary is not None
-    return StunnelChain(pair, port, binary)
-
-
-def tunnel_figures(quick: bool = False) -> Figure:
-    """Every tunnel figure, as one JSON-ready dict (see the module documentation)."""
-    raise_fd_limit()
-    binary = stunnel_binary()
-    pair = Pair()
-    sink_service, echo_service = Service(sink), Service(echo)
-    chains: dict[str, tuple[Chain, Chain]] = {}
-    try:
-        size = (256 if quick else 1024) << 20
-        repeats = 1 if quick else 3
-        names = ["certpair"] + (["stunnel"] if binary else [])
-        for name in names:
-            chains[name] = (_chain(name, pair, sink_service.port, binary),
-                            _chain(name, pair, echo_service.port, binary))
-        speed: dict[str, list[float]] = {n: [] for n in names}
-        connect: dict[str, list[float]] = {n: [] for n in names}
-        for _ in range(repeats):  # interleaved, so drift hits both alike
-            for name in names:
-                speed[name].append(_throughput(chains[name][0].port, size))
-        for _ in range(20 if quick else 60):
-            for name in names:
-                connect[name].append(_connect_ms(chains[name][1].port))
-        rss: Figure = {}
-        for name in names:
-            chain = chains[name][1]
-            idle = _settle(chain.server_pid)
-            held = _hold(chain.port, 500)
-            rss[name] = {"idle_mb": round(idle, 1),
-                         "open_500_mb": round(_settle(chain.server_pid), 1)}
-            for sock in held:
-                sock.close()
-        cuts = [_cut_ms(pair, chains["certpair"][1]) for _ in range(5 if quick else 10)]
-        leaked = None if quick else _fds_leaked(chains["certpair"][1], 10_000)
-    finally:
-        for both in chains.values():
-            for chain in both:
-                chain.close()
-        sink_service.close()
-        echo_service.close()
-        pair.close()
-    return _report(binary, size, speed, connect, rss, cuts, leaked)
-
-
-def _report(binary: str | None, size: int, speed: dict[str, list[float]],
-            connect: dict[str, list[float]], rss: Figure, cuts: list[float],
-            leaked: int | None) -> Figure:
-    detail: Figure = {
-        "stunnel": binary or "not installed (Debian: apt-get install stunnel4); no ratios",
-        "transfer_mib": size >> 20,
-        "throughput_mb_s": {n: summary(v) for n, v in speed.items()},
-        "connect_ms": {n: summary(v) for n, v in connect.items()},
-        "server_rss_mb": rss,
-        "unpair_cut_ms": summary(cuts),
-        "fds_leaked_10000_conns": leaked,
-    }
-    has_baseline = "stunnel" in speed
-    return {
-        "tunnel_throughput_vs_stunnel": round(
-            statistics.median(speed["certpair"]) / statistics.median(speed["stunnel"]), 3)
-        if has_baseline else None,
-        "tunnel_connect_ms_vs_stunnel": round(
-            statistics.median(connect["certpair"]) / statistics.median(connect["stunnel"]), 3)
-        if has_baseline else None,
-        "tunnel_rss_mb_500_conns": rss["certpair"]["open_500_mb"],
-        "tunnel_unpair_cut_ms": round(statistics.median(cuts), 1),
-        "tunnel_fds_leaked_10000_conns": leaked,
-        "tunnel": detail,
-    }
-
-
-__all__ = ["tunnel_figures"]
+__all__ = ["tunnel_cut", "tunnel_fds", "tunnel_fresh", "tunnel_rss", "tunnel_throughput"]

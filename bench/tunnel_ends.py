@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench.stats import python_env
 from certpair.identity import Identity, create_identity
 from certpair.store import open_store
 
@@ -34,14 +35,6 @@ _WAIT = 30.0
 def stunnel_binary() -> str | None:
     """stunnel 4's executable (Debian: ``stunnel4``), or None."""
     return shutil.which("stunnel4") or shutil.which("stunnel")
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process now, in MB (Linux)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def fd_count(pid: int) -> int:
@@ -182,7 +175,7 @@ class CertpairChain(Chain):
     def _start(self, home: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
         proc = subprocess.Popen(
             [sys.executable, "-m", "certpair", "--home", str(home), "tunnel", *args, "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=python_env())
         self.procs.append(proc)
         assert proc.stdout is not None
         event = json.loads(proc.stdout.readline())

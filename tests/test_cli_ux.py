@@ -251,10 +251,11 @@ def test_every_command_help_has_examples_and_every_option_a_description() -> Non
         assert examples.count(f"certpair {name}") + examples.count("certpair --home") >= 1, name
         for word in ("RANGE", "FLOAT", "INTEGER", "TEXT", "(default:"):
             assert word not in text, (name, word)
-        command: click.Command = cli
+        command: click.Command | None = cli
         for word in name.split():
             assert isinstance(command, click.Group)
-            command = command.commands[word]
+            command = command.get_command(click.Context(command), word)
+        assert command is not None
         for param in command.params:
             if isinstance(param, click.Option) and not param.hidden:
                 assert param.help, (name, param.name)

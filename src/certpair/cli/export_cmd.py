@@ -19,7 +19,6 @@ from certpair.cli.context import emit_json, find_peer, home_of, identity_of, sto
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import host_name_or, printable, shell_command
 from certpair.errors import LocalStateError, PairingFailed
-from certpair.store.anchors import anchor_problem
 
 if TYPE_CHECKING:
     from certpair.store import Peer
@@ -140,6 +139,8 @@ def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json
       certpair export
       certpair export --peer beta --out ./certs
     """
+    from certpair.store.anchors import anchor_problem  # noqa: PLC0415  # keeps start-up fast
+
     identity = identity_of(ctx)
     store = store_of(ctx, read_only=True)
     found: list[Peer] = [find_peer(store, query)] if query is not None else store.peers()

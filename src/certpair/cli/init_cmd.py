@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 from pathlib import Path
 
@@ -58,6 +57,8 @@ def command(
       certpair init --name alpha
       certpair --home /tmp/b init --name beta --key-type ed25519
     """
+    from socket import gethostname  # noqa: PLC0415
+
     from certpair.identity import KeyType, create_identity  # noqa: PLC0415  # fast start-up
     from certpair.store import open_store  # noqa: PLC0415
 
@@ -65,7 +66,7 @@ def command(
     if force:
         _confirm_replacement(ctx, home, yes)
     identity = create_identity(
-        home, name or socket.gethostname() or "device", key_type=KeyType(key_type), force=force
+        home, name or gethostname() or "device", key_type=KeyType(key_type), force=force
     )
     open_store(home).close()
     if as_json:

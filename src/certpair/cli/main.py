@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-import logging
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -12,24 +12,6 @@ from typing import Any
 import click
 
 from certpair import __version__
-from certpair.cli import (
-    advise_cmd,
-    discover_cmd,
-    export_cmd,
-    init_cmd,
-    join_cmd,
-    log_cmd,
-    pair_cmd,
-    peers_cmd,
-    ping_cmd,
-    rename_cmd,
-    rotate_cmd,
-    serve_cmd,
-    show_cmd,
-    sync_cmd,
-    tunnel_cmd,
-    unpair_cmd,
-)
 from certpair.cli.context import command_hint, default_home, explain_home, home_from_env
 from certpair.cli.terminal import printable
 from certpair.errors import (
@@ -41,7 +23,30 @@ from certpair.errors import (
     PairingFailed,
 )
 
-__all__ = ["ExitStatus", "cli", "main"]
+__all__ = ["COMMANDS", "ExitStatus", "cli", "main"]
+
+# Each command's name and the module under certpair.cli whose ``command`` it is. A
+# module is imported only when its command runs (or for --help), so that
+# ``certpair --version`` and ``show`` do not pay for every command's imports
+# (docs/PERFORMANCE.md, ``cli_*_ms``). A new command is one line here.
+COMMANDS: dict[str, str] = {
+    "init": "init_cmd",
+    "show": "show_cmd",
+    "pair": "pair_cmd",
+    "join": "join_cmd",
+    "peers": "peers_cmd",
+    "discover": "discover_cmd",
+    "serve": "serve_cmd",
+    "ping": "ping_cmd",
+    "unpair": "unpair_cmd",
+    "rename": "rename_cmd",
+    "export": "export_cmd",
+    "log": "log_cmd",
+    "advise": "advise_cmd",
+    "tunnel": "tunnel_cmd",
+    "rotate": "rotate_cmd",
+    "sync": "sync_cmd",
+}
 
 
 class ExitStatus(enum.IntEnum):
@@ -92,6 +97,19 @@ def _message(ctx: click.Context, error: CertpairError) -> str:
 
 
 class _Group(click.Group):
+    """The command group: commands load on first use, errors become exit statuses."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module = importlib.import_module(f"certpair.cli.{COMMANDS[cmd_name]}")
+            command: click.Command = module.command
+            _accept_global_options(command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -160,14 +178,10 @@ def cli(ctx: click.Context, home: Path, traceback: bool) -> None:
     """
     del traceback
     ctx.obj = home
-
-
-for _module in (
-    init_cmd, show_cmd, pair_cmd, join_cmd, peers_cmd, discover_cmd, serve_cmd, ping_cmd,
-    unpair_cmd, rename_cmd, export_cmd, log_cmd, advise_cmd, tunnel_cmd, rotate_cmd, sync_cmd,
-):
-    _accept_global_options(_module.command)
-    cli.add_command(_module.command)
+    # Here rather than in main(): --version and --help never get this far, and so do
+    # not import logging.
+    _raise_fd_limit()
+    _show_library_warnings()
 
 
 def _raise_fd_limit() -> None:
@@ -187,15 +201,17 @@ def _raise_fd_limit() -> None:
 def _show_library_warnings() -> None:
     # The library never prints; what it logs as a warning (a malformed advertisement
     # skipped, say) reaches the user as one line on stderr.
+    import logging  # noqa: PLC0415  # keeps --version and --help fast
+
+    logger = logging.getLogger("certpair")
+    if not logger.propagate:
+        return  # installed already (a second command in the same process)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("Warning: %(message)s"))
-    logger = logging.getLogger("certpair")
     logger.addHandler(handler)
     logger.propagate = False
 
 
 def main() -> None:
     """Console-script entry point."""
-    _raise_fd_limit()
-    _show_library_warnings()
     sys.exit(cli.main(prog_name="certpair"))
