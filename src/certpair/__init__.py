@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from certpair import exceptions
     from certpair.codes import Mode, Secret, generate_code, generate_hmac_key, parse_secret
     from certpair.errors import (
         BadInput,
@@ -22,6 +23,11 @@ if TYPE_CHECKING:
     )
     from certpair.identity import Identity, KeyType, create_identity, fingerprint, load_identity
     from certpair.net.pairing import Listening, PeerPaired, ProofRejected, run_join, run_offer
+    from certpair.rotation.fleet import sync_all, sync_with
+    from certpair.rotation.pending import PendingRotation, start_rotation
+    from certpair.rotation.status import RotationStatus, rotation_status
+    from certpair.rotation.status import abort as abort_rotation
+    from certpair.rotation.status import finish as finish_rotation
     from certpair.store import Event, Peer, TrustStore, open_store
     from certpair.trusted import (
         NotPaired,
@@ -32,6 +38,7 @@ if TYPE_CHECKING:
         peer_of,
         server_context,
         start_server,
+        why_refused,
     )
 
 __version__ = "0.1.0"
@@ -46,20 +53,33 @@ _LAZY = {
                           "load_identity"],
     "certpair.net.pairing": ["Listening", "PeerPaired", "ProofRejected", "run_join",
                              "run_offer"],
+    "certpair.rotation.fleet": ["sync_all", "sync_with"],
+    "certpair.rotation.pending": ["PendingRotation", "start_rotation"],
+    "certpair.rotation.status": ["RotationStatus", "rotation_status"],
     "certpair.store": ["Event", "Peer", "TrustStore", "open_store"],
     "certpair.trusted": ["NotPaired", "client_context", "connect", "make_server",
-                         "open_connection", "peer_of", "server_context", "start_server"],
+                         "open_connection", "peer_of", "server_context", "start_server",
+                         "why_refused"],
 }
-_WHERE = {name: module for module, names in _LAZY.items() for name in names}
+_WHERE = {name: (module, name) for module, names in _LAZY.items() for name in names}
+_WHERE |= {
+    "abort_rotation": ("certpair.rotation.status", "abort"),
+    "finish_rotation": ("certpair.rotation.status", "finish"),
+    "exceptions": ("certpair.exceptions", ""),
+}
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'certpair' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+if not TYPE_CHECKING:
+    # Hidden from type checkers: they see the imports above, so a misspelt name is an
+    # error in mypy instead of an ``Any`` that fails at run time.
+    def __getattr__(name: str) -> Any:
+        where = _WHERE.get(name)
+        if where is None:
+            raise AttributeError(f"module 'certpair' has no attribute {name!r}")
+        module = importlib.import_module(where[0])
+        value = getattr(module, where[1]) if where[1] else module
+        globals()[name] = value
+        return value
 
 __all__ = [
     "BadInput",
@@ -76,14 +96,19 @@ __all__ = [
     "PairingFailed",
     "Peer",
     "PeerPaired",
+    "PendingRotation",
     "ProofRejected",
+    "RotationStatus",
     "Secret",
     "TrustStore",
     "__version__",
+    "abort_rotation",
     "client_context",
     "connect",
     "create_identity",
+    "exceptions",
     "fingerprint",
+    "finish_rotation",
     "generate_code",
     "generate_hmac_key",
     "load_identity",
@@ -92,8 +117,13 @@ __all__ = [
     "open_store",
     "parse_secret",
     "peer_of",
+    "rotation_status",
     "run_join",
     "run_offer",
     "server_context",
+    "start_rotation",
     "start_server",
+    "sync_all",
+    "sync_with",
+    "why_refused",
 ]

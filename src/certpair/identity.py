@@ -78,6 +78,12 @@ class Identity:
         """``sha256:`` + lowercase hex of SHA-256 over the certificate's DER."""
         return fingerprint(self.cert_der)
 
+    @property
+    def home(self) -> Path:
+        """The certpair home this identity lives in (what ``open_store`` and the
+        context factories take)."""
+        return self.cert_path.parent.parent
+
 
 def fingerprint(cert_der: bytes) -> str:
     """Return the certpair fingerprint of a DER certificate.

@@ -26,7 +26,7 @@ from certpair.trusted.contexts import (
     peer_of,
     server_context,
 )
-from certpair.trusted.failures import connection_error, refusal_reason
+from certpair.trusted.failures import connection_error, refusal_reason, why_refused
 from certpair.trusted.streams import (
     DEFAULT_SERVE_PORT,
     HANDSHAKE_TIMEOUT,
@@ -59,4 +59,5 @@ __all__ = [
     "refusal_reason",
     "server_context",
     "start_server",
+    "why_refused",
 ]

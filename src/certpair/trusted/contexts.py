@@ -11,6 +11,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from certpair.store import Peer, StoreUnusable, TrustStore, open_store
 from certpair.store.anchors import anchor_problem
 
 __all__ = [
+    "REFUSALS",
     "NotPaired",
     "PeerRefused",
     "TrustedContext",
@@ -74,8 +76,12 @@ class TrustedContext(ssl.SSLContext):
     ) -> ssl.SSLObject:
         """Wrap the BIO pair with the context holding the store's current peers."""
         latest = self._certpair.latest()
-        wrap = super().wrap_bio if latest is self else latest.wrap_bio
-        return wrap(incoming, outgoing, server_side, server_hostname, session)
+        if latest is not self:
+            return latest.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        made = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
+        if isinstance(made, _CheckedObject) and server_side:
+            made._refusals = REFUSALS.get()
+        return made
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
         """Set ALPN here and on every context that later replaces this one."""
@@ -100,9 +106,34 @@ class _CheckedSocket(ssl.SSLSocket):
         _check_handshake(self)
 
 
+# Set around an asyncio server's start_tls (``trusted.streams.start_server``): a server
+# connection made while it is set sends the alert of a handshake OpenSSL refused before
+# the connection is dropped, and records the refusal in the list.
+REFUSALS: ContextVar[list[BaseException] | None] = ContextVar("certpair_refusals",
+                                                              default=None)
+
+
 class _CheckedObject(ssl.SSLObject):
+    _refusals: list[BaseException] | None = None
+    _refused: BaseException | None = None
+
     def do_handshake(self) -> None:
-        super().do_handshake()
+        if self._refused is not None:
+            raise self._refused
+        try:
+            super().do_handshake()
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            raise
+        except ssl.SSLError as exc:
+            if self._refusals is None:
+                raise
+            # asyncio (3.11) drops a failed handshake's connection without sending the
+            # alert OpenSSL wrote, so the client would only see a close. Asking for more
+            # input first makes asyncio send what is pending (the alert); the client's
+            # next bytes or its close then end the handshake with the real error.
+            self._refused = exc
+            self._refusals.append(exc)
+            raise ssl.SSLWantReadError("refused; the alert goes out first") from exc
         _check_handshake(self)
 
 

@@ -11,6 +11,7 @@ from certpair.trusted.contexts import NotPaired
 __all__ = [
     "connection_error",
     "refusal_reason",
+    "why_refused",
 ]
 
 # What a client offering only trusted certpair ALPN names reads from a pairing port
@@ -37,19 +38,20 @@ def connection_error(error: BaseException, remote: str) -> CertpairError:
     """
     if isinstance(error, CertpairError):
         return error
+    reason = _reason(error)
     if isinstance(error, ssl.SSLCertVerificationError):
         return NotPaired(f"{remote} is not a paired device")
-    if isinstance(error, ssl.SSLError) and error.reason in _REFUSED_ALERTS:
+    if isinstance(error, ssl.SSLError) and reason in _REFUSED_ALERTS:
         return NotPaired(f"{remote} refused this device: it is not paired there")
     if isinstance(error, TimeoutError):
         return Expired(f"{remote} did not answer in time")
-    if isinstance(error, ssl.SSLError) and (error.reason == _PAIRING_PORT_ALERT
+    if isinstance(error, ssl.SSLError) and (reason == _PAIRING_PORT_ALERT
                                             or "no application protocol" in str(error)):
         return NetworkError(f"{remote} is a certpair pairing port (`certpair pair`), not a "
                             "trusted one: give the port `certpair serve` listens on "
                             f"(default {SERVE_PORT})")
     if isinstance(error, ssl.SSLError):
-        return NetworkError(f"TLS with {remote} failed: {error.reason or error}")
+        return NetworkError(f"TLS with {remote} failed: {reason or error}")
     if isinstance(error, OSError):
         return NetworkError(f"cannot reach {remote}: {error.strerror or error}")
     return NetworkError(f"the connection to {remote} failed")
@@ -69,9 +71,73 @@ def refusal_reason(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "handshake timed out"
     if isinstance(error, ssl.SSLError):
-        if error.reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
+        reason = _reason(error)
+        if reason == "PEER_DID_NOT_RETURN_A_CERTIFICATE":
             return "no client certificate"
-        if error.reason in _REFUSED_ALERTS:
+        if reason in _REFUSED_ALERTS:
             return "the other device does not trust this one"
-        return f"TLS handshake failed: {(error.reason or 'error').lower().replace('_', ' ')}"
+        return f"TLS handshake failed: {(reason or 'error').lower().replace('_', ' ')}"
     return "connection lost during the handshake"
+
+
+def _reason(error: BaseException) -> str | None:
+    """OpenSSL's reason code of an SSLError; None when it has none (an ``SSLError``
+    made by hand, or by a library that wraps it, may lack the attribute)."""
+    reason = getattr(error, "reason", None)
+    return reason if isinstance(reason, str) else None
+
+
+# Where wrapping libraries keep the exception they wrap: urllib's URLError.reason,
+# aiohttp's os_error / certificate_error, urllib3's MaxRetryError.reason; the rest use
+# the exception chain (httpx, httpcore) or args (requests).
+_WRAPPED = ("reason", "os_error", "certificate_error", "original_error")
+_LIMIT = 32  # exceptions examined at most: chains are short, cycles are possible
+
+
+def why_refused(error: BaseException, remote: str = "the server") -> CertpairError:
+    """Say what a failed connection made with a certpair context means.
+
+    Any HTTP or TLS client's exception works (httpx, aiohttp, requests, urllib,
+    ``ssl``, asyncio): the exception, its cause and context, and what wrapping
+    libraries hold are searched for the TLS or socket failure underneath, which is then
+    judged as :func:`connection_error` does.
+
+    Args:
+        error: what the client raised.
+        remote: how the message names the other side (e.g. ``host:port``).
+
+    Returns:
+        :class:`NotPaired` if either side refused the other's certificate (this device
+        is not paired there, or the server is not a paired device), :class:`Expired`
+        for a timeout, :class:`NetworkError` otherwise (including a connection that
+        closed with no reason given). Raise it, or test it with ``isinstance``.
+    """
+    found = _underlying(error)
+    if found is None:
+        return NetworkError(f"the connection to {remote} failed: "
+                            f"{type(error).__name__}: {error}")
+    return connection_error(found, remote)
+
+
+def _underlying(error: BaseException) -> BaseException | None:
+    """The most telling exception below ``error``: a certpair error, else a TLS error,
+    else a timeout, else any socket error; breadth first, cycles cut."""
+    seen: set[int] = set()
+    queue = [error]
+    best: BaseException | None = None
+    rank = {CertpairError: 0, ssl.SSLError: 1, TimeoutError: 2, OSError: 3}
+    best_rank = len(rank)
+    while queue and len(seen) < _LIMIT:
+        current = queue.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        for kind, place in rank.items():
+            if isinstance(current, kind) and place < best_rank:
+                best, best_rank = current, place
+                break
+        inner = [current.__cause__, current.__context__]
+        inner += [getattr(current, name, None) for name in _WRAPPED]
+        inner += list(current.args)
+        queue += [each for each in inner if isinstance(each, BaseException)]
+    return best

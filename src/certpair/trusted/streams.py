@@ -21,12 +21,14 @@ from typing import Any
 from certpair.errors import CertpairError, NetworkError
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.contexts import (
+    REFUSALS,
     NotPaired,
     _store_of,
     client_context,
     peer_of,
     server_context,
 )
+from certpair.trusted.cuts import OpenConnections
 from certpair.trusted.failures import connection_error, refusal_reason
 
 __all__ = [
@@ -88,8 +90,11 @@ async def open_connection(
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, Peer]:
     """Connect to a paired device over mutual TLS.
 
-    In TLS 1.3 a server that refuses this device makes the first read fail (see
-    :func:`connection_error`). Bound your reads, e.g. with ``asyncio.timeout``.
+    In TLS 1.3 the server judges this device's certificate after the client's side of
+    the handshake is done, so a server that refuses this device makes the *first read*
+    (or ``drain``) raise :class:`NotPaired` ("... refused this device: it is not paired
+    there"); any other TLS or socket failure met while reading is a certpair error too.
+    Bound your reads, e.g. with ``asyncio.timeout``.
 
     Args:
         host: the device's address.
@@ -110,12 +115,16 @@ async def open_connection(
         NetworkError: the device cannot be reached or the handshake failed.
     """
     context, remote = _client_side(host, port, home, context, peer)
+    loop = asyncio.get_running_loop()
+    reader = _TrustedReader(remote, loop=loop)
+    protocol = asyncio.StreamReaderProtocol(reader, loop=loop)
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=context, ssl_handshake_timeout=timeout)
+            transport, _ = await loop.create_connection(
+                lambda: protocol, host, port, ssl=context, ssl_handshake_timeout=timeout)
     except (OSError, TimeoutError) as exc:
         raise connection_error(exc, remote) from exc
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     try:
         found = peer_of(writer.get_extra_info("ssl_object"), _store_of(context, home))
         return reader, writer, _expect(found, peer, context, home)
@@ -130,6 +139,10 @@ async def start_server(
     on_refused: Callable[[str, str], None] | None = None,
 ) -> asyncio.Server:
     """Listen for paired devices; call ``handler(reader, writer, peer)`` for each one.
+
+    A refused client receives the TLS alert, so its first read fails with
+    :class:`NotPaired`. A device that is unpaired while its connection is open is cut:
+    the handler's next read raises :class:`NotPaired` ("... was unpaired").
 
     Args:
         handler: coroutine run per accepted connection; the writer is closed after it.
@@ -149,9 +162,12 @@ async def start_server(
     """
     tls = context or server_context(home)
     store = _store_of(tls, home)
+    opened = OpenConnections(store)
 
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         remote = _address(writer.get_extra_info("peername"))
+        refusals: list[BaseException] = []
+        REFUSALS.set(refusals)  # this task's own context: see contexts._CheckedObject
         try:
             try:
                 async with asyncio.timeout(timeout):
@@ -159,19 +175,36 @@ async def start_server(
                 peer = peer_of(writer.get_extra_info("ssl_object"), store)
             except (OSError, TimeoutError, NotPaired) as exc:
                 if on_refused is not None:
-                    on_refused(remote, refusal_reason(exc))
+                    on_refused(remote, refusal_reason(refusals[0] if refusals else exc))
                 return
-            await handler(reader, writer, peer)
+            loop = asyncio.get_running_loop()
+
+            def cut(why: NotPaired) -> None:  # called from the watch's thread
+                loop.call_soon_threadsafe(_cut_stream, reader, writer, why)
+
+            with opened.track(peer, cut):
+                await handler(reader, writer, peer)
+        except asyncio.CancelledError:
+            return  # the server is shutting down: nothing to report
         finally:
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 async with asyncio.timeout(1.0):
                     await writer.wait_closed()
 
     try:
-        return await asyncio.start_server(accept, host, port)
+        server = await asyncio.start_server(accept, host, port)
     except OSError as exc:
         raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+    opened.start_polling(server.is_serving)
+    return server
+
+
+def _cut_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                why: NotPaired) -> None:
+    """End an open asyncio connection: the handler's next read raises ``why``."""
+    reader.set_exception(why)
+    writer.transport.abort()
 
 
 def _dial(host: str, port: int, timeout: float) -> socket.socket:
@@ -222,6 +255,22 @@ def connect(
         raise
 
 
+class _TrustedReader(asyncio.StreamReader):
+    """A stream reader whose TLS and socket failures are certpair's verdicts: a server's
+    refusal after the TLS 1.3 handshake reads as :class:`NotPaired`, not as an
+    ``ssl.SSLError`` (or nothing at all)."""
+
+    def __init__(self, remote: str, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._remote = remote
+
+    def set_exception(self, exc: Exception) -> None:
+        """Store the verdict on ``exc`` for the next read to raise."""
+        if isinstance(exc, OSError):
+            exc = connection_error(exc, self._remote)
+        super().set_exception(exc)
+
+
 class TrustedServer(socketserver.ThreadingTCPServer):
     """A threading TCP server that lets only paired devices through to its handler.
 
@@ -243,7 +292,16 @@ class TrustedServer(socketserver.ThreadingTCPServer):
         self.io_timeout, self.on_refused = timeout, on_refused
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
+        self.opened = OpenConnections(store)
         super().__init__(address, socketserver.BaseRequestHandler)
+        self.opened.start_polling(lambda: not self._closed)
+
+    _closed = False
+
+    def server_close(self) -> None:
+        """Stop listening, and stop watching the store for unpaired devices."""
+        self._closed = True
+        super().server_close()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """Serve the connection in a thread of its own, if a slot is free."""
@@ -281,7 +339,7 @@ class TrustedServer(socketserver.ThreadingTCPServer):
                 self.on_refused(_address(client_address), refusal_reason(exc))
             _linger(tls)
             return
-        with tls:
+        with tls, self.opened.track(peer, lambda why: _cut_socket(tls)):
             try:
                 self.handler(tls, peer)
             finally:
@@ -289,6 +347,14 @@ class TrustedServer(socketserver.ThreadingTCPServer):
                 with contextlib.suppress(OSError, ValueError):
                     tls.settimeout(min(self.io_timeout, _LINGER))
                     tls.unwrap()
+
+
+def _cut_socket(tls: ssl.SSLSocket) -> None:
+    """End an open blocking connection: the handler's reads and writes fail or see EOF."""
+    # socket.socket's own shutdown: SSLSocket.shutdown would drop the TLS object under
+    # the handler's thread; this only ends the TCP connection its reads are waiting on.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(tls, socket.SHUT_RDWR)
 
 
 def _linger(tls: ssl.SSLSocket) -> None:
@@ -311,6 +377,9 @@ def make_server(
     on_refused: Callable[[str, str], None] | None = None,
 ) -> TrustedServer:
     """Make a blocking server for paired devices; run it with ``serve_forever()``.
+
+    A device that is unpaired while its connection is open is cut (its socket is shut
+    down, so the handler's reads end); ``server_close()`` stops the watch.
 
     Args:
         handler: called as ``handler(tls_socket, peer)`` in a thread per connection;
