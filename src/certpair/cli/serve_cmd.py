@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import queue
 import re
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from certpair.cli.context import emit_json, home_of, identity_of, store_of
+from certpair.cli.context import home_of, identity_of, store_of
+from certpair.cli.output import LineWriter
 from certpair.cli.terminal import printable
 from certpair.errors import LocalStateError
 from certpair.ports import ALPN_TRUSTED, SERVE_PORT
@@ -46,59 +45,15 @@ MAX_HEADERS = 100
 _HTTP_REQUEST = re.compile(rb"[A-Z]{3,10} \S+ HTTP/1\.[01]\r?\n")
 
 
-# Lines waiting for stdout; beyond this, lines are dropped and counted, never waited for.
-OUTPUT_BACKLOG = 1000
-
-
-class _Output:
-    """stdout written by one thread from a bounded queue: serving never waits on it.
-
-    When nobody reads stdout (a full pipe), lines beyond ``OUTPUT_BACKLOG`` are dropped
-    and the next line written says how many.
-    """
-
-    def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.lines: queue.Queue[dict[str, object] | str] = queue.Queue(OUTPUT_BACKLOG)
-        self.dropped = 0
-        self.lock = threading.Lock()
-        threading.Thread(target=self._write, name="certpair-serve-output", daemon=True).start()
-
-    def put(self, line: dict[str, object] | str) -> None:
-        try:
-            self.lines.put_nowait(line)
-        except queue.Full:
-            with self.lock:
-                self.dropped += 1
-
-    def _write(self) -> None:
-        while True:
-            line = self.lines.get()
-            with self.lock:
-                dropped, self.dropped = self.dropped, 0
-            with contextlib.suppress(OSError, ValueError):
-                if dropped:
-                    self._echo({"event": "dropped", "lines": dropped} if self.as_json else
-                               f"... {dropped} lines not shown (output not read fast enough)")
-                self._echo(line)
-
-    def _echo(self, line: dict[str, object] | str) -> None:
-        if isinstance(line, dict):
-            emit_json(line)
-        else:
-            click.echo(line)
-
-
 class _Server:
     def __init__(self, home: Path, identity: Identity, store: TrustStore, as_json: bool) -> None:
         self.home = home
         self.identity = identity
         self.store = store
         self.as_json = as_json
-        self.output = _Output(as_json)
+        # Every line goes through the one writer: serving never waits on stdout.
+        self.output = LineWriter(as_json=as_json)
         self.store_failures: set[str] = set()
-        # Only the rare key-sync report still prints directly (one at a time).
-        self.lock = threading.Lock()
 
     def log(self, write: Callable[[], object]) -> None:
         """Write to the store; a failure is said once per cause, and serving goes on."""
@@ -182,7 +137,7 @@ class _Server:
 
     def sync(self, tls: ssl.SSLSocket, reader: BufferedReader, peer: Peer) -> None:
         """Run the rotation sync the peer asked for (docs/PROTOCOL.md §8), then report."""
-        from certpair.cli.sync_report import render_sync  # noqa: PLC0415
+        from certpair.cli.sync_report import sync_lines  # noqa: PLC0415
         from certpair.errors import CertpairError  # noqa: PLC0415
         from certpair.rotation.exchange import run_sync  # noqa: PLC0415
 
@@ -195,12 +150,11 @@ class _Server:
                                home=self.home, store=self.store, remote=remote,
                                initiator=False)
         except (CertpairError, OSError) as exc:
-            with self.lock:
-                render_sync(None, remote, self.as_json, error=exc)
-            return
-        if outcome.told is not None or outcome.heard is not None:
-            with self.lock:
-                render_sync(outcome, remote, self.as_json)
+            lines = sync_lines(None, remote, self.as_json, error=exc)
+        else:
+            lines = sync_lines(outcome, remote, self.as_json, quiet=True)
+        for line in lines:
+            self.output.put(line)
 
 
 @click.command("serve", short_help="Accept mutual-TLS connections from paired devices.")
@@ -232,10 +186,11 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
     with make_server(server.handle, host, port, home, context=context, timeout=IDLE_TIMEOUT,
                      on_refused=server.refused) as listener:
         bound = int(listener.server_address[1])
-        if as_json:
-            emit_json({"event": "listening", "host": host, "port": bound})
-        else:
-            where = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
-            click.echo(f"Serving {server.identity.name}  {server.identity.fingerprint}  "
-                       f"on {where}  (Ctrl-C stops)")
-        listener.serve_forever()
+        where = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        server.output.put({"event": "listening", "host": host, "port": bound} if as_json else
+                          f"Serving {server.identity.name}  {server.identity.fingerprint}  "
+                          f"on {where}  (Ctrl-C stops)")
+        try:
+            listener.serve_forever()
+        finally:
+            server.output.close()

@@ -11,7 +11,7 @@ from certpair.cli.context import emit_json
 if TYPE_CHECKING:
     from certpair.rotation.exchange import SyncOutcome
 
-__all__ = ["render_sync", "sync_fields"]
+__all__ = ["render_sync", "sync_fields", "sync_lines"]
 
 
 def sync_fields(outcome: SyncOutcome) -> dict[str, Any]:
@@ -37,24 +37,31 @@ def _lines(outcome: SyncOutcome) -> list[str]:
     return lines
 
 
+def sync_lines(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
+               error: BaseException | None = None,
+               quiet: bool = False) -> list[dict[str, Any] | str]:
+    """One sync's result as output lines, JSON objects or text (``quiet``: none when
+    nothing was told or heard)."""
+    if outcome is None:
+        if as_json:
+            return [{"event": "sync", "remote": remote, "outcome": "failed",
+                     "reason": str(error)}]
+        return [f"Sync with {remote} failed: {error}"]
+    lines = _lines(outcome)
+    if quiet and not lines:
+        return []
+    if as_json:
+        return [{"event": "sync", "remote": remote, "outcome": "done",
+                 "peer": {"name": outcome.peer.name, "fingerprint": outcome.peer.fingerprint},
+                 **sync_fields(outcome)}]
+    return list(lines or [f"{outcome.peer.name} at {remote}: nothing to sync"])
+
+
 def render_sync(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
                 error: BaseException | None = None, quiet: bool = False) -> None:
     """Print one sync's result (``quiet``: nothing when nothing was told or heard)."""
-    if outcome is None:
-        if as_json:
-            emit_json({"event": "sync", "remote": remote, "outcome": "failed",
-                       "reason": str(error)})
+    for line in sync_lines(outcome, remote, as_json, error=error, quiet=quiet):
+        if isinstance(line, dict):
+            emit_json(line)
         else:
-            click.echo(f"Sync with {remote} failed: {error}")
-        return
-    lines = _lines(outcome)
-    if quiet and not lines:
-        return
-    if as_json:
-        emit_json({"event": "sync", "remote": remote, "outcome": "done",
-                   "peer": {"name": outcome.peer.name,
-                            "fingerprint": outcome.peer.fingerprint},
-                   **sync_fields(outcome)})
-        return
-    for line in lines or [f"{outcome.peer.name} at {remote}: nothing to sync"]:
-        click.echo(line)
+            click.echo(line)

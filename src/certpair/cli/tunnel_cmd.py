@@ -6,12 +6,14 @@ runs, and its events are rendered by :func:`_render`.
 
 from __future__ import annotations
 
-import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.cli.context import emit_json, home_of, identity_of, store_of
+from certpair.cli.context import home_of, identity_of, store_of
+from certpair.cli.output import LineWriter
 from certpair.cli.params import Finite
 from certpair.ports import TUNNEL_PORT
 
@@ -93,18 +95,20 @@ def _as_text(data: dict[str, Any]) -> str:
     return f"Stopped ({data['cut']} cut)"
 
 
-def _renderer(as_json: bool) -> Any:
-    lock = threading.Lock()  # events come from every connection's thread
+@contextmanager
+def _renderer(as_json: bool) -> Iterator[Callable[[TunnelEvent], None]]:
+    """Events from every connection's thread, rendered and queued for the one writer:
+    a connection never waits for stdout (cli/output.py)."""
+    writer = LineWriter(as_json=as_json)
 
     def render(event: TunnelEvent) -> None:
         data = _as_json(event)
-        with lock:
-            if as_json:
-                emit_json(data)
-            else:
-                click.echo(_as_text(data))
+        writer.put(data if as_json else _as_text(data))
 
-    return render
+    try:
+        yield render
+    finally:
+        writer.close()
 
 
 _LIMITS = [
@@ -114,6 +118,10 @@ _LIMITS = [
                  show_default=True, help="Seconds to reach the far end and finish TLS."),
     click.option("--idle-timeout", type=Finite(0, 86400), default=0, metavar="SECONDS",
                  show_default=True, help="Close a connection idle this long (0: never)."),
+    click.option("--half-close-timeout", type=Finite(0, 86400), default=60, metavar="SECONDS",
+                 show_default=True,
+                 help="Once one side has ended its direction, close a connection on which "
+                      "nothing moves for this long (0: never)."),
     click.option("--drain-timeout", type=Finite(0, 3600), default=10, metavar="SECONDS",
                  show_default=True,
                  help="On SIGINT/SIGTERM, seconds open connections get to finish."),
@@ -158,8 +166,8 @@ def command() -> None:
 @click.pass_context
 def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, ...],
           proxy_protocol: bool, no_advertise: bool, unsafe_target: bool, max_connections: int,
-          connect_timeout: float, idle_timeout: float, drain_timeout: float,
-          as_json: bool) -> None:
+          connect_timeout: float, idle_timeout: float, half_close_timeout: float,
+          drain_timeout: float, as_json: bool) -> None:
     """Accept paired devices and forward each connection to a service on this host.
 
     A systemd socket (LISTEN_FDS) replaces --listen/--port.
@@ -180,8 +188,10 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
         home=home_of(ctx), target=target, host=host, port=port, allow=allowed,
         proxy_protocol=proxy_protocol, advertise=not no_advertise,
         max_connections=max_connections, connect_timeout=connect_timeout,
-        idle_timeout=idle_timeout or None, drain_timeout=drain_timeout)
-    serve_tunnel(options, _renderer(as_json), listener=systemd_listener())
+        idle_timeout=idle_timeout or None, half_close_timeout=half_close_timeout or None,
+        drain_timeout=drain_timeout)
+    with _renderer(as_json) as render:
+        serve_tunnel(options, render, listener=systemd_listener())
 
 
 @command.command("connect")
@@ -205,7 +215,7 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
 def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
             discovery_timeout: float, interfaces: tuple[str, ...], unsafe_listen: bool,
             max_connections: int, connect_timeout: float, idle_timeout: float,
-            drain_timeout: float, as_json: bool) -> None:
+            half_close_timeout: float, drain_timeout: float, as_json: bool) -> None:
     """Listen locally and carry each connection to PEER's `tunnel serve`.
 
     The far end must present exactly PEER's certificate.
@@ -235,5 +245,6 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
         home=home_of(ctx), peer=found, host=host, port=port, source=source,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
         connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
-        drain_timeout=drain_timeout)
-    connect_tunnel(options, _renderer(as_json))
+        half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout)
+    with _renderer(as_json) as render:
+        connect_tunnel(options, render)

@@ -34,7 +34,7 @@ from certpair.trusted import (
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
 from certpair.tunnel.link import TlsLink, reset
-from certpair.tunnel.pump import Relay
+from certpair.tunnel.pump import HALF_CLOSE_TIMEOUT, Relay, arm_reset
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
 __all__ = ["ConnectOptions", "connect_tunnel"]
@@ -59,6 +59,7 @@ class ConnectOptions:
     max_connections: int = 1000
     connect_timeout: float = 10.0
     idle_timeout: float | None = None
+    half_close_timeout: float | None = HALF_CLOSE_TIMEOUT
     drain_timeout: float = 10.0
 
 
@@ -114,6 +115,7 @@ class _Client:
     def handle(self, local: socket.socket, remote: str) -> Closed | None:
         """One local connection, carried to the device (runs in its own thread)."""
         options = self.options
+        arm_reset(local)  # killed from here on, the client sees a reset, not an EOF
         with contextlib.suppress(OSError):
             local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -121,7 +123,8 @@ class _Client:
         except CertpairError as exc:
             self._fail(local, remote, str(exc))
             return None
-        relay = Relay(link, idle_timeout=options.idle_timeout)
+        relay = Relay(link, idle_timeout=options.idle_timeout,
+                      half_close_timeout=options.half_close_timeout)
         tracked = self.connections.track(peer.fingerprint, relay)
         try:
             if self.watch.allowed != frozenset({peer.fingerprint}) or not relay.attach(local):

@@ -12,6 +12,18 @@ keeps flowing until its own end. A broken stream on either side (reset, EOF with
 close_notify, a TLS error) resets the other side, so that a truncation never looks
 like a clean end.
 
+A killed process cannot reset anything itself, so the plain side is armed from
+:meth:`Relay.attach` on: it carries ``SO_LINGER`` with a zero timeout, and the kernel's
+close of a dead process's socket is then a reset, not a FIN. Only an orderly end
+(:data:`DONE`) disarms it just before the close. The connecting end arms its local
+socket as soon as it accepts it (:func:`arm_reset`).
+
+Half-closed bound: once either side has ended its direction (an EOF read, or the
+kernel's note that the peer shut down writing, ``POLLRDHUP``, seen even while
+backpressure keeps the tunnel from reading), a connection on which nothing moves for
+``half_close_timeout`` seconds ends as a cut (reason ``half-close timeout``), so a
+client that left while its service never reads does not hold the connection forever.
+
 :meth:`Relay.cut` (any thread) ends the connection at once: it wakes the connection's
 thread through an eventfd that its ``poll`` always watches; the thread then resets the
 plain side (a cut must never look like a clean end) and drops the TLS connection.
@@ -24,17 +36,34 @@ import os
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 
 from certpair.trusted import NotPaired, connection_error
 from certpair.tunnel.link import CHUNK, Outbox, TlsLink, reset
 
-__all__ = ["DONE", "Relay"]
+__all__ = ["DONE", "HALF_CLOSE_TIMEOUT", "Relay", "arm_reset"]
 
 DONE = "done"
+HALF_CLOSE_TIMEOUT = 60.0
 _RECORD = 16384  # the most plaintext one TLS record holds: what one read returns
 _IN = select.POLLIN | select.POLLHUP | select.POLLERR
+_RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer shut down writing
+_ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
+_ORDERLY = struct.pack("ii", 0, 0)
+
+
+def arm_reset(sock: socket.socket) -> None:
+    """Make any close of ``sock`` a reset until :func:`_disarm` (also the kernel's close
+    when this process is killed): a cut-off stream must never look complete."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ABORT)
+
+
+def _disarm(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _ORDERLY)
 
 
 class _Broken(Exception):
@@ -48,10 +77,12 @@ class Relay:
     out of TLS to the plain side.
     """
 
-    def __init__(self, link: TlsLink, *, idle_timeout: float | None) -> None:
+    def __init__(self, link: TlsLink, *, idle_timeout: float | None,
+                 half_close_timeout: float | None = HALF_CLOSE_TIMEOUT) -> None:
         self.link = link
         self.plain: socket.socket | None = None
         self.idle_timeout = idle_timeout
+        self.half_close_timeout = half_close_timeout
         self.sent = 0
         self.received = 0
         self._lock = threading.Lock()
@@ -66,6 +97,7 @@ class Relay:
 
     def attach(self, plain: socket.socket) -> bool:
         """Give the relay its plain side; False (and the socket closed) if already cut."""
+        arm_reset(plain)
         with self._lock:
             if self._cut is None:
                 self.plain = plain
@@ -91,7 +123,8 @@ class Relay:
             for fd in set(self._wake or ()):
                 os.close(fd)
             if self.plain is not None:
-                if clean:
+                if clean:  # both directions ended in order: a FIN, not a reset
+                    _disarm(self.plain)
                     self.plain.close()
                 else:
                     reset(self.plain)
@@ -122,6 +155,7 @@ class Relay:
         plain.setblocking(False)
         to_plain = Outbox()
         tls_done = plain_done = notify_sent = plain_shut = False
+        tls_fin = plain_fin = False  # that side's peer shut down writing (POLLRDHUP)
         poller = select.poll()
         assert self._wake is not None
         poller.register(self._wake[0], select.POLLIN)
@@ -168,14 +202,18 @@ class Relay:
             now = time.monotonic()
             if moved:
                 last = now
+            tls_fin = tls_fin or tls_done or link.raw_eof
+            plain_fin = plain_fin or plain_done
             want = {
                 link.sock.fileno(): (
                     (select.POLLIN if not tls_done and not link.raw_eof
                      and to_plain.size < CHUNK and link.incoming.pending < CHUNK else 0)
-                    | (select.POLLOUT if link.outbox.size else 0)),
+                    | (select.POLLOUT if link.outbox.size else 0)
+                    | (0 if tls_fin else _RDHUP)),
                 plain.fileno(): (
                     (select.POLLIN if not plain_done and link.outbox.size < CHUNK else 0)
-                    | (select.POLLOUT if to_plain.size else 0)),
+                    | (select.POLLOUT if to_plain.size else 0)
+                    | (0 if plain_fin else _RDHUP)),
             }
             for fd, events in want.items():
                 if watched.get(fd, 0) != events:
@@ -188,15 +226,27 @@ class Relay:
             if not starved and not tls_done and to_plain.size < CHUNK:
                 continue  # records wait in OpenSSL's buffer and there is room now
             timeout = None
-            if self.idle_timeout is not None:
-                left = last + self.idle_timeout - now
-                if left <= 0:
-                    return "idle timeout"
-                timeout = left * 1000
+            for limit, why in ((self.idle_timeout, "idle timeout"),
+                               (self.half_close_timeout if tls_fin or plain_fin else None,
+                                "half-close timeout")):
+                if limit is not None:
+                    left = last + limit - now
+                    if left <= 0:
+                        return why
+                    timeout = min(timeout if timeout is not None else left * 1000,
+                                  left * 1000)
             for fd, events in poller.poll(timeout):
-                if not events & _IN or not watched.get(fd, 0) & select.POLLIN:
+                if fd not in watched:
+                    continue  # the wake-up: the loop checks for a cut
+                on_tls = fd == link.sock.fileno()
+                if events & (_RDHUP | select.POLLHUP | select.POLLERR):
+                    # Noted even while backpressure keeps this side unread.
+                    tls_fin, plain_fin = (True, plain_fin) if on_tls else (tls_fin, True)
+                if not events & _IN or not watched[fd] & select.POLLIN:
+                    if events & select.POLLERR:
+                        _check(link.sock if on_tls else plain, on_tls)
                     continue
-                if fd == link.sock.fileno():
+                if on_tls:
                     try:
                         if link.receive():
                             last = time.monotonic()
@@ -220,6 +270,14 @@ class Relay:
                 except ssl.SSLError as exc:
                     raise _Broken(_tls_reason(exc)) from exc
         return self._cut
+
+
+def _check(sock: socket.socket, on_tls: bool) -> None:
+    """Raise :class:`_Broken` if the socket holds an error (a reset from the other side)."""
+    error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if error:
+        side = "the tunnel connection" if on_tls else "the service side"
+        raise _Broken(f"{side} broke: {os.strerror(error)}")
 
 
 def _wake_pair() -> tuple[int, int]:

@@ -36,13 +36,15 @@ from certpair.tunnel.events import (
 )
 from certpair.tunnel.link import TlsLink, wait_for
 from certpair.tunnel.proxy_v2 import encode_header
-from certpair.tunnel.pump import Relay
+from certpair.tunnel.pump import HALF_CLOSE_TIMEOUT, Relay, arm_reset
 from certpair.tunnel.targets import Target
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
 __all__ = ["ServeOptions", "serve_tunnel"]
 
 _ROLE = "tunnel-server"
+_CLOSING = 2.0
+_RECORD = 16384
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +53,7 @@ class ServeOptions:
 
     ``allow`` holds the fingerprints of the only peers let through (None: every paired
     device). ``advertise`` publishes the tunnel with DNS-SD. Timeouts are in seconds;
-    ``idle_timeout`` None never times out.
+    ``idle_timeout`` and ``half_close_timeout`` None never time out.
     """
 
     home: Path
@@ -64,6 +66,7 @@ class ServeOptions:
     max_connections: int = 1000
     connect_timeout: float = 10.0
     idle_timeout: float | None = None
+    half_close_timeout: float | None = HALF_CLOSE_TIMEOUT
     drain_timeout: float = 10.0
 
 
@@ -107,7 +110,8 @@ class _Server:
         except (OSError, ssl.SSLError) as exc:
             self._refuse(link, remote, refusal_reason(exc))
             return None
-        relay = Relay(link, idle_timeout=options.idle_timeout)
+        relay = Relay(link, idle_timeout=options.idle_timeout,
+                      half_close_timeout=options.half_close_timeout)
         fp = fingerprint(link.tls.getpeercert(binary_form=True) or b"")
         # Tracked before the store is read: an unpairing from now on cuts it.
         tracked = self.connections.track(fp, relay)
@@ -153,6 +157,7 @@ class _Server:
     def _dial(self, relay: Relay, peer: Peer, deadline: float) -> socket.socket:
         """Connect to the service and send the PROXY header if asked for."""
         plain = self.options.target.dial(max(0.1, deadline - time.monotonic()))
+        arm_reset(plain)  # killed from here on, the service sees a reset, not an EOF
         if self.options.proxy_protocol:
             try:
                 plain.sendall(encode_header(
@@ -165,9 +170,12 @@ class _Server:
 
 
 def _close_notify(link: TlsLink) -> None:
-    """End a connection cleanly: close_notify, then wait briefly for the other's."""
-    deadline = time.monotonic() + 2.0
+    """End a connection cleanly: close_notify, then read and drop what the client still
+    sends until its own close (at most :data:`_CLOSING` seconds). The client sees an
+    EOF, even one that had already sent bytes (docs/TUNNEL.md, "Service down")."""
+    deadline = time.monotonic() + _CLOSING
     with contextlib.suppress(OSError, ssl.SSLError):
+        _drop_received(link)  # records already here would make the close fail
         with contextlib.suppress(ssl.SSLWantReadError):
             link.tls.unwrap()
         link.flush(deadline)
@@ -175,7 +183,24 @@ def _close_notify(link: TlsLink) -> None:
         while not link.raw_eof:
             wait_for(link.sock, select.POLLIN, deadline)
             link.receive()
+            link.incoming.read()  # dropped: there is nobody to give it to
     link.sock.close()
+
+
+def _drop_received(link: TlsLink) -> None:
+    """Read and drop the application data received so far (bytes the client sent
+    after its handshake, for a service that cannot be reached)."""
+    while True:
+        try:
+            while link.tls.read(_RECORD):
+                pass
+            return
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            return
+        if not link.receive():  # nothing more for now
+            return
 
 
 def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
