@@ -1,13 +1,16 @@
-"""A hub paired with many devices (issue 12): context build, unpair, handshakes, memory
-and pairing commits with N peers in the store (default 100,000) against 10.
+"""A hub paired with many devices (issues 12 and 23): context build, unpair, handshakes,
+memory, pairing commits and a whole ``join`` with N peers in the store (default
+100,000) against 10.
 
 The filler peers are Ed25519 certificates that meet certpair's profile (CA:FALSE), made
-in-process (~0.12 ms each) and written straight into the store as rows; the next open
-files them in the anchor directory, as it would a store upgraded from before it.
+in-process (~0.12 ms each) and written straight into the store as rows, with their
+identity keys and names indexed (store/identity_keys.py) as a pairing would; the next
+open files them in the anchor directory, as it would a store upgraded from before it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import hashlib
 import json
@@ -33,9 +36,12 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from cryptography.x509.oid import NameOID
 
-from certpair.identity import create_identity
+from certpair.codes import Mode, generate_code
+from certpair.identity import Identity, create_identity
+from certpair.net.pairing import Listening, OfferEvent, run_join, run_offer
 from certpair.store import open_store
 from certpair.store.anchors import row_hash
+from certpair.store.identity_keys import key_of_name, peer_keys
 
 _START = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 _CA_FALSE = x509.BasicConstraints(ca=False, path_length=None)
@@ -69,12 +75,17 @@ def make_fillers(count: int, *, with_keys: int = 0, tag: str = "filler") -> list
 def fill_store(home: Path, fillers: list[Filler]) -> float:
     """Write the fillers as peer rows, then open the store (which files them in the
     anchor directory); returns the seconds that open took."""
+    rows = [("sha256:" + hashlib.sha256(f.der).hexdigest(), f"filler-{i}", f.der)
+            for i, f in enumerate(fillers)]
     with sqlite3.connect(home / "trust.db") as db:
         db.executemany(
             "INSERT INTO peers (fingerprint, name, cert_der, mode, paired_at, subject_hash)"
             " VALUES (?, ?, ?, 'cpace', '2026-01-01T00:00:00Z', ?)",
-            [("sha256:" + hashlib.sha256(f.der).hexdigest(), f"filler-{i}", f.der,
-              row_hash(f.der)) for i, f in enumerate(fillers)])
+            [(fp, name, der, row_hash(der)) for fp, name, der in rows])
+        db.executemany("INSERT INTO identity_keys (key, owner) VALUES (?, ?)",
+                       [(key, fp) for fp, _, der in rows for key in peer_keys(der)])
+        db.executemany("INSERT INTO peer_names (key, owner) VALUES (?, ?)",
+                       [(key_of_name(name), fp) for fp, name, _ in rows])
     start = time.perf_counter()
     open_store(home).close()
     return time.perf_counter() - start
@@ -217,6 +228,45 @@ def pair_commits(hub: Hub, repeats: int) -> dict[str, float]:
     return {label: statistics.median(t) * 1000 for label, t in times.items()}
 
 
+async def _join_once(hub_home: Path, hub: Identity, joiner_home: Path) -> float:
+    """One real pairing (CPace, loopback) of a fresh device into ``hub_home``: seconds
+    from ``run_join`` to its return (handshake, collision check, proof, both commits)."""
+    listening: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+
+    def on_event(event: OfferEvent) -> None:
+        if isinstance(event, Listening) and not listening.done():
+            listening.set_result(event)
+
+    secret = generate_code()
+    joiner = create_identity(joiner_home, "fresh")
+    with open_store(hub_home) as hub_store, open_store(joiner_home) as joiner_store:
+        offer = asyncio.ensure_future(run_offer(
+            identity=hub, store=hub_store, mode=Mode.CPACE, host="127.0.0.1", port=0,
+            on_event=on_event, secret=secret, once=True))
+        port = (await listening).port
+        start = time.perf_counter()
+        await run_join(identity=joiner, store=joiner_store, host="127.0.0.1", port=port,
+                       secret=secret)
+        took = time.perf_counter() - start
+        await offer
+    return took
+
+
+def joins(hub: Hub, repeats: int) -> dict[str, float]:
+    """Median ms of a real ``join`` of a fresh device into the 10-peer and the N-peer
+    hub, alternating (the hub's side: handshake-time collision check, commit)."""
+    from certpair.identity import load_identity
+
+    times: dict[str, list[float]] = {"small": [], "big": []}
+    hubs = {label: load_identity(hub.home(label)) for label in times}
+    for i in range(repeats):
+        for label, took in times.items():
+            joiner_home = hub.root / "joiners" / f"{label}-{i}"
+            joiner_home.mkdir(parents=True)
+            took.append(asyncio.run(_join_once(hub.home(label), hubs[label], joiner_home)))
+    return {label: statistics.median(t) * 1000 for label, t in times.items()}
+
+
 def serve_rss_mb(hub: Hub) -> float:
     """Peak RSS (VmHWM) of a ``certpair serve`` process with N peers after one
     connection from each of the distinct client peers."""
@@ -262,6 +312,7 @@ def fleet(quick: bool = False, peers: int = 100_000, *, repeats: int | None = No
         shakes = handshakes(hub, 3 * repeats)
         unpair = unpair_effective_ms(hub, max(5, repeats // 2))
         commits = pair_commits(hub, repeats)
+        joined = joins(hub, max(5, repeats // 2))
         rss = serve_rss_mb(hub)
     return {
         "trusted_context_build_ms": round(build["big"], 2),
@@ -269,11 +320,13 @@ def fleet(quick: bool = False, peers: int = 100_000, *, repeats: int | None = No
         "handshake_100k_vs_10_ratio": round(shakes["big"] / shakes["small"], 3),
         "serve_rss_mb": round(rss, 1),
         "pair_commit_100k_vs_10_ratio": round(commits["big"] / commits["small"], 3),
+        "join_into_hub_100k_vs_10_ratio": round(joined["big"] / joined["small"], 3),
         "fleet": {
             "peers": peers, "client_peers": clients, "repeats": repeats,
             "context_build_ms": {k: round(v, 2) for k, v in build.items()},
             "handshake_ms": {k: round(v, 3) for k, v in shakes.items()},
             "pair_commit_ms": {k: round(v, 3) for k, v in commits.items()},
+            "join_into_hub_ms": {k: round(v, 2) for k, v in joined.items()},
             "anchor_directory_first_fill_s": round(hub.file_s["big"], 2),
             "setup_s": round(made_s, 1),
         },

@@ -219,7 +219,12 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
 
 
 # What schema step 6 (counted refusals) added, taken away again.
-V6_UNDONE = """
+# What schema step 7 (the identity index) added, taken away again.
+V7_UNDONE = """
+DROP TRIGGER identity_keys_peer_deleted; DROP TABLE identity_keys; DROP TABLE peer_names;
+DROP TABLE key_alarms;
+"""
+V6_UNDONE = V7_UNDONE + """
 DROP INDEX events_by_source; ALTER TABLE events DROP COLUMN count;
 """
 # What schema step 5 (key rotation) added, taken away again (after step 6's).
@@ -275,3 +280,26 @@ def test_a_version_5_store_gains_counted_refusals_with_its_rows_counted_once(
                                  mode="mtls", reason="new", at=1_000_000_000 + port)
         newest = store.events()[0]
         assert (newest.remote, newest.count, newest.at) == ("::1", 3, "2001-09-09T01:46:41Z")
+
+
+def test_a_version_6_store_gains_the_identity_index_and_logs_the_collisions_it_held(
+    tmp_path: Path,
+) -> None:
+    from tests.attacks.test_one_identity import copy_names
+
+    first, second, third = self_signed_certs(3)
+    _, twin = copy_names(first)  # a squat a store from before step 7 could hold
+    open_store(tmp_path).close()
+    with sqlite3.connect(tmp_path / "trust.db") as db:  # back to what version 6 wrote
+        db.executescript(V7_UNDONE + "PRAGMA user_version = 6;")
+        for at, (name, der) in enumerate((("one", first), ("two", second), ("twin", twin))):
+            db.execute("INSERT INTO peers (fingerprint, name, cert_der, mode, paired_at)"
+                       " VALUES (?, ?, ?, 'cpace', ?)", (fingerprint(der), name, der, str(at)))
+    with open_store(tmp_path) as store:
+        (logged,) = [e for e in store.events() if e.outcome == "collision"]
+        assert logged.peer_fingerprint == fingerprint(twin)
+        assert fingerprint(first) in logged.reason
+        # The index holds what was stored: names and certificates are taken.
+        assert store.commit_pairing(name="TWO", cert_der=third, mode="cpace", role="joiner",
+                                    remote="x").name == "TWO (2)"
+        assert store.colliding_peer(copy_names(second)[1]) == fingerprint(second)

@@ -32,9 +32,11 @@ __all__ = [
     "CertificateNames",
     "CertificateRefused",
     "ProfileRule",
+    "certificate_keys",
     "certificate_names",
     "check_name_collision",
     "check_peer_certificate",
+    "extra_dns_names",
 ]
 
 _Ext = TypeVar("_Ext", bound=x509.ExtensionType)
@@ -185,29 +187,62 @@ def certificate_names(der: bytes) -> CertificateNames:
     return CertificateNames(subject=subject, names=frozenset(names))
 
 
+def certificate_keys(der: bytes) -> frozenset[str]:
+    """The identity keys of a certificate: ``subject:`` + its canonical subject (unless
+    empty) and each of its names (``dns:``, ``ip:``, ``uri:``, ``email:``).
+
+    Two certificates of different devices must never share one (the store indexes them,
+    see :mod:`certpair.store.identity_keys`).
+
+    Raises:
+        CertificateRefused: the certificate cannot be parsed.
+    """
+    names = certificate_names(der)
+    subject = {f"subject:{names.subject}"} if names.subject else set()
+    return frozenset(subject | names.names)
+
+
 def check_name_collision(der: bytes, paired: Iterable[bytes]) -> None:
-    """Refuse a new peer whose subject or any name equals an already-paired device's.
+    """Refuse a new peer whose subject or any name equals one of ``paired``'s.
 
     A certificate identical to a paired one (the same device pairing again) is not a
-    collision; every other paired certificate is compared.
+    collision. Pairing and rotation look keys up in the store's index instead; this
+    compares with a few certificates at hand (this device's own, current and pending).
 
     Args:
         der: the new peer's certificate, DER-encoded.
-        paired: the DER certificates of the devices already paired.
+        paired: the DER certificates to compare with.
 
     Raises:
-        CertificateRefused: rule ``NAME_COLLISION``; the message names the paired
-            device's fingerprint (never a name the new peer chose).
+        CertificateRefused: rule ``NAME_COLLISION``; the message names the other
+            certificate's fingerprint (never a name the new peer chose).
     """
-    new = certificate_names(der)
+    new = certificate_keys(der)
     for other_der in paired:
         if other_der == der:
             continue
         try:
-            other = certificate_names(other_der)
+            other = certificate_keys(other_der)
         except CertificateRefused:
-            continue  # an unparseable stored certificate matches no TLS client's name either
-        if (new.subject and new.subject == other.subject) or (new.names & other.names):
+            continue  # an unparseable certificate matches no TLS client's name either
+        if new & other:
             raise CertificateRefused(
                 ProfileRule.NAME_COLLISION, f"matches {fingerprint(other_der)[:23]}"
             )
+
+
+def extra_dns_names(der: bytes, device_name: str) -> list[str]:
+    """The DNS names a certificate claims beyond what certpair gives a device: its
+    ``<device id>.certpair.invalid`` name, and the device's own name.
+
+    A TLS client checking names accepts the device under each of these (an unpinned
+    ``peers.pem`` export vouches for them), so pairing tells the user.
+    """
+    try:
+        names = certificate_names(der)
+    except CertificateRefused:
+        return []
+    own = device_name.strip().rstrip(".").lower()
+    return sorted(n.removeprefix("dns:") for n in names.names
+                  if n.startswith("dns:") and not n.endswith(".certpair.invalid")
+                  and n.removeprefix("dns:") != own)

@@ -16,6 +16,7 @@ import json
 import os
 import shlex
 import shutil
+import sqlite3
 import ssl
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from certpair.identity import create_identity
+from certpair.identity import create_identity, fingerprint
 from certpair.store import open_store
 from certpair.trusted import client_context, connect, make_server, server_context
 from certpair.trusted.contexts import NotPaired
@@ -44,6 +45,16 @@ def _plant(home: Path, name: str, der: bytes) -> None:
     with open_store(home) as store:
         store.commit_pairing(name=name, cert_der=der, mode="cpace", role="offerer",
                              remote="planted")
+
+
+def _plant_row(home: Path, name: str, der: bytes) -> None:
+    """Put a certificate into the store as a row only, as a store from before the
+    profile and the identity index (schema step 7) may hold it."""
+    open_store(home).close()
+    with sqlite3.connect(home / "trust.db") as db:
+        db.execute("INSERT INTO peers (fingerprint, name, cert_der, mode, paired_at)"
+                   " VALUES (?, ?, ?, 'cpace', 'then')", (fingerprint(der), name, der))
+    open_store(home).close()  # files it in the anchor directory
 
 
 def _holding(tmp: Path, label: str, chain: list[bytes], key: AnyKey, *,
@@ -223,7 +234,7 @@ def impostor(tmp_path: Path) -> Iterator[dict[str, object]]:
     x_cert = forge_cert(x_key, common_name="x", dns=[beta_dns])
     write_identity(tmp_path / "x", x_cert, x_key)
     _plant(tmp_path / "alpha", "beta", ids["beta"].cert_der)
-    _plant(tmp_path / "alpha", "x", x_cert)  # as a store from before the profile holds it
+    _plant_row(tmp_path / "alpha", "x", x_cert)
     for home in ("beta", "x"):
         _plant(tmp_path / home, "alpha", ids["alpha"].cert_der)
     servers = {n: _Serve(tmp_path / n) for n in ("beta", "x")}

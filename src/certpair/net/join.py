@@ -88,11 +88,14 @@ async def _converse(conv: Conversation, session: JoinerSession, store: TrustStor
                 name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
                 role=Role.JOINER.value, remote=remote,
             )
-        except StoreUnusable as exc:
-            # Tell the offerer, so that it undoes its own commit.
+        except (StoreUnusable, CertificateRefused) as exc:
+            # Tell the offerer, so that it undoes its own commit. A refused certificate:
+            # a device with the offerer's names was stored meanwhile (a racing pairing).
             session.commit_failed()
             with contextlib.suppress(TLSFailure, OSError):
                 await conv.send(session.data_to_send())
+            if isinstance(exc, CertificateRefused):
+                raise
             raise StoreUnusable(f"{exc}; the offerer was told and keeps nothing") from exc
         session.committed()
         # Trusted on both sides now; if this last word is lost the offerer keeps this

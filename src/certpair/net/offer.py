@@ -214,9 +214,11 @@ class _Offerer:
                     name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
                     role=Role.OFFERER.value, remote=run.remote, confirmed=False,
                 )
-            except StoreUnusable as exc:
-                # The joiner hears ERROR(STORE_FAILED) and stores nothing.
-                run.error = StoreUnusable(f"{exc}; the joiner was told and keeps nothing")
+            except (StoreUnusable, CertificateRefused) as exc:
+                # The joiner hears ERROR(STORE_FAILED) and stores nothing. A refused
+                # certificate: another run stored a device with its names meanwhile.
+                run.error = (StoreUnusable(f"{exc}; the joiner was told and keeps nothing")
+                             if isinstance(exc, StoreUnusable) else exc)
                 out.append(session.commit_failed())
                 continue
             queue += session.committed()

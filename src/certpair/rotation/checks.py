@@ -1,15 +1,17 @@
-"""The rules a peer's new certificate must meet: the pairing profile, no name collision.
+"""The rules a peer's new certificate must meet: the pairing profile, and no collision.
 
-Delegates to :mod:`certpair.profile` (the rules applied at pairing); the name collision
-becomes the store's CONFLICT verdict.
+The profile is :mod:`certpair.profile`'s, applied as at pairing. The collision rule is
+enforced by the store where the successor is written (its identity index: no other
+peer's subject or names, pending successors included); this device's own certificates,
+current and pending, which the store does not hold, are passed to it by the sync
+driver (:mod:`certpair.rotation.exchange`).
 """
 
 from __future__ import annotations
 
-from certpair.profile import CertificateRefused, check_name_collision, check_peer_certificate
-from certpair.store import SuccessorVerdict
+from certpair.profile import check_peer_certificate
 
-__all__ = ["check_successor", "check_successor_names"]
+__all__ = ["check_successor"]
 
 
 def check_successor(cert_der: bytes) -> None:
@@ -19,15 +21,3 @@ def check_successor(cert_der: bytes) -> None:
         CertificateRefused: the certificate breaks a rule (the message names it).
     """
     check_peer_certificate(cert_der)
-
-
-def check_successor_names(cert_der: bytes, others: list[bytes]) -> None:
-    """Refuse a successor whose subject or names equal another trusted certificate's.
-
-    Raises:
-        SuccessorVerdict: ``CONFLICT``.
-    """
-    try:
-        check_name_collision(cert_der, others)
-    except CertificateRefused:
-        raise SuccessorVerdict("CONFLICT") from None

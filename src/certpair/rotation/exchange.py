@@ -27,7 +27,7 @@ from certpair.protocol.rotation import (
     SyncSession,
 )
 from certpair.protocol.sync_frames import SyncResult
-from certpair.rotation.checks import check_successor, check_successor_names
+from certpair.rotation.checks import check_successor
 from certpair.rotation.pending import PendingRotation, load_pending
 from certpair.store import Peer, SuccessorVerdict, TrustStore
 
@@ -105,7 +105,8 @@ def run_sync(recv: Recv, send: Send, *, peer: Peer, peer_cert: bytes, home: Path
             event = events.pop(0)
             if isinstance(event, RotationOffered):
                 heard_fp = fingerprint(event.new_cert)
-                heard = _judge(store, peer, peer_cert, event.new_cert, remote)
+                own = [identity.cert_der] + ([pending.cert_der] if pending else [])
+                heard = _judge(store, peer, peer_cert, event.new_cert, remote, own)
                 events += session.accept() if heard is SyncResult.ACCEPTED else (
                     session.refuse(heard))
             elif isinstance(event, StatementRefused):
@@ -139,8 +140,9 @@ def _to_tell(identity: Identity, pending: PendingRotation | None, peer: Peer,
 
 
 def _judge(store: TrustStore, peer: Peer, peer_cert: bytes, new_cert: bytes,
-           remote: str) -> SyncResult:
-    """Check the peer's new certificate and store it; the answer to give."""
+           remote: str, own: list[bytes]) -> SyncResult:
+    """Check the peer's new certificate and store it (the store refuses one carrying
+    another peer's names or this device's own, ``own``); the answer to give."""
     try:
         check_successor(new_cert)
     except CertpairError as exc:
@@ -148,7 +150,7 @@ def _judge(store: TrustStore, peer: Peer, peer_cert: bytes, new_cert: bytes,
         return SyncResult.CERTIFICATE_REFUSED
     try:
         store.learn_successor(fingerprint(peer_cert), new_cert, remote=remote,
-                              others_check=check_successor_names)
+                              reserved=own)
     except SuccessorVerdict as verdict:
         result = SyncResult[verdict.reason]
         _log(store, peer, remote, "peer", "refused", result.text)

@@ -8,9 +8,11 @@ triggers (:meth:`TrustStore.peers_version`), so long-lived readers such as the t
 TLS contexts can notice a change with one cheap query per connection.
 
 The package is split by job: ``records`` (what a row is), ``schema`` (the file, its
-version and migrations), ``peers`` and ``events`` (the SQL of each table), ``changes``
-(the change counter), ``successors`` (key rotation) and ``trust`` (:class:`TrustStore`:
-locking, transactions, errors).
+version and migrations), ``peers`` and ``events`` (the SQL of each table),
+``identity_keys`` (one device, one identity: the index of subjects, certificate names
+and person-readable peer names), ``changes`` (the change counter), and the parts of
+:class:`TrustStore` (``base``: connection, lock, errors; ``pairing``, ``confirmations``,
+``refusals``, ``successors``, ``told``, ``pages``; joined in ``trust``).
 """
 
 from __future__ import annotations
@@ -24,13 +26,14 @@ from certpair.store.records import (
     StoreUnusable,
 )
 from certpair.store.schema import open_store
-from certpair.store.successors import Successor, SuccessorVerdict
+from certpair.store.successors import KeyAlarm, Successor, SuccessorVerdict
 from certpair.store.trust import TrustStore
 
 __all__ = [
     "MIN_PREFIX_DIGITS",
     "AmbiguousPeer",
     "Event",
+    "KeyAlarm",
     "Peer",
     "PeerNotFound",
     "StoreUnusable",

@@ -1,37 +1,25 @@
-"""The store's reads and upkeep that scale with the number of peers: pages of peers,
-and the anchor directory that follows them (see :mod:`~certpair.store.anchors`).
+"""The store's reads: one peer, a query's matches, pages of peers, the change counter
+and the audit log. Each read is one bounded query (keyset paging for all peers).
 
-A mixin of :class:`~certpair.store.trust.TrustStore`, kept apart so that each module
-stays small; it uses the store's connection, lock and error wording.
+A part of :class:`~certpair.store.trust.TrustStore` (see :mod:`~certpair.store.base`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 from collections.abc import Iterator
-from pathlib import Path
 
+from certpair.store import events as events_sql
 from certpair.store import peers as peers_sql
-from certpair.store.anchors import sync_anchors
-from certpair.store.records import Peer, StoreUnusable
+from certpair.store.base import StoreBase
+from certpair.store.changes import peers_version
+from certpair.store.records import AmbiguousPeer, Event, Peer, PeerNotFound
 
 __all__ = ["PagedReads"]
 
 
-class PagedReads:
-    """Paged reads of the peers, and the anchor directory's upkeep."""
-
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-    anchors: Path
-
-    def _read_error(self, exc: sqlite3.Error) -> StoreUnusable:
-        raise NotImplementedError
-
-    def _write_error(self, exc: sqlite3.Error) -> StoreUnusable:
-        raise NotImplementedError
+class PagedReads(StoreBase):
+    """The reads of the peers and of the audit log."""
 
     def peers_page(self, *, limit: int | None = None, offset: int = 0) -> list[Peer]:
         """Return the page of trusted peers ``limit``/``offset`` selects, oldest pairing
@@ -82,28 +70,73 @@ class PagedReads:
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
 
-    def _follow_anchors(self) -> None:
-        # The change is committed and the store is the truth: a directory that cannot
-        # be written now keeps its pending marks, and the next sync_anchors (any open of
-        # the store, any trusted context that notices the change) repairs it.
-        with contextlib.suppress(StoreUnusable):
-            self.sync_anchors()
+    def peers(self) -> list[Peer]:
+        """Return every trusted peer, oldest pairing first (pages: :meth:`peers_page`)."""
+        return self._select("", ())
 
-    def sync_anchors(self) -> int:
-        """Bring the anchor directory (``self.anchors``) in line with the peers.
+    def find_peers(self, query: str) -> list[Peer]:
+        """Return the peers named ``query`` or whose fingerprint starts with it.
+
+        A fingerprint prefix is at least :data:`MIN_PREFIX_DIGITS` hex digits, with or
+        without the ``sha256:`` tag, in either case, colons allowed (as OpenSSL prints).
+
+        Args:
+            query: a peer name, a full fingerprint or a fingerprint prefix.
 
         Returns:
-            How many subject-hash buckets were rewritten (0 when nothing was pending).
+            Every match, oldest pairing first; empty if none.
 
         Raises:
-            StoreUnusable: the store or the directory cannot be written.
+            StoreUnusable: the read failed.
+        """
+        return self._select(*peers_sql.selection_for_query(query))
+
+    def find_peer(self, query: str) -> Peer:
+        """Return the one peer that ``query`` names (see :meth:`find_peers`).
+
+        Args:
+            query: a peer name, a full fingerprint or a fingerprint prefix.
+
+        Returns:
+            The only matching peer.
+
+        Raises:
+            PeerNotFound: nothing matches.
+            AmbiguousPeer: several peers match; a longer prefix tells them apart.
+            StoreUnusable: the read failed.
+        """
+        found = self.find_peers(query)
+        exact = [p for p in found if p.fingerprint == query]
+        if exact:
+            return exact[0]
+        if not found:
+            raise PeerNotFound(f"no paired device is called or starts with {query!r}")
+        if len(found) > 1:
+            listed = ", ".join(f"{p.name} {p.fingerprint[:19]}" for p in found[:5])
+            more = f" and {len(found) - 5} more" if len(found) > 5 else ""
+            raise AmbiguousPeer(
+                f"{query!r} matches {len(found)} paired devices ({listed}{more}); "
+                "give more of the fingerprint"
+            )
+        return found[0]
+
+    def peers_version(self) -> int:
+        """Return a counter that grows with every change to the peers, from any process.
+
+        Raises:
+            StoreUnusable: the read failed.
         """
         try:
             with self._lock:
-                return sync_anchors(self._db, self.anchors)
+                return peers_version(self._db)
         except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-        except OSError as exc:
-            raise StoreUnusable(f"cannot write the anchor directory {self.anchors}: "
-                                f"{exc.strerror or exc}") from exc
+            raise self._read_error(exc) from exc
 
+    def events(self, *, limit: int | None = None, offset: int = 0) -> list[Event]:
+        """Return logged events, newest first: all, or the page ``limit``/``offset``
+        selects."""
+        try:
+            with self._lock:
+                return events_sql.select_events(self._db, limit, offset)
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc

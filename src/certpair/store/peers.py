@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from certpair.names import MAX_NAME_BYTES, same_name
+from certpair.names import MAX_NAME_BYTES
 from certpair.store.anchors import row_hash
+from certpair.store.identity_keys import taken_name
 from certpair.store.records import MIN_PREFIX_DIGITS, Peer
 
 __all__ = [
@@ -47,16 +48,18 @@ def set_confirmed(db: sqlite3.Connection, fingerprint: str) -> bool:
     cursor = db.execute(
         "UPDATE peers SET confirmed = 1 WHERE fingerprint = ? AND confirmed = 0", (fingerprint,))
     return cursor.rowcount > 0
+
+
 def distinct_name(db: sqlite3.Connection, name: str, fingerprint: str) -> str:
     """``name``, or ``name (2)``, ``name (3)``… if another peer's name reads the same.
 
-    Names are chosen by the peer, so two devices may both call themselves ``beta``;
-    the second is stored distinguishably. Read inside the caller's transaction.
+    Names are chosen by the peer, so two devices may both call themselves ``beta`` (or
+    ``beta`` with a Cyrillic e, U+0435); the second is stored distinguishably. Each
+    candidate is one seek in the identity index (:mod:`~certpair.store.identity_keys`),
+    never a scan of the names. Read inside the caller's transaction.
     """
-    taken = [n for (n,) in db.execute(
-        "SELECT name FROM peers WHERE fingerprint != ?", (fingerprint,))]
     candidate, number = name, 1
-    while any(same_name(candidate, other) for other in taken):
+    while taken_name(db, candidate, fingerprint):
         number += 1
         suffix = f" ({number})"
         base = name

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
 from certpair.store.events import MIGRATION_6, max_rows
 from certpair.store.failures import describe
+from certpair.store.identity_keys import MIGRATION_7, fill_identity_keys
 from certpair.store.records import StoreUnusable
 from certpair.store.successors import MIGRATION_5
 from certpair.store.trust import TrustStore
@@ -22,7 +24,10 @@ __all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store"]
 # 5: key rotation (successors, rotation_told, peer_addresses, the trusted_certs view;
 #    store/successors.py).
 # 6: events.count, refusals aggregated per source, reason and minute (store/events.py).
-SCHEMA_VERSION = 6
+# 7: identity_keys (one device, one identity: each subject, certificate name and
+#    person-readable device name held by one peer) and key_alarms
+#    (store/identity_keys.py); filled from the stored certificates.
+SCHEMA_VERSION = 7
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -85,7 +90,10 @@ INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM 
 """),
     (5, MIGRATION_5),
     (6, MIGRATION_6),
+    (7, MIGRATION_7),
 )
+# Steps whose data needs Python (parsing certificates), run right after their SQL.
+_FILLS: dict[int, Callable[[sqlite3.Connection], None]] = {7: fill_identity_keys}
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -102,6 +110,8 @@ def _migrate(db: sqlite3.Connection) -> None:
             if version < step:
                 for statement in _statements(script):
                     db.execute(statement)
+                if step in _FILLS:
+                    _FILLS[step](db)
         if version < SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")

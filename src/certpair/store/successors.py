@@ -3,31 +3,34 @@
 *Successors* (the peer side): a peer that rotates sends its new certificate; it is stored
 as that peer's pending successor and is a trust anchor next to the peer's certificate
 (the ``trusted_certs`` view, which the anchor directory is written from;
-:meth:`SuccessorsMixin.acceptable_certificates`) until the first connection that presents
-it (:meth:`SuccessorsMixin.admit`), which makes it the peer's only certificate. One
+:meth:`SuccessorAdmission.acceptable_certificates`) until the first connection that presents
+it (:meth:`SuccessorAdmission.admit`), which makes it the peer's only certificate. One
 pending successor per peer: the first one stored wins (docs/SECURITY.md §8).
 
-*Told* (the rotating side): which peers acknowledged this device's pending certificate.
-*Addresses*: where each peer's ``serve`` was last reached, for ``certpair sync --all``.
+A successor is held to the collision rule (:mod:`~certpair.store.identity_keys`): its
+subject and names must be no other peer's (pending successors included) and not this
+device's own. A second, different rotation signed by a peer's key is the signature of a
+stolen key: it is refused and the peer is marked (:class:`KeyAlarm`) until it is unpaired.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 from dataclasses import dataclass
-from pathlib import Path
 
 from certpair.identity import fingerprint
+from certpair.profile import CertificateRefused, certificate_keys
 from certpair.store import events as events_sql
+from certpair.store import identity_keys as keys_sql
 from certpair.store import peers as peers_sql
 from certpair.store.anchors import row_hash
+from certpair.store.base import StoreBase
 from certpair.store.changes import synchronous_full
-from certpair.store.records import Event, Peer, StoreUnusable, iso_time
+from certpair.store.records import Event, Peer, iso_time
 
-__all__ = ["MIGRATION_5", "Successor", "SuccessorVerdict", "SuccessorsMixin"]
+__all__ = ["MIGRATION_5", "KeyAlarm", "Successor", "SuccessorAdmission", "SuccessorVerdict"]
 
 # Schema step 5 (see store.schema): successors, told, addresses, the view of every
 # trusted certificate (the anchor directory is written from it), and their triggers.
@@ -95,6 +98,19 @@ class Successor:
     completed_at: str | None
 
 
+@dataclass(frozen=True, kw_only=True)
+class KeyAlarm:
+    """A peer whose key signed two different rotations: the first one stored is kept,
+    the other was refused. Either the device aborted a rotation it had told (``rotate
+    --abort --force``) or someone else holds its key; the way out is to unpair it and
+    pair again."""
+
+    peer_fingerprint: str
+    kept_successor: str
+    other_successor: str
+    seen_at: str
+
+
 class SuccessorVerdict(Exception):
     """Internal: why a successor cannot be stored (``reason`` is a SyncResult name)."""
 
@@ -103,23 +119,8 @@ class SuccessorVerdict(Exception):
         self.reason = reason
 
 
-class SuccessorsMixin:
-    """The rotation methods of :class:`~certpair.store.TrustStore`."""
-
-    _db: sqlite3.Connection
-    _lock: threading.RLock
-    path: Path
-
-    def _write_error(self, exc: sqlite3.Error) -> StoreUnusable:
-        raise NotImplementedError
-
-    def _read_error(self, exc: sqlite3.Error) -> StoreUnusable:
-        raise NotImplementedError
-
-    def _follow_anchors(self) -> None:
-        raise NotImplementedError
-
-    # -- the peer side ------------------------------------------------------------------
+class SuccessorAdmission(StoreBase):
+    """The peer side of key rotation: learning, trusting and completing successors."""
 
     def acceptable_certificates(self, peer_fingerprint: str | None = None) -> dict[str, bytes]:
         """The certificates a trusted connection may present, by fingerprint: every
@@ -140,29 +141,38 @@ class SuccessorsMixin:
             raise self._read_error(exc) from exc
 
     def learn_successor(self, peer_fingerprint: str, cert_der: bytes, *, remote: str,
-                        others_check: Callable[[bytes, list[bytes]], None] | None = None,
-                        at: float | None = None) -> bool:
+                        reserved: Collection[bytes] = (), at: float | None = None) -> bool:
         """Store ``cert_der`` as the pending successor of a peer, and log it.
 
         Args:
             peer_fingerprint: the peer's current certificate (the connection's).
             cert_der: its new certificate; its profile was checked by the caller.
             remote: the peer's address, for the log.
-            others_check: called with (cert_der, other certificates) inside the
-                transaction; raises ``SuccessorVerdict('CONFLICT')`` on a name collision.
+            reserved: this device's own certificates (current and pending), whose
+                subject and names no peer's successor may carry.
             at: time (seconds since the epoch); now if omitted.
 
         Returns:
             True if stored now, False if this very successor was already stored.
 
         Raises:
-            SuccessorVerdict: ``NOT_A_PEER`` or ``CONFLICT`` (nothing stored).
+            SuccessorVerdict: ``NOT_A_PEER`` or ``CONFLICT`` (nothing stored; a second
+                rotation different from the pending one also marks the peer, see
+                :meth:`key_alarms`).
             StoreUnusable: the write failed.
         """
         new_fp = fingerprint(cert_der)
         when = iso_time(time.time() if at is None else at)
         try:
+            new_keys = certificate_keys(cert_der)
+        except CertificateRefused:
+            raise SuccessorVerdict("CERTIFICATE_REFUSED") from None
+        own = set()
+        for mine in reserved:
+            own |= keys_sql.peer_keys(mine)
+        try:
             with self._lock, self._db:
+                self._db.execute("BEGIN IMMEDIATE")
                 found = peers_sql.select_peers(self._db, "WHERE fingerprint = ?",
                                                (peer_fingerprint,))
                 if not found:
@@ -171,37 +181,69 @@ class SuccessorsMixin:
                 pending = self._db.execute(
                     "SELECT fingerprint FROM successors WHERE peer_fingerprint = ?"
                     " AND state = 'pending'", (peer_fingerprint,)).fetchone()
+                if pending is not None and pending[0] == new_fp:
+                    return False
                 if pending is not None:
-                    if pending[0] == new_fp:
-                        return False
-                    raise SuccessorVerdict("CONFLICT")  # the first rotation stored wins
-                anchors = dict(self._db.execute(
-                    "SELECT fingerprint, cert_der FROM trusted_certs").fetchall())
-                taken = self._db.execute(
-                    "SELECT 1 FROM successors WHERE fingerprint = ?", (new_fp,)).fetchone()
-                if new_fp in anchors or taken is not None:
+                    # The first rotation stored wins; a different one signed by the same
+                    # key is marked, in this transaction, before the refusal.
+                    self._alarm(peer, pending[0], new_fp, remote, when)
+                    self._db.execute("COMMIT")
                     raise SuccessorVerdict("CONFLICT")
-                if others_check is not None:
-                    others_check(cert_der, [der for fp, der in anchors.items()
-                                            if fp != peer_fingerprint])
+                taken = self._db.execute(
+                    "SELECT 1 FROM peers WHERE fingerprint = ? UNION ALL"
+                    " SELECT 1 FROM successors WHERE fingerprint = ?",
+                    (new_fp, new_fp)).fetchone()
+                if (taken is not None or new_keys & own
+                        or keys_sql.collision(self._db, new_keys, peer_fingerprint)):
+                    raise SuccessorVerdict("CONFLICT")
                 self._db.execute(
                     "INSERT INTO successors (fingerprint, peer_fingerprint, cert_der,"
                     " subject_hash, state, learned_at) VALUES (?, ?, ?, ?, 'pending', ?)",
                     (new_fp, peer_fingerprint, cert_der, row_hash(cert_der), when))
+                keys_sql.rekey(self._db, peer_fingerprint)
                 events_sql.insert_event(self._db, Event(
                     at=when, kind="rotation", role="peer", remote=remote, mode=peer.mode,
                     outcome="learned", reason=f"successor {new_fp}",
                     peer_fingerprint=peer_fingerprint, peer_name=peer.name))
+        except CertificateRefused:
+            raise SuccessorVerdict("CONFLICT") from None
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
         self._follow_anchors()
         return True
 
+    def _alarm(self, peer: Peer, kept: str, other: str, remote: str, when: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO key_alarms (peer_fingerprint, kept_successor,"
+            " other_successor, seen_at) VALUES (?, ?, ?, ?)",
+            (peer.fingerprint, kept, other, when))
+        events_sql.insert_event(self._db, Event(
+            at=when, kind="rotation", role="peer", remote=remote, mode=peer.mode,
+            outcome="key conflict",
+            reason=f"a second, different rotation signed by its key ({other}); kept {kept}",
+            peer_fingerprint=peer.fingerprint, peer_name=peer.name))
+
+    def key_alarms(self) -> list[KeyAlarm]:
+        """The peers whose key signed two different rotations (see :class:`KeyAlarm`);
+        a peer's mark goes when it is unpaired."""
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT a.peer_fingerprint, a.kept_successor, a.other_successor,"
+                    " a.seen_at FROM key_alarms a JOIN peers p"
+                    " ON p.fingerprint = a.peer_fingerprint ORDER BY a.seen_at").fetchall()
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc
+        return [KeyAlarm(peer_fingerprint=p, kept_successor=k, other_successor=o, seen_at=s)
+                for p, k, o, s in rows]
+
     def admit(self, fingerprint_: str, *, at: float | None = None) -> Peer | None:
         """Return the peer a connection's certificate belongs to, completing a rotation.
 
         A pending successor's first connection makes it the peer's only certificate
-        (one transaction, durable): the old certificate is trusted no more.
+        (one transaction, durable): the old certificate is trusted no more. A successor
+        whose names another peer holds (possible only in a store older than the
+        identity index) is not completed: None, and the refusal is logged.
 
         Returns:
             The peer (under its new fingerprint after a completion), or None.
@@ -220,7 +262,16 @@ class SuccessorsMixin:
                     " WHERE fingerprint = ? AND state = 'pending'", (fingerprint_,)).fetchone()
                 if row is None:
                     return None
-                peer = self._complete(row[0], fingerprint_, row[1], at)
+                try:
+                    peer = self._complete(row[0], fingerprint_, row[1], at)
+                except CertificateRefused as refused:
+                    with self._db:
+                        events_sql.insert_event(self._db, Event(
+                            at=iso_time(time.time() if at is None else at), kind="rotation",
+                            role="peer", remote="", mode="", outcome="refused",
+                            reason=f"successor {fingerprint_} not completed: {refused}",
+                            peer_fingerprint=row[0]))
+                    return None
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
         self._follow_anchors()
@@ -243,6 +294,14 @@ class SuccessorsMixin:
                 self._db.execute(
                     f"UPDATE OR REPLACE {table} SET peer_fingerprint = ?"  # noqa: S608
                     " WHERE peer_fingerprint = ?", (new_fp, old_fp))
+            self._db.execute("UPDATE key_alarms SET peer_fingerprint = ?"
+                             " WHERE peer_fingerprint = ?", (new_fp, old_fp))
+            # The owner moves to the new fingerprint, then holds the new certificate's
+            # keys only (the old certificate's go with it).
+            for table in ("identity_keys", "peer_names"):
+                self._db.execute(f"UPDATE {table} SET owner = ? WHERE owner = ?",  # noqa: S608
+                                 (new_fp, old_fp))
+            keys_sql.rekey(self._db, new_fp)
             events_sql.insert_event(self._db, Event(
                 at=when, kind="rotation", role="peer", remote="", mode=old.mode,
                 outcome="completed", reason=f"was {old_fp}", peer_fingerprint=new_fp,
@@ -261,68 +320,3 @@ class SuccessorsMixin:
             raise self._read_error(exc) from exc
         return [Successor(fingerprint=f, peer_fingerprint=p, state=s, learned_at=la,
                           completed_at=ca) for f, p, s, la, ca in rows]
-
-    # -- the rotating side --------------------------------------------------------------
-
-    def told_peers(self, new_fingerprint: str) -> set[str]:
-        """The peers that acknowledged this device's certificate ``new_fingerprint``."""
-        try:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT peer_fingerprint FROM rotation_told WHERE new_fingerprint = ?",
-                    (new_fingerprint,)).fetchall()
-        except sqlite3.Error as exc:
-            raise self._read_error(exc) from exc
-        return {fp for (fp,) in rows}
-
-    def record_told(self, new_fingerprint: str, peer: Peer, *, remote: str,
-                    at: float | None = None) -> None:
-        """Remember (and log) that ``peer`` acknowledged this device's new certificate."""
-        when = iso_time(time.time() if at is None else at)
-        try:
-            with self._lock, self._db:
-                self._db.execute(
-                    "INSERT OR IGNORE INTO rotation_told (new_fingerprint, peer_fingerprint,"
-                    " told_at) VALUES (?, ?, ?)", (new_fingerprint, peer.fingerprint, when))
-                events_sql.insert_event(self._db, Event(
-                    at=when, kind="rotation", role="rotating", remote=remote, mode=peer.mode,
-                    outcome="told", reason=f"new certificate {new_fingerprint}",
-                    peer_fingerprint=peer.fingerprint, peer_name=peer.name))
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-
-    def forget_told(self, new_fingerprint: str) -> None:
-        """Drop the acknowledgements of an abandoned certificate."""
-        try:
-            with self._lock, self._db:
-                self._db.execute("DELETE FROM rotation_told WHERE new_fingerprint = ?",
-                                 (new_fingerprint,))
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-
-    # -- addresses ----------------------------------------------------------------------
-
-    def remember_address(self, peer_fingerprint: str, address: str,
-                         *, at: float | None = None) -> None:
-        """Remember where a peer's ``serve`` answered (``host:port``)."""
-        when = iso_time(time.time() if at is None else at)
-        try:
-            with self._lock, self._db:
-                self._db.execute(
-                    "INSERT INTO peer_addresses (peer_fingerprint, address, seen_at)"
-                    " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM peers WHERE fingerprint = ?)"
-                    " ON CONFLICT(peer_fingerprint) DO UPDATE SET address = excluded.address,"
-                    " seen_at = excluded.seen_at",
-                    (peer_fingerprint, address, when, peer_fingerprint))
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-
-    def addresses(self) -> dict[str, str]:
-        """Where each peer's ``serve`` was last reached, by peer fingerprint."""
-        try:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT peer_fingerprint, address FROM peer_addresses").fetchall()
-        except sqlite3.Error as exc:
-            raise self._read_error(exc) from exc
-        return dict(rows)

@@ -1,0 +1,149 @@
+"""One device, one identity (issue 19): no path around the collision rule.
+
+At every moment no two certificates this device trusts (paired peers, their pending
+successors, and this device's own current and pending certificate) share a subject or
+a name, and no two peers' names read the same to a person. Each test is an adversary
+against the real drivers over real TLS, a real ``certpair serve``, or the store as two
+processes would use it; each fails on the code before the identity index.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from certpair.codes import Mode, parse_secret
+from certpair.errors import PairingFailed
+from certpair.identity import create_identity, fingerprint
+from certpair.net.admission import check_new_peer
+from certpair.net.pairing import JoinerRefused
+from certpair.profile import CertificateRefused, ProfileRule, certificate_names
+from certpair.protocol.sync_frames import SyncResult
+from certpair.store import open_store
+from tests.attacks.forged_certs import identity_with
+from tests.attacks.honest import join
+from tests.attacks.test_rotation_attacks import new_cert, statement, successors
+from tests.netutil import running_offer
+from tests.rotation_util import Fleet, RawSync, fleet
+
+__all__ = ["fleet"]
+
+CYRILLIC_A = "\u0430"
+
+
+def copy_names(of: bytes) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A new key's certificate with the subject and names of ``of`` (a squatter's)."""
+    victim = x509.load_der_x509_certificate(of)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder().subject_name(victim.subject)
+               .issuer_name(victim.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(victim.not_valid_before_utc)
+               .not_valid_after(victim.not_valid_after_utc))
+    for extension in victim.extensions:
+        if not isinstance(extension.value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier):
+            builder = builder.add_extension(extension.value, extension.critical)
+    return key, builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
+def _tell_successor(fleet: Fleet, who: str, to: str) -> bytes:
+    """``who`` rotates honestly and tells ``to`` (a real serve); the new certificate."""
+    server = fleet.serve(to)
+    key, cert = new_cert(who)
+    raw = RawSync(fleet.home(who), server.port)
+    assert raw.tell(statement(raw, fleet.ids[who].key, key, cert)) is SyncResult.ACCEPTED
+    raw.close()
+    return cert
+
+
+async def test_a_device_carrying_a_peers_pending_successors_names_cannot_pair(
+    fleet: Fleet, tmp_path: Path
+) -> None:
+    # Successor squat: alpha's rotation is pending at beta (alpha's serve shows the new
+    # certificate to anyone); mallory pairs with beta under that certificate's names.
+    successor = _tell_successor(fleet, "alpha", "beta")
+    mallory_key, mallory_der = copy_names(successor)
+    mallory = identity_with(create_identity(tmp_path / "mallory", "mallory"), mallory_der,
+                            mallory_key)
+    beta_identity = fleet.reload("beta")
+    with open_store(fleet.home("beta")) as beta_store, \
+            open_store(tmp_path / "mallory") as mallory_store:
+        async with running_offer(beta_identity, beta_store, Mode.CPACE, once=True) as offer:
+            with pytest.raises(PairingFailed):
+                await join((mallory, mallory_store), offer.listening.port,
+                           parse_secret(offer.listening.code))
+            refused = await offer.next_event()
+        assert isinstance(refused, JoinerRefused)
+        assert ProfileRule.NAME_COLLISION.value in refused.reason
+        assert fingerprint(mallory_der) not in {p.fingerprint for p in beta_store.peers()}
+        # alpha completes its rotation: its names are still alpha's alone.
+        completed = beta_store.admit(fingerprint(successor))
+        assert completed is not None and completed.name == "alpha"
+        names = certificate_names(successor)
+        held = [p for p in beta_store.peers()
+                if certificate_names(p.cert_der).names & names.names]
+        assert [p.fingerprint for p in held] == [fingerprint(successor)]
+
+
+def test_racing_pairings_cannot_both_store_one_devices_names(tmp_path: Path) -> None:
+    # mallory passes the handshake-time check, stalls; the user pairs gamma in another
+    # run (another process: another store handle); then mallory's commit comes.
+    beta = create_identity(tmp_path / "beta", "beta")
+    gamma = create_identity(tmp_path / "gamma", "gamma")
+    _, mallory_der = copy_names(gamma.cert_der)
+    with open_store(tmp_path / "beta") as first_run, open_store(tmp_path / "beta") as other:
+        check_new_peer(first_run, beta, mallory_der)  # nothing holds gamma's names yet
+        other.commit_pairing(name="gamma", cert_der=gamma.cert_der, mode="cpace",
+                             role="offerer", remote="192.0.2.7:1")
+        with pytest.raises(CertificateRefused) as caught:
+            first_run.commit_pairing(name="mallory", cert_der=mallory_der, mode="cpace",
+                                     role="offerer", remote="192.0.2.66:1")
+        assert caught.value.rule is ProfileRule.NAME_COLLISION
+        assert [p.fingerprint for p in first_run.peers()] == [gamma.fingerprint]
+        assert not [e for e in first_run.events() if e.peer_name == "mallory"]
+
+
+def test_a_peer_cannot_rotate_onto_this_devices_own_names(fleet: Fleet) -> None:
+    # alpha (paired with beta) tells beta a successor carrying beta's own subject and
+    # name: beta would then trust a certificate a name-checking client takes for beta.
+    server = fleet.serve("beta")
+    key, cert = copy_names(fleet.ids["beta"].cert_der)
+    raw = RawSync(fleet.home("alpha"), server.port)
+    assert raw.tell(statement(raw, fleet.ids["alpha"].key, key, cert)) is SyncResult.CONFLICT
+    raw.close()
+    assert successors(fleet.home("beta")) == []
+
+
+def test_a_peer_cannot_rotate_onto_this_devices_pending_certificates_names(
+    fleet: Fleet,
+) -> None:
+    from certpair.rotation.pending import start_rotation
+
+    _, pending = start_rotation(fleet.home("beta"))
+    server = fleet.serve("beta")
+    key, cert = copy_names(pending.cert_der)
+    raw = RawSync(fleet.home("alpha"), server.port)
+    assert raw.tell(statement(raw, fleet.ids["alpha"].key, key, cert)) is SyncResult.CONFLICT
+    raw.close()
+    assert successors(fleet.home("beta")) == []
+
+
+def test_a_look_alike_of_a_paired_devices_name_is_stored_distinguishably(
+    tmp_path: Path,
+) -> None:
+    look_alike = f"y{CYRILLIC_A}nkee"
+    assert look_alike != "yankee"
+    first, second = (create_identity(tmp_path / n, n) for n in ("one", "two"))
+    (tmp_path / "hub").mkdir()
+    with open_store(tmp_path / "hub") as store:
+        store.commit_pairing(name="yankee", cert_der=first.cert_der, mode="cpace",
+                             role="offerer", remote="192.0.2.1:1")
+        peer = store.commit_pairing(name=look_alike, cert_der=second.cert_der, mode="cpace",
+                                    role="offerer", remote="192.0.2.2:1")
+        assert peer.name == f"{look_alike} (2)" and peer.given_name == look_alike
+        logged = next(e for e in store.events() if e.peer_fingerprint == second.fingerprint)
+        assert "taken" in logged.reason
