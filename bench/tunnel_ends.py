@@ -1,6 +1,7 @@
 """The two tunnels the tunnel benchmark compares, started the same way on loopback.
 
-``certpair tunnel serve`` + ``tunnel connect`` and stunnel 4 (server + client mode),
+``certpair tunnel serve --no-advertise`` (a bench sends nothing beyond loopback, and
+stunnel advertises nothing either) + ``tunnel connect`` and stunnel 4 (server + client mode),
 with the same certificates: alpha serves, beta connects, each trusting exactly the
 other (certpair through its store; stunnel through ``certpair export``'s PEM files with
 ``verifyPeer``). Both chains are client -> client-side tunnel -> server-side tunnel ->
@@ -166,7 +167,7 @@ class CertpairChain(Chain):
         super().__init__()
         serve = self._start(pair.home("alpha"), "serve", "--to",
                             f"{LOOPBACK}:{service_port}", "--listen", LOOPBACK, "--port", "0",
-                            "--max-connections", "5000")
+                            "--max-connections", "5000", "--no-advertise")
         connect = self._start(pair.home("beta"), "connect", "alpha", "--to",
                               f"{LOOPBACK}:{serve[1]}", "--listen", "0",
                               "--max-connections", "5000")

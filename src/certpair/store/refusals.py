@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 
 from certpair.store import events as events_sql
 from certpair.store.base import StoreBase
@@ -34,12 +35,21 @@ class EventRecords(StoreBase):
             remote=remote, mode=mode, outcome=outcome, reason=reason,
             peer_fingerprint=peer_fingerprint, peer_name=peer_name,
         )
+        self.record_events([event])
+
+    def record_events(self, events: Sequence[Event]) -> None:
+        """Append events that trust nobody, all in one transaction (a busy tunnel logs
+        its connections so: one commit per batch, not per connection).
+
+        Raises:
+            StoreUnusable: the write failed (none of them is written).
+        """
         try:
             with self._lock, self._db:
-                events_sql.insert_event(self._db, event)
+                for event in events:
+                    events_sql.insert_event(self._db, event)
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
-
 
     def record_refusal(
         self, *, kind: str, role: str, remote: str, reason: str, mode: str,

@@ -18,27 +18,48 @@ after the handshake (:func:`peer_of`). Details and limits: docs/TRUST.md.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from certpair.trusted.contexts import (
     NotPaired,
     PeerRefused,
     TrustedContext,
+    admitted_peer,
     client_context,
     peer_of,
     server_context,
 )
 from certpair.trusted.failures import connection_error, refusal_reason, why_refused
-from certpair.trusted.streams import (
-    DEFAULT_SERVE_PORT,
-    HANDSHAKE_TIMEOUT,
-    AsyncHandler,
-    SyncHandler,
-    TrustedServer,
-    connect,
-    make_server,
-    measure_handshake,
-    open_connection,
-    start_server,
-)
+
+if TYPE_CHECKING:
+    from certpair.trusted.streams import (
+        DEFAULT_SERVE_PORT,
+        HANDSHAKE_TIMEOUT,
+        AsyncHandler,
+        SyncHandler,
+        TrustedServer,
+        connect,
+        make_server,
+        measure_handshake,
+        open_connection,
+        start_server,
+    )
+
+# The stream helpers import asyncio (~5 MB, ~10 ms): loaded on first use, so that a
+# user of the contexts alone (certpair tunnel) does without it.
+_STREAMS = frozenset({
+    "DEFAULT_SERVE_PORT", "HANDSHAKE_TIMEOUT", "AsyncHandler", "SyncHandler",
+    "TrustedServer", "connect", "make_server", "measure_handshake", "open_connection",
+    "start_server",
+})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _STREAMS:
+        from certpair.trusted import streams  # noqa: PLC0415
+
+        return getattr(streams, name)
+    raise AttributeError(f"module 'certpair.trusted' has no attribute {name!r}")
 
 __all__ = [
     "DEFAULT_SERVE_PORT",
@@ -49,6 +70,7 @@ __all__ = [
     "SyncHandler",
     "TrustedContext",
     "TrustedServer",
+    "admitted_peer",
     "client_context",
     "connect",
     "connection_error",

@@ -25,6 +25,7 @@ __all__ = [
     "NotPaired",
     "PeerRefused",
     "TrustedContext",
+    "admitted_peer",
     "client_context",
     "peer_of",
     "server_context",
@@ -55,9 +56,14 @@ class PeerRefused(ssl.SSLCertVerificationError):
 
 
 class TrustedContext(ssl.SSLContext):
-    """An ``SSLContext`` that follows the trust store (see the package documentation)."""
+    """An ``SSLContext`` that follows the trust store (see the package documentation).
+
+    ``peers_version`` is the store's :meth:`~TrustStore.peers_version` this context was
+    built at (-1 for a context pinned to one peer, which does not follow the others).
+    """
 
     _certpair: _Anchors
+    peers_version: int = -1
 
     def wrap_socket(
         self, sock: socket.socket, server_side: bool = False,
@@ -65,7 +71,7 @@ class TrustedContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None,
     ) -> ssl.SSLSocket:
         """Wrap ``sock`` with the context holding the store's current peers."""
-        latest = self._certpair.latest()
+        latest = self._latest()
         wrap = super().wrap_socket if latest is self else latest.wrap_socket
         return wrap(sock, server_side, do_handshake_on_connect, suppress_ragged_eofs,
                     server_hostname, session)
@@ -75,7 +81,7 @@ class TrustedContext(ssl.SSLContext):
         server_hostname: str | bytes | None = None, session: ssl.SSLSession | None = None,
     ) -> ssl.SSLObject:
         """Wrap the BIO pair with the context holding the store's current peers."""
-        latest = self._certpair.latest()
+        latest = self._latest()
         if latest is not self:
             return latest.wrap_bio(incoming, outgoing, server_side, server_hostname, session)
         made = super().wrap_bio(incoming, outgoing, server_side, server_hostname, session)
@@ -83,24 +89,40 @@ class TrustedContext(ssl.SSLContext):
             made._refusals = REFUSALS.get()
         return made
 
+    def _latest(self) -> TrustedContext:
+        # A server's ClientHello callback moves each connection to the latest context,
+        # reading the store for it: once per connection is enough. Start it on the last
+        # context built, so that the move (which costs OpenSSL a copy of the context's
+        # certificate state) happens only after a change.
+        anchors = self._certpair
+        if self.sni_callback == anchors._on_client_hello:
+            return anchors.current or self
+        return anchors.latest()
+
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
         """Set ALPN here and on every context that later replaces this one."""
         self._certpair.remember(self, "set_alpn_protocols", list(alpn_protocols))
 
 
-def _check_handshake(connection: ssl.SSLSocket | ssl.SSLObject) -> None:
+def _check_handshake(connection: _CheckedSocket | _CheckedObject) -> None:
     """After OpenSSL's own checks: the peer's leaf must be a stored, usable peer (and the
     pinned one, for a pinned context). Nothing in the anchor directory is trusted on
-    its own, and a chain that ends in a stored certificate but starts elsewhere fails."""
+    its own, and a chain that ends in a stored certificate but starts elsewhere fails.
+
+    This is the one admission of a connection (one store read): :func:`admitted_peer`
+    returns the peer admitted here."""
     context = connection.context
     if isinstance(context, TrustedContext):
         try:
-            context._certpair.admit(connection.getpeercert(binary_form=True))
+            connection.certpair_peer = context._certpair.admit(
+                connection.getpeercert(binary_form=True))
         except NotPaired as exc:
             raise PeerRefused(str(exc)) from None
 
 
 class _CheckedSocket(ssl.SSLSocket):
+    certpair_peer: Peer | None = None
+
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
         _check_handshake(self)
@@ -116,6 +138,7 @@ REFUSALS: ContextVar[list[BaseException] | None] = ContextVar("certpair_refusals
 class _CheckedObject(ssl.SSLObject):
     _refusals: list[BaseException] | None = None
     _refused: BaseException | None = None
+    certpair_peer: Peer | None = None
 
     def do_handshake(self) -> None:
         if self._refused is not None:
@@ -184,6 +207,7 @@ class _Anchors:
                 # next time, never as a missed one.
                 self._version = self.store.peers_version()
                 self.current = self._build()
+                self.current.peers_version = self._version
             return self.current
 
     def admit(self, der: bytes | None) -> Peer:
@@ -193,15 +217,7 @@ class _Anchors:
         fp = fingerprint(der)
         if self.pinned is not None and fp not in self.pinned_certs:
             raise NotPaired(f"not {self.pinned.name} ({self.pinned.fingerprint}): {fp}")
-        peer = self.store.admit(fp)  # a pending successor's first use completes a rotation
-        if peer is None:
-            raise NotPaired(f"not a paired device: {fp}")
-        if not peer.intact:
-            raise NotPaired(f"paired device {fp} is flagged and not trusted: a damaged row")
-        problem = anchor_problem(der)
-        if problem is not None:
-            raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
-        return peer
+        return _admit(self.store, der, fp)
 
     def remember(self, context: TrustedContext, method: str, argument: Any) -> None:
         """Apply a setting now and to every context built later."""
@@ -291,10 +307,41 @@ def client_context(home: Path, *, peer: str | Peer | None = None) -> TrustedCont
     return _Anchors(home, server_side=False, peer=peer).latest()
 
 
+def _admit(store: TrustStore, der: bytes, fp: str) -> Peer:
+    """The one rule for whom a connection may be: a stored peer (or a peer's pending
+    successor, whose first use completes the rotation: a write), unflagged."""
+    peer = store.admit(fp)
+    if peer is None:
+        raise NotPaired(f"not a paired device: {fp}")
+    problem = anchor_problem(der) if peer.intact else "a damaged row"
+    if problem is not None:
+        raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
+    return peer
+
+
+def admitted_peer(connection: ssl.SSLSocket | ssl.SSLObject) -> Peer:
+    """Return the peer this connection's handshake admitted, without asking the store.
+
+    Every connection of this module's contexts is admitted once, in its handshake (one
+    store read; :func:`peer_of` asks again). A caller that must know the peer is still
+    trusted later watches :meth:`TrustStore.peers_version` against the context's
+    ``peers_version`` (as ``certpair tunnel`` does).
+
+    Raises:
+        NotPaired: the connection was not admitted by a certpair context (not one of
+            this module's, or its handshake is not done).
+    """
+    admitted: Peer | None = getattr(connection, "certpair_peer", None)
+    if admitted is None:
+        raise NotPaired("the connection was not admitted by a certpair context")
+    return admitted
+
+
 def peer_of(
     connection: ssl.SSLSocket | ssl.SSLObject, home_or_store: Path | TrustStore | None = None
 ) -> Peer:
-    """Return the paired device whose certificate this connection's peer presented.
+    """Return the paired device whose certificate this connection's peer presented, as
+    the store says now (:func:`admitted_peer` returns it as admitted at the handshake).
 
     Args:
         connection: a TLS connection after its handshake.
@@ -314,28 +361,32 @@ def peer_of(
     der = connection.getpeercert(binary_form=True)
     if not der:
         raise NotPaired("the other side presented no certificate")
-    fp = fingerprint(der)
     context = connection.context
     if isinstance(context, TrustedContext):
-        admitted = context._certpair.admit(der)  # the pin, and the flag of a stored CA
-        if home_or_store is None or home_or_store is context._certpair.store:
-            return admitted  # asked of the store just now: no need to ask it twice
-    if home_or_store is None:
-        if not isinstance(context, TrustedContext):
-            raise BadInput("peer_of needs the certpair home for a context not made by certpair")
-        home_or_store = context._certpair.store
-    # admit: a pending successor's first connection completes that peer's rotation.
+        anchors = context._certpair
+        admitted = anchors.admit(der)  # the pin, and the one admission rule
+        if home_or_store is None or _same_home(home_or_store, anchors.store):
+            return admitted  # asked of this home's store just now: not twice
+    elif home_or_store is None:
+        raise BadInput("peer_of needs the certpair home for a context not made by certpair")
     if isinstance(home_or_store, TrustStore):
-        peer = home_or_store.admit(fp)
-    else:
-        with open_store(home_or_store) as store:
-            peer = store.admit(fp)
-    if peer is None:
-        raise NotPaired(f"not a paired device: {fp}")
-    problem = anchor_problem(der) if peer.intact else "a damaged row"
-    if problem is not None:
-        raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
-    return peer
+        return _admit(home_or_store, der, fingerprint(der))
+    with open_store(home_or_store) as store:
+        return _admit(store, der, fingerprint(der))
+
+
+def _same_home(home_or_store: Path | TrustStore, store: TrustStore) -> bool:
+    """Whether a home or store is the one ``store`` was opened from."""
+    if home_or_store is store:
+        return True
+    path = home_or_store.path if isinstance(home_or_store, TrustStore) else None
+    try:
+        if path is None:
+            assert isinstance(home_or_store, Path)
+            return home_or_store.samefile(store.path.parent)
+        return path.samefile(store.path)
+    except OSError:
+        return False
 
 
 def _store_of(context: ssl.SSLContext, home: Path) -> Path | TrustStore:

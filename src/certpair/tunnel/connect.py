@@ -27,9 +27,9 @@ from certpair.ports import ALPN_TRUSTED
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
+    admitted_peer,
     client_context,
     connection_error,
-    peer_of,
 )
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
@@ -102,7 +102,7 @@ class _Client:
             # The context is pinned to PEER already; this check does not depend on it.
             if fingerprint(der) != options.peer.fingerprint:
                 raise NotPaired("not PEER")
-            peer = peer_of(link.tls, self.store)
+            peer = admitted_peer(link.tls)  # admitted in the handshake: no store read
         except (OSError, ssl.SSLError, CertpairError) as exc:
             raw.close()
             if isinstance(exc, ssl.SSLCertVerificationError | NotPaired):

@@ -154,13 +154,21 @@ class TrustWatch(threading.Thread):
     """
 
     def __init__(self, store: TrustStore, connections: Connections, refusals: Refusals,
-                 trusted: Callable[[frozenset[str]], frozenset[str]]) -> None:
+                 trusted: Callable[[frozenset[str]], frozenset[str]], *,
+                 tick: Callable[[], None] | None = None) -> None:
         super().__init__(name="certpair-tunnel-watch", daemon=True)
         self.store, self.connections, self.refusals = store, connections, refusals
         self.trusted = trusted
+        self.tick = tick  # called after each check (writes batched log rows)
         self.stopping = threading.Event()
         self.allowed = self._read()
         self._version = -1
+
+    @property
+    def version(self) -> int:
+        """The ``peers_version`` of the last check (-1 before the first): a connection
+        admitted at this version, and tracked since, is cut by the next change."""
+        return self._version
 
     def _read(self) -> frozenset[str]:
         return self.trusted(frozenset(p.fingerprint for p in self.store.peers()))
@@ -181,6 +189,8 @@ class TrustWatch(threading.Thread):
             except Exception:  # noqa: S112  # keep watching; the store may come back
                 continue
             self.refusals.flush()
+            if self.tick is not None:
+                self.tick()
 
     def stop(self) -> None:
         """End the thread after its current check."""
