@@ -108,7 +108,7 @@ GROUPS: tuple[Group, ...] = (
     Group("store_scale", ("store_10k_vs_10_ratio",), _store_scale),
     Group("fleet", ("trusted_context_build_ms", "unpair_effective_ms",
                     "handshake_100k_vs_10_ratio", "serve_rss_mb",
-                    "pair_commit_100k_vs_10_ratio"), _fleet),
+                    "pair_commit_100k_vs_10_ratio", "join_into_hub_100k_vs_10_ratio"), _fleet),
     Group("tunnel_throughput", ("tunnel_throughput_1_vs_stunnel",
                                 "tunnel_throughput_16_vs_stunnel"),
           _tunnel("tunnel_throughput")),
