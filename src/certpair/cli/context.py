@@ -162,10 +162,12 @@ def store_of(ctx: click.Context, *, read_only: bool = False) -> TrustStore:
             written is still opened, read-only.
     """
     from certpair.store import StoreUnusable, open_store  # noqa: PLC0415  # fast start-up
+    from certpair.store.schema import open_store_for_reading  # noqa: PLC0415
 
     home = home_of(ctx)
     try:
-        store = open_store(home)
+        # A reader works on a full disk too; a writer says the disk is full.
+        store = open_store_for_reading(home) if read_only else open_store(home)
     except StoreUnusable:
         why = explain_home(ctx)
         if why is None:

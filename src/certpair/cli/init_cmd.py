@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from certpair.cli.context import command_hint, emit_json, home_of, store_of
-from certpair.errors import BadInput
+from certpair.errors import BadInput, LocalStateError
 
 __all__ = ["command"]
 
@@ -59,16 +59,26 @@ def command(
     """
     from socket import gethostname  # noqa: PLC0415
 
-    from certpair.identity import KeyType, create_identity  # noqa: PLC0415  # fast start-up
+    from certpair.identity import (  # noqa: PLC0415  # fast start-up
+        KeyType,
+        create_identity,
+        validate_name,
+    )
     from certpair.store import open_store  # noqa: PLC0415
 
     home = home_of(ctx)
     if force:
         _confirm_replacement(ctx, home, yes)
-    identity = create_identity(
-        home, name or gethostname() or "device", key_type=KeyType(key_type), force=force
-    )
+    name = name or gethostname() or "device"
+    validate_name(name)
+    # The store first: a disk too full to hold it fails the command before an identity
+    # exists, so exit 5 means that nothing was created.
+    try:
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalStateError(f"cannot create {home}: {exc.strerror or exc}") from exc
     open_store(home).close()
+    identity = create_identity(home, name, key_type=KeyType(key_type), force=force)
     if as_json:
         emit_json({"name": identity.name, "fingerprint": identity.fingerprint,
                    "cert_path": str(identity.cert_path)})

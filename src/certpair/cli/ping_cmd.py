@@ -38,7 +38,8 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
         while not data.endswith(b"\n") and len(data) < _MAX_ANSWER:
             chunk = tls.recv(4096)
             if not chunk:
-                # TLS 1.3: a server that refuses the client certificate may just hang up.
+                # An orderly TLS close before any answer: serve refused this device after
+                # the handshake (a cut connection raises instead: strict_eof).
                 raise NotPaired(f"{remote} closed the connection without answering; "
                                 "it probably does not trust this device")
             data += chunk
@@ -71,6 +72,7 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
       certpair ping '[fe80::1%eth0]:47821' --json
     """
     from certpair.trusted import NotPaired, client_context, connect  # noqa: PLC0415
+    from certpair.trusted.failures import strict_eof  # noqa: PLC0415
 
     host, port = HostPort(DEFAULT_SERVE_PORT).convert(address, None, ctx)
     remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -83,7 +85,7 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
     try:
         start = time.perf_counter()
         tls, peer = connect(host, port, home, context=context, timeout=timeout)
-        with tls:
+        with strict_eof(tls):  # a serve that died is "cut", never "does not trust"
             try:
                 _exchange(tls, remote)  # answered only once the server accepted this device
             except NotPaired as exc:

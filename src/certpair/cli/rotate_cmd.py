@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import click
 
 from certpair.cli.context import emit_json, home_of, store_of
+from certpair.cli.terminal import printable
 
 if TYPE_CHECKING:
     from certpair.rotation.status import RotationStatus
@@ -66,13 +67,12 @@ def command(ctx: click.Context, action: str | None, force: bool, as_json: bool) 
       certpair rotate --status
       certpair sync --all && certpair rotate --finish
     """
-    from certpair.rotation import pending as pending_mod  # noqa: PLC0415
     from certpair.rotation import status as status_mod  # noqa: PLC0415
 
     home = home_of(ctx)
     if force and action not in ("finish", "abort"):
         raise click.UsageError("--force goes with --finish or --abort")
-    store = store_of(ctx)
+    store = store_of(ctx, read_only=action == "status")
     if action == "status":
         _show_status(status_mod.rotation_status(home, store), as_json)
         return
@@ -82,28 +82,40 @@ def command(ctx: click.Context, action: str | None, force: bool, as_json: bool) 
         left = [_peer(p) for p in done.missing]
         if as_json:
             emit_json({"event": "finished", "fingerprint": done.pending.fingerprint,
-                       "previous": done.identity.fingerprint, "left_behind": left})
+                       "previous": done.identity.fingerprint, "left_behind": left,
+                       "logged": done.unlogged is None})
         else:
             click.echo(f"This device is now {done.pending.fingerprint}.")
             if left:
                 click.echo(f"{len(left)} peer(s) never learned it and will refuse this device.")
+        _unlogged(done, "the switch")
         return
     if action == "abort":
         dropped = status_mod.abort(home, store, force=force)
         assert dropped.pending is not None
         if as_json:
-            emit_json({"event": "aborted", "fingerprint": dropped.pending.fingerprint})
+            emit_json({"event": "aborted", "fingerprint": dropped.pending.fingerprint,
+                       "logged": dropped.unlogged is None})
         else:
             click.echo(f"Dropped the pending certificate {dropped.pending.fingerprint}.")
+        _unlogged(dropped, "the drop")
         return
-    identity, pending = pending_mod.start_rotation(home)
-    store.record_event(kind="rotation", role="local", remote="", mode="", outcome="started",
-                       reason=f"pending {pending.fingerprint}")
+    started = status_mod.start(home, store)
+    identity, pending = started.identity, started.pending
+    assert pending is not None
     if as_json:
         emit_json({"event": "pending", "fingerprint": pending.fingerprint,
-                   "current": identity.fingerprint, "peers": len(store.peers())})
+                   "current": identity.fingerprint, "peers": store.count_peers()})
     else:
         click.echo(f"New certificate {pending.fingerprint} is pending "
                    f"(this device is still {identity.fingerprint}).")
         click.echo("Peers learn it the next time you ping them, they ping you, or on "
                    "'certpair sync --all'; then run 'certpair rotate --finish'.")
+
+
+def _unlogged(status: RotationStatus, what: str) -> None:
+    """Done, but not in the audit log: say so apart from the outcome (exit 0 all the same:
+    the step happened, and a rerun would do something else)."""
+    if status.unlogged is not None:
+        click.echo(f"Warning: {what} is done, but the audit log has no row for it: "
+                   f"{printable(status.unlogged)}", err=True)

@@ -17,6 +17,7 @@ from certpair.ports import ALPN_TRUSTED
 from certpair.rotation.exchange import SyncOutcome, run_sync
 from certpair.store import TrustStore
 from certpair.trusted import client_context, connect, connection_error
+from certpair.trusted.failures import strict_eof
 
 __all__ = ["SyncAttempt", "sync_all", "sync_with"]
 
@@ -51,7 +52,7 @@ def sync_with(host: str, port: int, *, home: Path, store: TrustStore,
     """
     remote = _address(host, port)
     tls, peer = connect(host, port, home, context=context or _context(home), timeout=timeout)
-    with tls:
+    with strict_eof(tls):
         peer_cert = tls.getpeercert(binary_form=True)
         assert peer_cert is not None  # connect() checked it
         try:

@@ -9,6 +9,7 @@ the two is completed by :func:`certpair.identity.load_identity`.
 
 from __future__ import annotations
 
+import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,8 +120,9 @@ def start_rotation(home: Path) -> tuple[Identity, PendingRotation]:
             serialization.NoEncryption()), 0o600)
         _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
+        key_path.unlink(missing_ok=True)  # no certificate: nothing is pending
         raise LocalStateError(f"cannot write the pending rotation in {home}: "
-                              f"{exc.strerror}") from exc
+                              f"{_why(exc)}; no rotation was started") from exc
     pending = load_pending(home)
     assert pending is not None
     return identity, pending
@@ -146,7 +148,7 @@ def finish_rotation(home: Path) -> tuple[Identity, PendingRotation]:
         _sync_directory(old.cert_path.parent)
     except OSError as exc:
         raise LocalStateError(f"cannot switch to the new identity in {home}: "
-                              f"{exc.strerror}") from exc
+                              f"{_why(exc)}") from exc
     return old, pending
 
 
@@ -164,8 +166,12 @@ def abort_rotation(home: Path) -> PendingRotation:
         pending.cert_path.unlink()
         pending.key_path.unlink(missing_ok=True)
     except OSError as exc:
-        raise LocalStateError(f"cannot remove the pending rotation: {exc.strerror}") from exc
+        raise LocalStateError(f"cannot remove the pending rotation: {_why(exc)}") from exc
     return pending
+
+
+def _why(exc: OSError) -> str:
+    return "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
 
 
 def _sync_directory(path: Path) -> None:

@@ -54,10 +54,12 @@ class StoreBase:
             self._db.close()
 
     def _write_error(self, exc: sqlite3.Error) -> StoreUnusable:
-        return StoreUnusable(f"cannot write the trust store {self.path}: {describe(exc)}")
+        return StoreUnusable(f"cannot write the trust store {self.path}: "
+                             f"{describe(exc, self.path.parent)}")
 
     def _read_error(self, exc: sqlite3.Error) -> StoreUnusable:
-        return StoreUnusable(f"cannot read the trust store {self.path}: {describe(exc)}")
+        return StoreUnusable(f"cannot read the trust store {self.path}: "
+                             f"{describe(exc, self.path.parent)}")
 
     def _select(self, where: str, args: tuple[str, ...]) -> list[Peer]:
         try:

@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
 from certpair.store.events import MIGRATION_6, max_rows
-from certpair.store.failures import describe
+from certpair.store.failures import DISK_FULL, describe, disk_full
 from certpair.store.identity_keys import MIGRATION_7, fill_identity_keys
 from certpair.store.records import StoreUnusable
 from certpair.store.successors import MIGRATION_5
 from certpair.store.trust import TrustStore
 
-__all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store"]
+__all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store", "open_store_for_reading"]
 
 # 1: peers, events. 2: the peers_version counter and its triggers.
 # 3: peers.confirmed (0 while the peer's own commit is unknown; issue 11).
@@ -116,7 +117,10 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        # A COMMIT that failed (a full disk) has rolled back already: only roll back
+        # what is open, so the first error is the one reported.
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
 
 
@@ -216,10 +220,49 @@ def open_store(home: Path) -> TrustStore:
             db.close()
             raise
     except sqlite3.Error as exc:
-        raise StoreUnusable(f"cannot open the trust store {path}: {describe(exc)}") from exc
+        raise StoreUnusable(f"cannot open the trust store {path}: {describe(exc, home)}"
+                            ) from exc
     except OSError as exc:
+        why = DISK_FULL if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
         raise StoreUnusable(
-            f"cannot write the anchor directory {home / ANCHORS_DIRECTORY}: "
-            f"{exc.strerror or exc}") from exc
+            f"cannot write the anchor directory {home / ANCHORS_DIRECTORY}: {why}") from exc
     _mark_store(home)
+    return TrustStore(db, path)
+
+
+def open_store_for_reading(home: Path) -> TrustStore:
+    """Open the store for a command that only reads it: as :func:`open_store` does,
+    and on a full disk too.
+
+    With no room left, SQLite cannot make the shared-memory index that a WAL store
+    needs while no other process has it open, and every open fails. Then the store is
+    opened with that index in this process's memory (SQLite's exclusive locking mode:
+    another process waits, up to its busy timeout, while this one reads) and
+    ``query_only``: nothing is written, not even by a migration.
+
+    Raises:
+        StoreUnusable: as :func:`open_store`, and a store that needs a migration on a
+            full disk.
+    """
+    path = home / "trust.db"
+    try:
+        return open_store(home)
+    except StoreUnusable:
+        if not (path.is_file() and disk_full(home)):
+            raise
+    try:
+        db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
+        try:
+            db.execute("PRAGMA locking_mode=EXCLUSIVE")
+            db.execute("PRAGMA query_only=1")
+            _refuse_unless_ours(db, path)
+            if db.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                raise StoreUnusable(f"cannot open the trust store {path}: it needs an "
+                                    f"upgrade, and {DISK_FULL}")
+        except BaseException:
+            db.close()
+            raise
+    except sqlite3.Error as exc:
+        raise StoreUnusable(f"cannot open the trust store {path}: {describe(exc, home)}"
+                            ) from exc
     return TrustStore(db, path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import re
 import ssl
 
 from certpair.errors import CertpairError, Expired, NetworkError
@@ -9,8 +11,11 @@ from certpair.ports import SERVE_PORT
 from certpair.trusted.contexts import NotPaired
 
 __all__ = [
+    "close_notify",
+    "connection_cut",
     "connection_error",
     "refusal_reason",
+    "strict_eof",
     "why_refused",
 ]
 
@@ -25,6 +30,47 @@ _REFUSED_ALERTS = frozenset({
 })
 
 
+# How a connection that was up ends when the other side dies (SIGKILL, power loss, a
+# cable pulled): a reset, or a TCP close without TLS's close_notify (a "ragged" EOF;
+# trusted client sockets do not suppress it, so it never reads as an orderly end).
+_CUT = (ConnectionResetError, ConnectionAbortedError, BrokenPipeError, ssl.SSLEOFError)
+_CUT_REASONS = frozenset({"UNEXPECTED_EOF_WHILE_READING", "UNEXPECTED_RECORD"})
+# OpenSSL's own text ends in "(_ssl.c:1234)": never shown.
+_SOURCE = re.compile(r"\s*\(_ssl\.c:\d+\)")
+
+
+def connection_cut(remote: str) -> NetworkError:
+    """The connection to ``remote`` broke off: its process died or the network failed."""
+    return NetworkError(f"the connection to {remote} was cut (its process stopped, or the "
+                        "network failed)")
+
+
+def strict_eof(tls: ssl.SSLSocket) -> ssl.SSLSocket:
+    """Make a TCP close without close_notify raise (``ssl.SSLEOFError``, then
+    :func:`connection_cut`) instead of reading as an orderly end: a peer that died is
+    never taken for one that closed on purpose. Returns ``tls``."""
+    # Set by wrap_socket and read by SSLSocket.read on every EOF (typeshed omits it).
+    setattr(tls, "suppress_ragged_eofs", False)  # noqa: B010
+    return tls
+
+
+def close_notify(tls: ssl.SSLSocket, timeout: float) -> None:
+    """End TLS in order (close_notify) on a connection whose handshake completed, so the
+    other side tells a deliberate close from a cut one; errors are ignored."""
+    if tls.version() is None:
+        return
+    with contextlib.suppress(OSError, ValueError):
+        tls.settimeout(timeout)
+        tls.unwrap()
+
+
+def _text(error: ssl.SSLError) -> str:
+    reason = _reason(error)
+    if reason:
+        return reason.lower().replace("_", " ")
+    return _SOURCE.sub("", str(error.strerror or error)).strip() or type(error).__name__
+
+
 def connection_error(error: BaseException, remote: str) -> CertpairError:
     """Translate a client-side socket or TLS failure into a certpair error.
 
@@ -34,7 +80,7 @@ def connection_error(error: BaseException, remote: str) -> CertpairError:
 
     Returns:
         NotPaired if a side rejected the other's certificate, Expired for a timeout,
-        NetworkError otherwise.
+        NetworkError otherwise (:func:`connection_cut` for a connection that broke off).
     """
     if isinstance(error, CertpairError):
         return error
@@ -50,8 +96,11 @@ def connection_error(error: BaseException, remote: str) -> CertpairError:
         return NetworkError(f"{remote} is a certpair pairing port (`certpair pair`), not a "
                             "trusted one: give the port `certpair serve` listens on "
                             f"(default {SERVE_PORT})")
+    if isinstance(error, _CUT) or (isinstance(error, ssl.SSLError)
+                                   and reason in _CUT_REASONS):
+        return connection_cut(remote)
     if isinstance(error, ssl.SSLError):
-        return NetworkError(f"TLS with {remote} failed: {reason or error}")
+        return NetworkError(f"TLS with {remote} failed: {_text(error)}")
     if isinstance(error, OSError):
         return NetworkError(f"cannot reach {remote}: {error.strerror or error}")
     return NetworkError(f"the connection to {remote} failed")

@@ -29,7 +29,7 @@ from certpair.trusted.contexts import (
     server_context,
 )
 from certpair.trusted.cuts import OpenConnections
-from certpair.trusted.failures import connection_error, refusal_reason
+from certpair.trusted.failures import close_notify, connection_error, refusal_reason
 
 __all__ = [
     "DEFAULT_SERVE_PORT",
@@ -337,6 +337,7 @@ class TrustedServer(socketserver.ThreadingTCPServer):
         except (OSError, NotPaired) as exc:
             if self.on_refused is not None:
                 self.on_refused(_address(client_address), refusal_reason(exc))
+            close_notify(tls, _LINGER)  # refused after the handshake: closed on purpose
             _linger(tls)
             return
         with tls, self.opened.track(peer, lambda why: _cut_socket(tls)):
