@@ -153,13 +153,17 @@ def _open_read_only(path: Path) -> TrustStore:
     return TrustStore(db, path)
 
 
-def store_of(ctx: click.Context, *, read_only: bool = False) -> TrustStore:
+def store_of(ctx: click.Context, *, read_only: bool = False,
+             verify: bool | None = None) -> TrustStore:
     """Open the trust store, closed when the command ends (exit 5 if unusable).
 
     Args:
         ctx: the command's context.
         read_only: the command only reads; then a store in a home that cannot be
             written is still opened, read-only.
+        verify: check the peers before anything uses them (``TrustStore.verify_peers``;
+            default: for writers). ``unpair`` and ``rename`` act on one row and are how
+            a damaged row is removed; ``ping`` reads one peer: they check what they read.
     """
     from certpair.store import StoreUnusable, open_store  # noqa: PLC0415  # fast start-up
     from certpair.store.schema import open_store_for_reading  # noqa: PLC0415
@@ -176,6 +180,8 @@ def store_of(ctx: click.Context, *, read_only: bool = False) -> TrustStore:
             raise StoreUnusable(f"cannot write the trust store in {home}: {why}") from None
         store = _open_read_only(home / "trust.db")
     ctx.call_on_close(store.close)
+    if (not read_only) if verify is None else verify:
+        store.verify_peers()
     return store
 
 

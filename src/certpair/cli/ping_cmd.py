@@ -80,7 +80,7 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
     context = client_context(home)  # first: no identity is the more useful error
     # Names the protocol, so that a pairing port refuses at once and says so.
     context.set_alpn_protocols([ALPN_TRUSTED])
-    store = store_of(ctx)
+    store = store_of(ctx, verify=False)  # reads one peer, checked as read
     peer: Peer | None = None
     try:
         start = time.perf_counter()

@@ -25,7 +25,7 @@ def command(ctx: click.Context, peer: str, name: str, as_json: bool) -> None:
       certpair rename beta kitchen-pi
       certpair rename 6b2f kitchen-pi
     """
-    store = store_of(ctx)
+    store = store_of(ctx, verify=False)
     old = find_peer(store, peer)
     renamed = store.rename_peer(old.fingerprint, name)
     if as_json:

@@ -25,7 +25,7 @@ def command(ctx: click.Context, peer: str, as_json: bool) -> None:
       certpair unpair beta
       certpair unpair 6b2f
     """
-    store = store_of(ctx)
+    store = store_of(ctx, verify=False)  # the remedy for a damaged row
     removed = store.remove_peer(find_peer(store, peer).fingerprint)
     if as_json:
         emit_json({"event": "unpaired",

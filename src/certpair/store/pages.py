@@ -9,11 +9,13 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 
+from certpair.identity import fingerprint
 from certpair.store import events as events_sql
 from certpair.store import peers as peers_sql
 from certpair.store.base import StoreBase
 from certpair.store.changes import peers_version
-from certpair.store.records import AmbiguousPeer, Event, Peer, PeerNotFound
+from certpair.store.failures import CORRUPT
+from certpair.store.records import AmbiguousPeer, Event, Peer, PeerNotFound, StoreUnusable
 
 __all__ = ["PagedReads"]
 
@@ -140,3 +142,45 @@ class PagedReads(StoreBase):
                 return events_sql.select_events(self._db, limit, offset)
         except sqlite3.Error as exc:
             raise self._read_error(exc) from exc
+
+    def verify_peers(self) -> int:
+        """Check the rows that trust rests on before a command changes trust.
+
+        SQLite's structural check of the peers and successors tables and their indexes
+        (``PRAGMA quick_check`` of those tables only: the audit log is not read), then
+        every row: its text decodes, its fingerprint is its certificate's. Costs one
+        pass over the peers, as pairing and rotation make anyway; never a scan of the
+        whole file.
+
+        Returns:
+            How many peers were checked.
+
+        Raises:
+            StoreUnusable: the store is damaged (the message says where, and what to do).
+        """
+        try:
+            with self._lock:
+                for table in ("peers", "successors"):
+                    verdict = [row[0] for row in self._db.execute(
+                        f"PRAGMA quick_check({table})")]  # constant names
+                    if verdict != ["ok"]:
+                        raise StoreUnusable(f"the trust store {self.path} is damaged (its "
+                                            f"{table} table): {CORRUPT}")
+                successors = self._db.execute(
+                    "SELECT fingerprint, cert_der FROM successors").fetchall()
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc
+        for fp, der in successors:
+            if not isinstance(der, bytes) or fingerprint(der) != fp:
+                raise StoreUnusable(f"the trust store {self.path} is damaged (a peer's "
+                                    f"next certificate, {fp}): {CORRUPT}")
+        checked = 0
+        for peer in self.iter_peers():
+            if not peer.intact:
+                raise StoreUnusable(
+                    f"the trust store {self.path} is damaged: the stored fingerprint of "
+                    f"paired device {peer.fingerprint} does not match its certificate; "
+                    f"unpair it ('certpair unpair {peer.fingerprint}') and pair it again, "
+                    "or restore the store from a backup")
+            checked += 1
+        return checked

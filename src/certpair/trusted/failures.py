@@ -6,7 +6,7 @@ import contextlib
 import re
 import ssl
 
-from certpair.errors import CertpairError, Expired, NetworkError
+from certpair.errors import CertpairError, Expired, LocalStateError, NetworkError
 from certpair.ports import SERVE_PORT
 from certpair.trusted.contexts import NotPaired
 
@@ -117,6 +117,8 @@ def refusal_reason(error: BaseException) -> str:
     """
     if isinstance(error, NotPaired | ssl.SSLCertVerificationError):
         return "not a paired device"
+    if isinstance(error, LocalStateError):
+        return "this device's trust store is unusable"
     if isinstance(error, TimeoutError):
         return "handshake timed out"
     if isinstance(error, ssl.SSLError):

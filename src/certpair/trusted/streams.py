@@ -334,7 +334,7 @@ class TrustedServer(socketserver.ThreadingTCPServer):
         try:
             tls.do_handshake()
             peer = peer_of(tls, self.store)
-        except (OSError, NotPaired) as exc:
+        except (OSError, CertpairError) as exc:  # a damaged store too: never a traceback
             if self.on_refused is not None:
                 self.on_refused(_address(client_address), refusal_reason(exc))
             close_notify(tls, _LINGER)  # refused after the handshake: closed on purpose
