@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json
+from certpair.errors import CertpairError
 
 if TYPE_CHECKING:
     from certpair.rotation.exchange import SyncOutcome
@@ -42,6 +43,11 @@ def sync_lines(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
                quiet: bool = False) -> list[dict[str, Any] | str]:
     """One sync's result as output lines, JSON objects or text (``quiet``: none when
     nothing was told or heard)."""
+    if error is not None and not isinstance(error, CertpairError):
+        # A socket's or OpenSSL's own text is never shown: say what it means.
+        from certpair.trusted import connection_error  # noqa: PLC0415
+
+        error = connection_error(error, remote)
     if outcome is None:
         if as_json:
             return [{"event": "sync", "remote": remote, "outcome": "failed",
