@@ -218,12 +218,17 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
     assert len(store.peers()) == 40
 
 
-# What schema step 6 (counted refusals) added, taken away again.
-# What schema step 7 (the identity index) added, taken away again.
-V7_UNDONE = """
+# What schema step 8 (device ids) added, taken away again.
+V8_UNDONE = """
+DROP TRIGGER peers_device_id; DROP INDEX peers_by_device; DROP INDEX successors_by_device;
+ALTER TABLE peers DROP COLUMN device_id; ALTER TABLE successors DROP COLUMN device_id;
+"""
+# What schema step 7 (the identity index) added, taken away again (after step 8's).
+V7_UNDONE = V8_UNDONE + """
 DROP TRIGGER identity_keys_peer_deleted; DROP TABLE identity_keys; DROP TABLE peer_names;
 DROP TABLE key_alarms;
 """
+# What schema step 6 (counted refusals) added, taken away again (after step 7's).
 V6_UNDONE = V7_UNDONE + """
 DROP INDEX events_by_source; ALTER TABLE events DROP COLUMN count;
 """

@@ -134,10 +134,19 @@ def test_unpair_cuts_the_open_connections_of_that_device(
             read_all(sock)  # a cut is a reset, never a clean end
         other.sendall(b"y")  # delta's connection is untouched
         assert other.recv(1) == b"y"
-    ended = (server if side == "server" else client).event("closed", reason="unpaired")
-    assert ended["peer"]["name"] == whom
-    with dial(client.port) as sock, pytest.raises(ConnectionResetError):
-        read_all(sock)  # and the next connection is refused
+    if side == "server":
+        assert server.event("closed", reason="unpaired")["peer"]["name"] == whom
+        with dial(client.port) as sock, pytest.raises(ConnectionResetError):
+            read_all(sock)  # and the next connection is refused
+        return
+    # Unpaired here: tunnel connect says so once, with that reason, and stops.
+    gone = "alpha is no longer paired on this device (unpaired here)"
+    assert client.event("closed", reason=gone)["peer"]["name"] == "alpha"
+    code, rest, err = client.finish(WAIT)
+    assert code == 1 and err.count(gone) == 1, (code, rest, err)
+    assert [e["event"] for e in rest][-1] == "stopped"
+    with pytest.raises(ConnectionRefusedError):
+        dial(client.port)  # it no longer accepts
 
 
 def test_max_connections_refuses_the_one_over_the_limit(

@@ -58,7 +58,8 @@ def command(ctx: click.Context, action: str | None, force: bool, as_json: bool) 
 
     Without options: make a new key and certificate (same name), pending. Peers
     learn it whenever the devices next talk (ping, serve, sync); then --finish
-    switches to it (restart a running serve afterwards). Suspected key theft calls
+    switches to it (running serve and tunnels switch for their next connection,
+    without a restart). Suspected key theft calls
     for unpair and pair again instead: whoever holds the old key can rotate too.
 
     \b

@@ -113,7 +113,7 @@ class _Server:
                       "device too.")
         self.report(remote, peer, "")
         answer = json.dumps(
-            {"name": self.identity.name, "fingerprint": self.identity.fingerprint,
+            {"name": self.identity.name, "fingerprint": _own_fingerprint(tls),
              "peer": peer.name, "peer_fingerprint": peer.fingerprint}, ensure_ascii=False,
         ).encode() + b"\n"
         # The socket carries IDLE_TIMEOUT: every read below ends by then.
@@ -155,6 +155,13 @@ class _Server:
             lines = sync_lines(outcome, remote, self.as_json, quiet=True)
         for line in lines:
             self.output.put(line)
+
+
+def _own_fingerprint(tls: ssl.SSLSocket) -> str:
+    """The certificate this connection presented (``rotate --finish`` switches it live)."""
+    from certpair.trusted import presented_fingerprint  # noqa: PLC0415
+
+    return presented_fingerprint(tls)
 
 
 @click.command("serve", short_help="Accept mutual-TLS connections from paired devices.")

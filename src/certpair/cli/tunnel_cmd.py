@@ -183,7 +183,8 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
     target = parse_target(to, unsafe=unsafe_target)
     identity_of(ctx)  # first: no identity is the more useful error
     store = store_of(ctx)
-    allowed = frozenset(store.find_peer(p).fingerprint for p in allow) if allow else None
+    # Devices, not fingerprints: an allowed device stays allowed after its key rotation.
+    allowed = frozenset(store.find_peer(p).device_id for p in allow) if allow else None
     options = ServeOptions(
         home=home_of(ctx), target=target, host=host, port=port, allow=allowed,
         proxy_protocol=proxy_protocol, advertise=not no_advertise,

@@ -6,6 +6,7 @@ A part of :class:`~certpair.store.trust.TrustStore` (see :mod:`~certpair.store.b
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 
@@ -69,7 +70,8 @@ class PairingCommits(StoreBase):
                     paired_at=when, confirmed=confirmed,
                     given_name=None if stored == name else name,
                 )
-                peers_sql.upsert_peer(self._db, peer)
+                device_id = peers_sql.upsert_peer(self._db, peer)
+                peer = dataclasses.replace(peer, device_id=device_id)
                 keys_sql.rekey(self._db, fingerprint_)
                 notes = ([] if confirmed else ["unconfirmed"]) + (
                     [] if stored == name else [f"name {name!r} taken; stored as {stored!r}"])
@@ -194,5 +196,4 @@ class PairingCommits(StoreBase):
                 ))
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
-        return Peer(name=name, fingerprint=old.fingerprint, cert_der=old.cert_der,
-                    mode=old.mode, paired_at=old.paired_at)
+        return dataclasses.replace(old, name=name)

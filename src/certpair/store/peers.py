@@ -24,23 +24,30 @@ __all__ = [
 
 _HEX_PREFIX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX_DIGITS},64}}")
 _COLUMNS = "name, fingerprint, cert_der, mode, paired_at, confirmed"
+_SELECTED = f"{_COLUMNS}, device_id"
 
 
-def upsert_peer(db: sqlite3.Connection, peer: Peer) -> None:
+def upsert_peer(db: sqlite3.Connection, peer: Peer) -> str:
     """Trust ``peer``; re-pairing a known certificate updates its name, mode and time.
+
+    Returns the row's device id (a new row gets a fresh one; a known row keeps its
+    own: store/devices.py).
 
     The row carries its certificate's subject hash, which files it in the anchor
     directory (a trigger marks that bucket for :func:`~certpair.store.anchors.sync_anchors`).
     """
     db.execute(
-        f"INSERT INTO peers ({_COLUMNS}, subject_hash)"  # noqa: S608  # constant
-        " VALUES (?, ?, ?, ?, ?, ?, ?)"
+        f"INSERT INTO peers ({_COLUMNS}, subject_hash, device_id)"  # noqa: S608  # constant
+        " VALUES (?, ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))))"
         " ON CONFLICT(fingerprint) DO UPDATE SET"
         " name = excluded.name, mode = excluded.mode, paired_at = excluded.paired_at,"
         " confirmed = excluded.confirmed",
         (peer.name, peer.fingerprint, peer.cert_der, peer.mode, peer.paired_at,
          int(peer.confirmed), row_hash(peer.cert_der)),
     )
+    row = db.execute("SELECT device_id FROM peers WHERE fingerprint = ?",
+                     (peer.fingerprint,)).fetchone()
+    return str(row[0]) if row and row[0] else ""
 
 
 def set_confirmed(db: sqlite3.Connection, fingerprint: str) -> bool:
@@ -99,12 +106,12 @@ def select_peers(db: sqlite3.Connection, where: str, args: tuple[str, ...], *,
     ``limit`` and ``offset`` select a page.
     """
     rows = db.execute(
-        f"SELECT {_COLUMNS} FROM peers {where}"  # noqa: S608  # literal clauses only
+        f"SELECT {_SELECTED} FROM peers {where}"  # noqa: S608  # literal clauses only
         " ORDER BY paired_at, fingerprint LIMIT ? OFFSET ?",
         (*args, -1 if limit is None else limit, offset),
     ).fetchall()
-    return [Peer(name=n, fingerprint=fp, cert_der=der, mode=m, paired_at=at, confirmed=bool(c))
-            for n, fp, der, m, at, c in rows]
+    return [Peer(name=n, fingerprint=fp, cert_der=der, mode=m, paired_at=at, confirmed=bool(c),
+                 device_id=d or "") for n, fp, der, m, at, c, d in rows]
 
 
 def select_page_after(db: sqlite3.Connection, after: tuple[str, str] | None,

@@ -41,6 +41,11 @@ class Peer:
     ``given_name`` is set only on the record a pairing returns, when the name the peer
     gave was already another paired device's and ``name`` is the distinguishable one
     it was stored under (``beta (2)``); it is not stored.
+
+    ``device_id`` names the device whatever its current certificate: it survives the
+    peer's key rotations (store/devices.py); look a device up with
+    :meth:`~certpair.store.TrustStore.peer_by_device`. Empty only on a record that
+    was never stored.
     """
 
     name: str
@@ -52,6 +57,7 @@ class Peer:
     # (the connection ended before its word came); settled by the next trusted contact.
     confirmed: bool = True
     given_name: str | None = field(default=None, compare=False)
+    device_id: str = ""
 
     @property
     def intact(self) -> bool:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
+from certpair.store.devices import MIGRATION_DEVICES
 from certpair.store.events import MIGRATION_6, max_rows
 from certpair.store.failures import DISK_FULL, describe, disk_full
 from certpair.store.identity_keys import MIGRATION_7, fill_identity_keys
@@ -28,7 +29,8 @@ __all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store", "open_store_for_readi
 # 7: identity_keys (one device, one identity: each subject, certificate name and
 #    person-readable device name held by one peer) and key_alarms
 #    (store/identity_keys.py); filled from the stored certificates.
-SCHEMA_VERSION = 7
+# 8: device ids on peers and successors (store/devices.py).
+SCHEMA_VERSION = 8
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -92,6 +94,7 @@ INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM 
     (5, MIGRATION_5),
     (6, MIGRATION_6),
     (7, MIGRATION_7),
+    (8, MIGRATION_DEVICES),
 )
 # Steps whose data needs Python (parsing certificates), run right after their SQL.
 _FILLS: dict[int, Callable[[sqlite3.Connection], None]] = {7: fill_identity_keys}

@@ -15,6 +15,7 @@ stolen key: it is refused and the peer is marked (:class:`KeyAlarm`) until it is
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Collection
@@ -198,8 +199,10 @@ class SuccessorAdmission(StoreBase):
                     raise SuccessorVerdict("CONFLICT")
                 self._db.execute(
                     "INSERT INTO successors (fingerprint, peer_fingerprint, cert_der,"
-                    " subject_hash, state, learned_at) VALUES (?, ?, ?, ?, 'pending', ?)",
-                    (new_fp, peer_fingerprint, cert_der, row_hash(cert_der), when))
+                    " subject_hash, state, learned_at, device_id)"
+                    " VALUES (?, ?, ?, ?, 'pending', ?, ?)",
+                    (new_fp, peer_fingerprint, cert_der, row_hash(cert_der), when,
+                     peer.device_id or None))
                 keys_sql.rekey(self._db, peer_fingerprint)
                 events_sql.insert_event(self._db, Event(
                     at=when, kind="rotation", role="peer", remote=remote, mode=peer.mode,
@@ -306,8 +309,7 @@ class SuccessorAdmission(StoreBase):
                 at=when, kind="rotation", role="peer", remote="", mode=old.mode,
                 outcome="completed", reason=f"was {old_fp}", peer_fingerprint=new_fp,
                 peer_name=old.name))
-        return Peer(name=old.name, fingerprint=new_fp, cert_der=cert_der, mode=old.mode,
-                    paired_at=old.paired_at, confirmed=old.confirmed)
+        return dataclasses.replace(old, fingerprint=new_fp, cert_der=cert_der)
 
     def successors(self) -> list[Successor]:
         """Every rotation of a peer this store has seen, pending and completed."""

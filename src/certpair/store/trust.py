@@ -7,12 +7,14 @@ pairing commits (:mod:`~certpair.store.pairing`), confirmations
 (:mod:`~certpair.store.confirmations`), event records and refusal counting
 (:mod:`~certpair.store.refusals`), successors' admission
 (:mod:`~certpair.store.successors`), the rotating side's records and peers' addresses
-(:mod:`~certpair.store.told`), and reads (:mod:`~certpair.store.pages`).
+(:mod:`~certpair.store.told`), reads (:mod:`~certpair.store.pages`), and device ids
+(:mod:`~certpair.store.devices`).
 """
 
 from __future__ import annotations
 
 from certpair.store.confirmations import Confirmations
+from certpair.store.devices import DeviceReads
 from certpair.store.pages import PagedReads
 from certpair.store.pairing import PairingCommits
 from certpair.store.refusals import EventRecords
@@ -23,7 +25,7 @@ __all__ = ["TrustStore"]
 
 
 class TrustStore(PairingCommits, Confirmations, EventRecords, SuccessorAdmission,
-                 RotatingSide, PagedReads):
+                 RotatingSide, PagedReads, DeviceReads):
     """Peers and events of one device. Use :func:`~certpair.store.open_store` to get one.
 
     One store may be shared between threads: every database call holds a lock.

@@ -24,12 +24,12 @@ from certpair.trusted.contexts import (
     NotPaired,
     PeerRefused,
     TrustedContext,
-    admitted_peer,
     client_context,
-    peer_of,
     server_context,
 )
+from certpair.trusted.explain import explain_certificate
 from certpair.trusted.failures import connection_error, refusal_reason, why_refused
+from certpair.trusted.peers import admitted_peer, peer_of, presented_fingerprint
 
 if TYPE_CHECKING:
     from certpair.trusted.streams import (
@@ -74,10 +74,12 @@ __all__ = [
     "client_context",
     "connect",
     "connection_error",
+    "explain_certificate",
     "make_server",
     "measure_handshake",
     "open_connection",
     "peer_of",
+    "presented_fingerprint",
     "refusal_reason",
     "server_context",
     "start_server",

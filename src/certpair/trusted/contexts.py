@@ -7,6 +7,7 @@ package documentation); :func:`peer_of` maps a connection back to its stored pee
 
 from __future__ import annotations
 
+import os
 import socket
 import ssl
 import threading
@@ -15,19 +16,18 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from certpair.errors import BadInput, CertpairError, LocalStateError, PairingFailed
+from certpair.errors import CertpairError, LocalStateError, PairingFailed
 from certpair.identity import Identity, fingerprint, load_identity
 from certpair.store import Peer, StoreUnusable, TrustStore, open_store
 from certpair.store.anchors import anchor_problem
+from certpair.trusted.explain import explain_certificate
 
 __all__ = [
     "REFUSALS",
     "NotPaired",
     "PeerRefused",
     "TrustedContext",
-    "admitted_peer",
     "client_context",
-    "peer_of",
     "server_context",
 ]
 
@@ -59,11 +59,12 @@ class TrustedContext(ssl.SSLContext):
     """An ``SSLContext`` that follows the trust store (see the package documentation).
 
     ``peers_version`` is the store's :meth:`~TrustStore.peers_version` this context was
-    built at (-1 for a context pinned to one peer, which does not follow the others).
+    built at (-1 before the first build).
     """
 
     _certpair: _Anchors
     peers_version: int = -1
+    _presents: str  # the fingerprint of this device's certificate it was built with
 
     def wrap_socket(
         self, sock: socket.socket, server_side: bool = False,
@@ -166,7 +167,8 @@ TrustedContext.sslobject_class = _CheckedObject
 
 
 class _Anchors:
-    """The store, and the contexts of one factory call that follow it."""
+    """The store, and the contexts of one factory call that follow it: the peers (or the
+    pinned device's certificates) and this device's own identity, both live."""
 
     def __init__(self, home: Path, *, server_side: bool, peer: str | Peer | None = None
                  ) -> None:
@@ -174,50 +176,98 @@ class _Anchors:
         self.store = open_store(home)
         self.server_side = server_side
         self.pinned: Peer | None = None
+        self.pinned_gone = False
         if peer is not None:
             self.pinned = self.store.find_peer(peer) if isinstance(peer, str) else peer
-        # A pinned peer's own certificate and its pending successor (key rotation).
-        self.pinned_certs = ({} if self.pinned is None else
-                             self.store.acceptable_certificates(self.pinned.fingerprint)
-                             or {self.pinned.fingerprint: self.pinned.cert_der})
+            if not self.pinned.device_id:  # a record made by hand: find its device
+                found = self.store.device_of_fingerprint(self.pinned.fingerprint)
+                stored = self.store.peer_by_device(found) if found else None
+                if stored is not None:
+                    self.pinned = stored
+        # A pinned device's certificates: its own and its pending successor (rotation).
+        self.pinned_certs: dict[str, bytes] = {}
         self._lock = threading.RLock()
         self._version = -1
+        self._own: tuple[int, ...] = ()
+        self.own_fingerprint = self.identity.fingerprint
         self._calls: dict[str, Any] = {}
         self.first: TrustedContext | None = None
         self.current: TrustedContext | None = None
 
+    def _own_stamp(self) -> tuple[int, ...]:
+        """What identifies this device's certificate and key files (a rotation's
+        ``--finish`` replaces both: new inodes)."""
+        try:
+            cert, key = os.stat(self.identity.cert_path), os.stat(self.identity.key_path)
+        except OSError:
+            return self._own  # mid-replacement or gone: keep what is loaded
+        return (cert.st_ino, cert.st_mtime_ns, cert.st_size,
+                key.st_ino, key.st_mtime_ns, key.st_size)
+
     def latest(self) -> TrustedContext:
-        """The context for the next connection, rebuilt if the peers changed.
+        """The context for the next connection, rebuilt if the peers or this device's
+        own key changed (``certpair rotate --finish`` in any process).
 
         A rebuild costs a few milliseconds at any store size (the anchors are looked
         up in the directory per handshake), and it drops OpenSSL's cache of anchors
         it looked up, so a removed peer is never served from it.
         """
-        if self.pinned is not None:
-            with self._lock:
-                if self.current is None:
-                    self.current = self._build()
-                return self.current
         version = self.store.peers_version()
+        own = self._own_stamp()
         with self._lock:
+            if self.current is not None and version == self._version and own == self._own:
+                return self.current
             if version != self._version or self.current is None:
-                self.store.sync_anchors()  # repairs what a crashed writer left pending
-                # Read the version after the repair (which may bump it) and before the
-                # build: a change racing with this refresh shows up as a newer version
-                # next time, never as a missed one.
-                self._version = self.store.peers_version()
+                if self.pinned is None:
+                    self.store.sync_anchors()  # repairs what a crashed writer left pending
+                    # Read the version after the repair (which may bump it) and before
+                    # the build: a change racing with this refresh shows up as a newer
+                    # version next time, never as a missed one.
+                    version = self.store.peers_version()
+                else:
+                    self._follow_pin()
+            try:
                 self.current = self._build()
-                self.current.peers_version = self._version
+            except LocalStateError:
+                if self.current is None:
+                    raise
+                # This device's key and certificate are being switched right now:
+                # keep the previous ones for this connection, try again at the next.
+                return self.current
+            self._version, self._own = version, own
+            self.current.peers_version = version
             return self.current
+
+    def _follow_pin(self) -> None:
+        """Re-read the pinned device: its current certificate and pending successor."""
+        assert self.pinned is not None
+        if self.pinned.device_id:
+            found = self.store.peer_by_device(self.pinned.device_id)
+            if found is None:
+                self.pinned_gone = True  # unpaired here: refused, with that reason
+                return
+            self.pinned = found
+        self.pinned_certs = (self.store.acceptable_certificates(self.pinned.fingerprint)
+                             or {self.pinned.fingerprint: self.pinned.cert_der})
 
     def admit(self, der: bytes | None) -> Peer:
         """Return the stored peer this leaf certificate is, or raise NotPaired."""
         if not der:
             raise NotPaired("the other side presented no certificate")
         fp = fingerprint(der)
-        if self.pinned is not None and fp not in self.pinned_certs:
-            raise NotPaired(f"not {self.pinned.name} ({self.pinned.fingerprint}): {fp}")
+        if self.pinned is not None:
+            if self.pinned_gone:
+                raise NotPaired(f"{self.pinned.name} is no longer paired on this device "
+                                "(it was unpaired here)")
+            if fp not in self.pinned_certs:
+                raise NotPaired(self.explain(fp))
         return _admit(self.store, der, fp)
+
+    def explain(self, fp: str) -> str:
+        """Why a certificate is not acceptable here, from what the store knows of it: a
+        device's former key (a rotation replaced it) is not called an impostor."""
+        return explain_certificate(self.store, fp, expected=self.pinned,
+                                   own_fingerprint=self.own_fingerprint)
 
     def remember(self, context: TrustedContext, method: str, argument: Any) -> None:
         """Apply a setting now and to every context built later."""
@@ -238,9 +288,13 @@ class _Anchors:
         # not a well-formed CA, so a paired leaf cannot "sign" another.
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
         try:
+            # The files, not the identity loaded at start: a rotation replaces them.
             context.load_cert_chain(self.identity.cert_path, self.identity.key_path)
-        except (OSError, ssl.SSLError) as exc:
+            own = ssl.PEM_cert_to_DER_cert(self.identity.cert_path.read_text("ascii"))
+        except (OSError, ssl.SSLError, ValueError) as exc:
             raise LocalStateError("cannot load this device's certificate and key") from exc
+        self.own_fingerprint = fingerprint(own)
+        context._presents = self.own_fingerprint
         if self.server_side:
             context.num_tickets = 0  # no resumption: every connection shows its certificate
             context.sni_callback = self._on_client_hello
@@ -312,82 +366,8 @@ def _admit(store: TrustStore, der: bytes, fp: str) -> Peer:
     successor, whose first use completes the rotation: a write), unflagged."""
     peer = store.admit(fp)
     if peer is None:
-        raise NotPaired(f"not a paired device: {fp}")
+        raise NotPaired(explain_certificate(store, fp))  # "a former key of …", not a stranger
     problem = anchor_problem(der) if peer.intact else "a damaged row"
     if problem is not None:
         raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
     return peer
-
-
-def admitted_peer(connection: ssl.SSLSocket | ssl.SSLObject) -> Peer:
-    """Return the peer this connection's handshake admitted, without asking the store.
-
-    Every connection of this module's contexts is admitted once, in its handshake (one
-    store read; :func:`peer_of` asks again). A caller that must know the peer is still
-    trusted later watches :meth:`TrustStore.peers_version` against the context's
-    ``peers_version`` (as ``certpair tunnel`` does).
-
-    Raises:
-        NotPaired: the connection was not admitted by a certpair context (not one of
-            this module's, or its handshake is not done).
-    """
-    admitted: Peer | None = getattr(connection, "certpair_peer", None)
-    if admitted is None:
-        raise NotPaired("the connection was not admitted by a certpair context")
-    return admitted
-
-
-def peer_of(
-    connection: ssl.SSLSocket | ssl.SSLObject, home_or_store: Path | TrustStore | None = None
-) -> Peer:
-    """Return the paired device whose certificate this connection's peer presented, as
-    the store says now (:func:`admitted_peer` returns it as admitted at the handshake).
-
-    Args:
-        connection: a TLS connection after its handshake.
-        home_or_store: certpair's home directory, or an open trust store; may be left
-            out when the connection was made with one of this module's contexts.
-
-    Returns:
-        The stored peer with that certificate's fingerprint. A peer's pending
-        successor (key rotation) is admitted too, and from then on is the peer's only
-        certificate.
-
-    Raises:
-        NotPaired: no certificate, or one that belongs to no paired device.
-        BadInput: no store given, and the connection's context is not certpair's.
-        LocalStateError: the store is unusable.
-    """
-    der = connection.getpeercert(binary_form=True)
-    if not der:
-        raise NotPaired("the other side presented no certificate")
-    context = connection.context
-    if isinstance(context, TrustedContext):
-        anchors = context._certpair
-        admitted = anchors.admit(der)  # the pin, and the one admission rule
-        if home_or_store is None or _same_home(home_or_store, anchors.store):
-            return admitted  # asked of this home's store just now: not twice
-    elif home_or_store is None:
-        raise BadInput("peer_of needs the certpair home for a context not made by certpair")
-    if isinstance(home_or_store, TrustStore):
-        return _admit(home_or_store, der, fingerprint(der))
-    with open_store(home_or_store) as store:
-        return _admit(store, der, fingerprint(der))
-
-
-def _same_home(home_or_store: Path | TrustStore, store: TrustStore) -> bool:
-    """Whether a home or store is the one ``store`` was opened from."""
-    if home_or_store is store:
-        return True
-    path = home_or_store.path if isinstance(home_or_store, TrustStore) else None
-    try:
-        if path is None:
-            assert isinstance(home_or_store, Path)
-            return home_or_store.samefile(store.path.parent)
-        return path.samefile(store.path)
-    except OSError:
-        return False
-
-
-def _store_of(context: ssl.SSLContext, home: Path) -> Path | TrustStore:
-    return context._certpair.store if isinstance(context, TrustedContext) else home

@@ -23,13 +23,12 @@ from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.contexts import (
     REFUSALS,
     NotPaired,
-    _store_of,
     client_context,
-    peer_of,
     server_context,
 )
 from certpair.trusted.cuts import OpenConnections
 from certpair.trusted.failures import close_notify, connection_error, refusal_reason
+from certpair.trusted.peers import _store_of, peer_of
 
 __all__ = [
     "DEFAULT_SERVE_PORT",
@@ -79,7 +78,8 @@ def _expect(found: Peer, peer: str | Peer | None, context: ssl.SSLContext, home:
         else:
             with open_store(store) as opened:
                 peer = opened.find_peer(peer)
-    if found.fingerprint != peer.fingerprint:
+    same_device = bool(found.device_id) and found.device_id == peer.device_id  # rotated
+    if found.fingerprint != peer.fingerprint and not same_device:
         raise NotPaired(f"the server is {found.name} ({found.fingerprint}), not {peer.name}")
     return found
 

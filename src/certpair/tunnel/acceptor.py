@@ -154,6 +154,8 @@ def run_acceptor(
             on_event(last)
 
     workers = _Workers()
+    # The watch may end the tunnel (its peer unpaired here): that wakes accept() up.
+    watch.on_end = functools.partial(_wake_listener, listener)
     watch.start()
     with _signals_stop():
         try:
@@ -164,12 +166,17 @@ def run_acceptor(
                     except (ConnectionAbortedError, InterruptedError):
                         continue
                     except OSError as exc:
+                        if watch.ended is not None:
+                            break
                         if exc.errno not in _OUT_OF_RESOURCES:
                             raise
                         # Out of descriptors: let open connections end, then retry.
                         connections.wait_change(0.1)
                         continue
                     remote = address_of(address)
+                    if watch.ended is not None:
+                        reset(sock)
+                        break
                     if not connections.take_slot():
                         reset(sock)
                         refusals.add(remote.rsplit(":", 1)[0], "too many connections")
@@ -178,6 +185,11 @@ def run_acceptor(
         except Stop:
             pass
         _drain(connections, refusals, watch, on_event, drain_timeout)
+
+
+def _wake_listener(listener: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)  # a blocked accept() returns with EINVAL
 
 
 def _drain(connections: Connections, refusals: Refusals, watch: TrustWatch,

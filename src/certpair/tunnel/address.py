@@ -20,10 +20,13 @@ __all__ = ["remembered_host", "resolve_far_end"]
 
 
 def remembered_host(store: TrustStore, peer: Peer) -> str | None:
-    """The host of the newest successful pairing with ``peer``, or None."""
+    """The host of the newest successful pairing with ``peer``, or None (found by its
+    device: the pairing row holds the fingerprint it had then, before any rotation)."""
+    known = (set(store.device_fingerprints(peer.device_id)) if peer.device_id else set())
+    known.add(peer.fingerprint)
     for event in store.events():
         if (event.kind == "pairing" and event.outcome == "paired"
-                and event.peer_fingerprint == peer.fingerprint and event.remote):
+                and event.peer_fingerprint in known and event.remote):
             try:
                 host, _ = split_host_port(event.remote, TUNNEL_PORT)
             except BadInput:

@@ -2,9 +2,11 @@
 ``tunnel serve``, after checking that the far end is exactly that device.
 
 Per connection: connect to the device, the TLS handshake (the context is pinned to
-PEER), then, independently of that pin, the certificate's fingerprint must be the one
-PEER was paired with (``peer_of`` alone is not enough: any paired device would pass
-it), then the relay. TLS 1.3
+PEER's device: its current certificate and a pending successor, read live), then,
+independently of that pin, the peer the handshake admitted must be PEER's device
+(``peer_of`` alone is not enough: any paired device would pass it), then the relay.
+PEER is held by its device id, so its key rotations change nothing here; when PEER is
+unpaired on this device, the tunnel says so once and stops. TLS 1.3
 lets the client finish its handshake before the server has judged its certificate: a
 far end that refuses this device shows as an alert on the first read, which ends that
 connection with the reason.
@@ -27,9 +29,11 @@ from certpair.ports import ALPN_TRUSTED
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
+    PeerRefused,
     admitted_peer,
     client_context,
     connection_error,
+    explain_certificate,
 )
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
@@ -74,9 +78,15 @@ class _Client:
         self.refusals = Refusals(
             lambda host, reason, count: on_event(Refused(remote=host, reason=reason,
                                                          count=count)))
+        device = options.peer.device_id
         self.watch = TrustWatch(store, self.connections, self.refusals,
-                                lambda paired: paired & {options.peer.fingerprint})
+                                lambda paired: paired & {device}, ending=self._ending)
         self.ids = itertools.count(1)
+
+    def _ending(self, paired: frozenset[str]) -> str | None:
+        if self.options.peer.device_id in paired:
+            return None
+        return f"{self.options.peer.name} is no longer paired on this device (unpaired here)"
 
     def _fail(self, local: socket.socket, remote: str, reason: str) -> None:
         reset(local)
@@ -98,17 +108,23 @@ class _Client:
         link = TlsLink(raw, self.context, server_side=False)
         try:
             link.handshake(deadline)
-            der = link.tls.getpeercert(binary_form=True) or b""
-            # The context is pinned to PEER already; this check does not depend on it.
-            if fingerprint(der) != options.peer.fingerprint:
-                raise NotPaired("not PEER")
             peer = admitted_peer(link.tls)  # admitted in the handshake: no store read
+            # The context is pinned to PEER already; this check does not depend on it.
+            if peer.device_id != options.peer.device_id:
+                raise NotPaired(explain_certificate(self.store, peer.fingerprint,
+                                                    expected=options.peer))
         except (OSError, ssl.SSLError, CertpairError) as exc:
             raw.close()
-            if isinstance(exc, ssl.SSLCertVerificationError | NotPaired):
-                der = _presented(link)
-                shown = f": it presents {fingerprint(der)}" if der else ""
-                raise NotPaired(f"{self.remote} is not {options.peer.name}{shown}") from exc
+            if isinstance(exc, PeerRefused | NotPaired):
+                why = exc.verify_message if isinstance(exc, PeerRefused) else str(exc)
+                raise NotPaired(_at(self.remote, why)) from exc
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                der = _presented(link) or _peek_certificate(options.host, options.port,
+                                                            deadline)
+                why = (explain_certificate(self.store, fingerprint(der), expected=options.peer)
+                       if der else f"not {options.peer.name}: it presents a certificate that "
+                       f"is none of {options.peer.name}'s ({exc.verify_message})")
+                raise NotPaired(_at(self.remote, why)) from exc
             raise connection_error(exc, self.remote) from exc
         return link, peer
 
@@ -125,9 +141,9 @@ class _Client:
             return None
         relay = Relay(link, idle_timeout=options.idle_timeout,
                       half_close_timeout=options.half_close_timeout)
-        tracked = self.connections.track(peer.fingerprint, relay)
+        tracked = self.connections.track(peer.device_id, relay)
         try:
-            if self.watch.allowed != frozenset({peer.fingerprint}) or not relay.attach(local):
+            if not self.watch.admits(peer.device_id) or not relay.attach(local):
                 relay.close(clean=False)
                 return None
             conn_id = next(self.ids)
@@ -141,6 +157,28 @@ class _Client:
                           reason=reason)
         finally:
             self.connections.untrack(tracked)
+
+
+def _at(remote: str, why: str) -> str:
+    """``HOST:PORT is not alpha: …`` or ``HOST:PORT: alpha presents …``."""
+    return f"{remote} is {why}" if why.startswith("not ") else f"{remote}: {why}"
+
+
+def _peek_certificate(host: str, port: int, deadline: float) -> bytes:
+    """The far end's certificate, read on a second connection that verifies nothing and
+    presents nothing (after a refused certificate only: to say whose it is)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols([ALPN_TRUSTED])
+    try:
+        timeout = max(0.1, min(2.0, deadline - time.monotonic()))
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+    except (OSError, ValueError):
+        return b""
 
 
 def _presented(link: TlsLink) -> bytes:
@@ -165,6 +203,7 @@ def connect_tunnel(options: ConnectOptions, on_event: OnEvent, *,
     Raises:
         NotInitialised, LocalStateError: no identity, or the store is unusable.
         NetworkError: cannot listen.
+        NotPaired: PEER was unpaired on this device while the tunnel ran (it stopped).
     """
     with open_store(options.home) as store:
         client = _Client(options, store, on_event)
@@ -178,3 +217,5 @@ def connect_tunnel(options: ConnectOptions, on_event: OnEvent, *,
         run_acceptor(sock, client.handle, connections=client.connections,
                      refusals=client.refusals, watch=client.watch, on_event=on_event,
                      drain_timeout=options.drain_timeout)
+        if client.watch.ended is not None:
+            raise NotPaired(f"{client.watch.ended}: the tunnel stopped")

@@ -58,8 +58,9 @@ _RECORD = 16384
 class ServeOptions:
     """What ``tunnel serve`` was asked to do.
 
-    ``allow`` holds the fingerprints of the only peers let through (None: every paired
-    device). ``advertise`` publishes the tunnel with DNS-SD. Timeouts are in seconds;
+    ``allow`` holds the device ids of the only peers let through (None: every paired
+    device): a device id survives the peer's key rotations (store/devices.py).
+    ``advertise`` publishes the tunnel with DNS-SD. Timeouts are in seconds;
     ``idle_timeout`` and ``half_close_timeout`` None never time out.
     """
 
@@ -102,6 +103,7 @@ class _Server:
                 self.store.record_events(rows)
 
     def _allowed(self, paired: frozenset[str]) -> frozenset[str]:
+        """The device ids let through, of the paired ones."""
         allow = self.options.allow
         return paired if allow is None else paired & allow
 
@@ -139,7 +141,7 @@ class _Server:
         relay = Relay(link, idle_timeout=options.idle_timeout,
                       half_close_timeout=options.half_close_timeout)
         # Tracked: an unpairing from now on cuts it.
-        tracked = self.connections.track(peer.fingerprint, relay)
+        tracked = self.connections.track(peer.device_id, relay)
         try:
             if self.watch.version != getattr(link.tls.context, "peers_version", -1):
                 # The peers changed after the admission, and the watch may have looked
@@ -149,7 +151,7 @@ class _Server:
                 except NotPaired as exc:
                     self._refuse(link, remote, refusal_reason(exc))
                     return None
-            if not self._allowed(frozenset({peer.fingerprint})):
+            if not self._allowed(frozenset({peer.device_id})):
                 self._refuse(link, remote, "not allowed by --allow")
                 return None
             settle_pairing(self.store, peer, remote)
@@ -197,6 +199,13 @@ class _Server:
                 plain.close()
                 raise
         return plain
+
+
+def _fingerprints(store: TrustStore, devices: frozenset[str] | None) -> list[str] | None:
+    """The current fingerprints of the devices ``--allow`` names, for the report."""
+    if devices is None:
+        return None
+    return sorted(p.fingerprint for d in devices if (p := store.peer_by_device(d)))
 
 
 def _close_notify(link: TlsLink) -> None:
@@ -254,7 +263,7 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
         host, port = sock.getsockname()[:2]
         on_event(Listening(host=str(host), port=int(port), details={
             "to": str(options.target),
-            "allow": sorted(options.allow) if options.allow is not None else None,
+            "allow": _fingerprints(store, options.allow),
             "proxy_protocol": options.proxy_protocol,
             "max_connections": options.max_connections}))
         if ready is not None:

@@ -1,10 +1,12 @@
 """What a running tunnel keeps track of: open connections, the trust they rely on, and
 the refusals it counts.
 
-:class:`Connections` holds every connection past its handshake, with the fingerprint
-of its peer. :class:`TrustWatch` reads the store's ``peers_version`` every
+:class:`Connections` holds every connection past its handshake, with the device id of
+its peer (store/devices.py: it survives the peer's key rotations, so a rotation never
+cuts a connection). :class:`TrustWatch` reads the store's ``peers_version`` every
 :data:`POLL_INTERVAL` seconds (one indexed query) and, when it moved, cuts each open
-connection whose peer is no longer trusted. :class:`Refusals` reports the first
+connection whose device is no longer trusted, and may end the whole tunnel (``tunnel
+connect`` when its one peer was unpaired here). :class:`Refusals` reports the first
 refusal of each (source, reason) at once and the rest as one count per
 :data:`REFUSAL_WINDOW`, so a flood of unpaired connections cannot flood the log.
 """
@@ -36,7 +38,7 @@ REFUSAL_WINDOW = 60.0
 
 @dataclass(eq=False)
 class _Tracked:
-    fingerprint: str
+    device: str
     relay: Relay
 
 
@@ -69,9 +71,9 @@ class Connections:
         with self._changed:
             return self._slots
 
-    def track(self, fingerprint: str, relay: Relay) -> _Tracked:
-        """Make a relay cuttable by :meth:`cut_unless`."""
-        entry = _Tracked(fingerprint, relay)
+    def track(self, device: str, relay: Relay) -> _Tracked:
+        """Make a relay cuttable by :meth:`cut_unless` (``device``: its peer's id)."""
+        entry = _Tracked(device, relay)
         with self._changed:
             self._open.add(entry)
         return entry
@@ -82,9 +84,9 @@ class Connections:
             self._open.discard(entry)
 
     def cut_unless(self, trusted: Callable[[str], bool], reason: str) -> int:
-        """Cut every open relay whose peer fingerprint is not ``trusted``; return how many."""
+        """Cut every open relay whose device is not ``trusted``; return how many."""
         with self._changed:
-            doomed = [e for e in self._open if not trusted(e.fingerprint)]
+            doomed = [e for e in self._open if not trusted(e.device)]
         for entry in doomed:
             entry.relay.cut(reason)
         return len(doomed)
@@ -148,17 +150,23 @@ class Refusals:
 
 
 class TrustWatch(threading.Thread):
-    """Cuts open connections whose peer left the trusted set; flushes refusal counts.
+    """Cuts open connections whose device left the trusted set; flushes refusal counts.
 
-    ``trusted(peers)`` maps the store's current peers to the fingerprints allowed.
+    ``trusted(devices)`` maps the device ids of the store's current peers to those
+    allowed. ``ending(devices)``, if given, returns why the whole tunnel must end (or
+    None): then every connection is cut with that reason, :attr:`ended` holds it and
+    ``on_end`` is called (the accept loop stops).
     """
 
     def __init__(self, store: TrustStore, connections: Connections, refusals: Refusals,
                  trusted: Callable[[frozenset[str]], frozenset[str]], *,
-                 tick: Callable[[], None] | None = None) -> None:
+                 tick: Callable[[], None] | None = None,
+                 ending: Callable[[frozenset[str]], str | None] | None = None) -> None:
         super().__init__(name="certpair-tunnel-watch", daemon=True)
         self.store, self.connections, self.refusals = store, connections, refusals
-        self.trusted = trusted
+        self.trusted, self.ending = trusted, ending
+        self.ended: str | None = None
+        self.on_end: Callable[[], None] = lambda: None
         self.tick = tick  # called after each check (writes batched log rows)
         self.stopping = threading.Event()
         self.allowed = self._read()
@@ -170,16 +178,30 @@ class TrustWatch(threading.Thread):
         admitted at this version, and tracked since, is cut by the next change."""
         return self._version
 
+    def _devices(self) -> frozenset[str]:
+        return frozenset(p.device_id for p in self.store.peers())
+
     def _read(self) -> frozenset[str]:
-        return self.trusted(frozenset(p.fingerprint for p in self.store.peers()))
+        return self.trusted(self._devices())
+
+    def admits(self, device: str) -> bool:
+        """Whether a connection of ``device`` may be carried now."""
+        return self.ended is None and device in self.allowed
 
     def check(self) -> None:
         """Re-read the peers if they changed, and cut the connections they no longer allow."""
         version = self.store.peers_version()
         if version != self._version:
             self._version = version  # read first: a racing change shows up next time
-            self.allowed = allowed = self._read()
-            self.connections.cut_unless(allowed.__contains__, "unpaired")
+            devices = self._devices()
+            self.allowed = self.trusted(devices)
+            ended = self.ending(devices) if self.ending is not None else None
+            if ended is not None and self.ended is None:
+                self.ended = ended
+                self.connections.cut_unless(lambda _: False, ended)
+                self.on_end()
+                return
+            self.connections.cut_unless(self.admits, "unpaired")
 
     def run(self) -> None:
         """Poll until :meth:`stop`; a store that fails to read is retried next time."""
