@@ -80,7 +80,8 @@ def _small_tmpfs(where: Path) -> Iterator[Path]:
 
 
 def _fill(disk: Path) -> None:
-    with (disk / "filler").open("wb") as filler, contextlib.suppress(OSError):
+    # Unbuffered: a buffered file's close would flush into the full disk and raise.
+    with (disk / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
         while True:
             filler.write(b"\0" * 65536)
             filler.flush()
