@@ -312,7 +312,7 @@ def fleet(quick: bool = False, peers: int = 100_000, *, repeats: int | None = No
         shakes = handshakes(hub, 3 * repeats)
         unpair = unpair_effective_ms(hub, max(5, repeats // 2))
         commits = pair_commits(hub, repeats)
-        joined = joins(hub, max(5, repeats // 2))
+        joined = joins(hub, repeats)
         rss = serve_rss_mb(hub)
     return {
         "trusted_context_build_ms": round(build["big"], 2),

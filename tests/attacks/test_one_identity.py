@@ -9,6 +9,7 @@ processes would use it; each fails on the code before the identity index.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,11 +25,12 @@ from certpair.net.pairing import JoinerRefused
 from certpair.profile import CertificateRefused, ProfileRule, certificate_names
 from certpair.protocol.sync_frames import SyncResult
 from certpair.store import open_store
-from tests.attacks.forged_certs import identity_with
+from tests.attacks.forged_certs import forge_cert, identity_with, write_identity
 from tests.attacks.honest import join
 from tests.attacks.test_rotation_attacks import new_cert, statement, successors
+from tests.cliutil import Offerer, run
 from tests.netutil import running_offer
-from tests.rotation_util import Fleet, RawSync, fleet
+from tests.rotation_util import Fleet, RawSync, ServeProc, fleet
 
 __all__ = ["fleet"]
 
@@ -147,3 +149,97 @@ def test_a_look_alike_of_a_paired_devices_name_is_stored_distinguishably(
         assert peer.name == f"{look_alike} (2)" and peer.given_name == look_alike
         logged = next(e for e in store.events() if e.peer_fingerprint == second.fingerprint)
         assert "taken" in logged.reason
+
+
+# -- two rotations signed by one key: the signature of a stolen key ---------------------
+
+
+def test_two_different_rotations_signed_by_one_key_mark_the_device_everywhere_one_looks(
+    fleet: Fleet,
+) -> None:
+    # alpha's owner rotates and tells beta; a thief holding alpha's old key tells beta
+    # another rotation. beta keeps the first and must say, where its user looks, that
+    # alpha's key signed both: unpair alpha and pair again.
+    server = fleet.serve("beta")
+    owner_key, owner_cert = new_cert("alpha")
+    thief_key, thief_cert = new_cert("alpha")
+    raw = RawSync(fleet.home("alpha"), server.port)
+    assert raw.tell(statement(raw, fleet.ids["alpha"].key, owner_key, owner_cert)) \
+        is SyncResult.ACCEPTED
+    raw.close()
+    raw = RawSync(fleet.home("alpha"), server.port)
+    assert raw.tell(statement(raw, fleet.ids["alpha"].key, thief_key, thief_cert)) \
+        is SyncResult.CONFLICT
+    raw.close()
+    said = [server.next_event()]  # the running serve says it at once
+    while said[-1].get("warning") != "key_conflict":
+        said.append(server.next_event())
+    assert said[-2]["event"] == "sync" and said[-2]["heard"] == "conflict", said
+    # peers: the device is marked, in text and JSON.
+    alpha_fp = fleet.ids["alpha"].fingerprint
+    listed = {p["fingerprint"]: p for p in fleet.json_lines("beta", "peers")}
+    assert listed[alpha_fp]["key_conflict"]["kept_successor"] == fingerprint(owner_cert)
+    assert listed[alpha_fp]["key_conflict"]["refused_successor"] == fingerprint(thief_cert)
+    text = fleet.run("beta", "peers")
+    assert "KEY CONFLICT" in text.stdout and "unpair" in text.stderr
+    # serve (at start), ping and sync: one line saying what happened and what to do.
+    again = ServeProc(fleet.home("beta"))
+    try:
+        warning = again.next_event()
+        assert warning["warning"] == "key_conflict" and "pair again" in warning["advice"]
+        assert warning["peer"]["fingerprint"] == alpha_fp
+    finally:
+        again.kill()
+    alpha_serve = fleet.serve("alpha")
+    for command in (["ping", alpha_serve.address], ["sync", alpha_serve.address]):
+        lines = fleet.json_lines("beta", *command)
+        warned = [line for line in lines if line.get("warning") == "key_conflict"]
+        assert len(warned) == 1 and warned[0]["peer"]["fingerprint"] == alpha_fp, lines
+        plain = fleet.run("beta", *command[:1], alpha_serve.address)
+        assert plain.returncode == 0, plain.stderr
+        assert "two different key rotations" in plain.stderr and "pair again" in plain.stderr
+
+
+# -- names a person can tell apart, names a device may claim ----------------------------
+
+
+def test_a_name_mixing_scripts_is_marked_in_peers(fleet: Fleet, tmp_path: Path) -> None:
+    look_alike = create_identity(tmp_path / "look", "look")
+    with open_store(fleet.home("beta")) as store:
+        store.commit_pairing(name=f"g{CYRILLIC_A}mma", cert_der=look_alike.cert_der,
+                             mode="cpace", role="offerer", remote="192.0.2.9:1")
+    listed = {p["fingerprint"]: p for p in fleet.json_lines("beta", "peers")}
+    assert listed[look_alike.fingerprint]["mixed_script"] is True
+    assert listed[fleet.ids["gamma"].fingerprint]["mixed_script"] is False
+    rows = [line for line in fleet.run("beta", "peers").stdout.splitlines()
+            if look_alike.fingerprint in line]
+    assert rows and "MIXES SCRIPTS" in rows[0]
+
+
+def test_pairing_says_which_dns_names_a_device_claims_beyond_its_name(
+    homes: tuple[Path, Path],
+) -> None:
+    a, b = homes
+    key = ec.generate_private_key(ec.SECP256R1())
+    claims = forge_cert(key, common_name="beta", dns=["localhost", "www.example.com"])
+    write_identity(b, claims, key)
+    offerer = Offerer(a, advertise=False)
+    joined = run(b, "join", offerer.address, offerer.code)
+    assert joined.returncode == 0, joined.stderr
+    code, rest, err = offerer.finish()
+    assert code == 0, err
+    assert rest[0]["peer"]["extra_dns_names"] == ["localhost", "www.example.com"]
+
+
+def test_no_export_recipe_trusts_a_bundle_of_several_devices_unpinned(fleet: Fleet) -> None:
+    out = fleet.home("beta") / "out"
+    found = json.loads(fleet.run("beta", "export", "--out", str(out), "--json").stdout)
+    assert len(found["devices"]) == 2
+    assert found["recipes"] == {}
+    text = fleet.run("beta", "export", "--out", str(out)).stdout
+    assert "s_client" not in text and "curl" not in text
+    assert "certpair export --peer" in text
+    one = json.loads(fleet.run("beta", "export", "--peer", "alpha", "--out", str(out),
+                               "--json").stdout)
+    assert "--pinnedpubkey" in one["recipes"]["curl"]
+    assert "Fingerprint=" in one["recipes"]["openssl"]

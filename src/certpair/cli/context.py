@@ -224,17 +224,32 @@ def iso_time(at: float) -> str:
 
 
 def report_paired(peer: Peer, *, as_json: bool) -> None:
-    """Say that a pairing succeeded, and under which name when the peer's was taken."""
+    """Say that a pairing succeeded; under which name when the peer's (or a look-alike
+    of it) was taken; and which DNS names its certificate claims beyond its device name
+    (a tool trusting an unpinned ``peers.pem`` accepts it under those: docs/TRUST.md)."""
+    from certpair.profile import extra_dns_names  # noqa: PLC0415  # keeps start-up fast
+
+    extra = extra_dns_names(peer.cert_der, peer.given_name or peer.name)
     if as_json:
         line: dict[str, Any] = {"name": peer.name, "fingerprint": peer.fingerprint}
         if peer.given_name is not None:
             line["given_name"] = peer.given_name
+        if extra:
+            line["extra_dns_names"] = extra
         emit_json({"event": "paired", "peer": line})
         return
     from certpair.cli.terminal import printable  # noqa: PLC0415  # keeps start-up fast
 
     click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
     if peer.given_name is not None:
-        click.echo(f"Another paired device is already called '{printable(peer.given_name)}'; "
-                   f"this one is stored as '{printable(peer.name)}' (see 'certpair peers', "
-                   "'certpair rename').", err=True)
+        click.echo(f"Another paired device is already called '{printable(peer.given_name)}' "
+                   f"(or a name that looks the same); this one is stored as "
+                   f"'{printable(peer.name)}' (see 'certpair peers', 'certpair rename').",
+                   err=True)
+    if extra:
+        shown = ", ".join(printable(n) for n in extra[:5]) + (
+            f" and {len(extra) - 5} more" if len(extra) > 5 else "")
+        click.echo(f"note: {printable(peer.name)}'s certificate also claims DNS names "
+                   f"beyond its device name: {shown}; an unpinned peers.pem export would "
+                   "vouch for it under them (export it with --peer: docs/TRUST.md).",
+                   err=True)

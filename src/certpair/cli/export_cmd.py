@@ -62,14 +62,16 @@ def _write(path: Path, ders: list[bytes]) -> None:
 def _recipes(out: dict[str, Any]) -> dict[str, str]:
     """Commands for openssl and curl, built from certpair's own values and quoted words.
 
-    With one device exported they pin it: curl checks its public key, openssl its
-    fingerprint; with several, any of them is accepted as any other by name checks.
+    Every recipe pins one device: curl checks its public key, openssl its fingerprint.
+    A bundle of several devices gets none (a tool checking names against it would accept
+    each device under any name a certificate of the bundle claims): export one device
+    with ``--peer`` for its recipes.
     """
     port = str(DEFAULT_SERVE_PORT)
     tls = ["-connect", f"ADDRESS:{port}", "-tls1_3", "-cert", out["cert"], "-key", out["key"],
            "-CAfile", out["peers"], "-verify_return_error"]
     if len(out["devices"]) != 1:
-        return {"openssl": shell_command(["openssl", "s_client", *tls])}
+        return {}
     device = out["devices"][0]
     # Only a plain host name goes into the command; a peer's odd "name" does not.
     host = host_name_or(next(iter(device["dns_names"]), None), "HOST")
@@ -113,9 +115,9 @@ def _render(out: dict[str, Any]) -> None:
         click.echo("  # refuses any other key, even another paired device's:")
         click.echo(f"  {recipes['curl']}")
     else:
-        click.echo(f"  {recipes['openssl']}")
-        click.echo("  (this accepts any of these devices; to talk to exactly one, with a "
-                   "curl recipe that pins its key: certpair export --peer NAME)")
+        click.echo("  export that one device: certpair export --peer NAME  (its recipes pin "
+                   "its key; peers.pem alone accepts each of these devices under any name "
+                   "their certificates claim)")
 
 
 _CORRUPT = "the stored fingerprint does not match the stored certificate (a damaged row)"

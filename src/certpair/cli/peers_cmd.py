@@ -34,7 +34,9 @@ _COLUMNS = Columns(("NAME", "FINGERPRINT", "MODE", "PAIRED", "STATE"),
 def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -> None:
     """List the devices this one trusts: name, fingerprint, mode, when paired (UTC), and
     whether both sides know the pairing completed (an unconfirmed one settles on the
-    next ping or serve connection), and a key rotation pending or completed.
+    next ping or serve connection), and a key rotation pending or completed. A name that
+    mixes scripts (a look-alike of another name) is marked, and so is a device whose key
+    signed two different rotations (its key may be stolen: unpair it and pair again).
 
     Long names are cut with an ellipsis, and control or escape characters in a name
     are shown as escapes (\\x1b); --json prints names whole.
@@ -44,10 +46,12 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
       certpair peers
       certpair peers --limit 20 --offset 20 --json
     """
+    from certpair.names import is_mixed_script  # noqa: PLC0415  # fast start-up
     from certpair.store.anchors import anchor_problem  # noqa: PLC0415  # fast start-up
 
     store = store_of(ctx, read_only=True)
     rotations = _rotations(store)
+    alarms = _alarms(store)
     # Streamed page by page: memory and time to the first line do not grow with the store.
     peers = (store.iter_peers() if limit is None and offset == 0
              else iter(store.peers_page(limit=limit, offset=offset)))
@@ -55,10 +59,13 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
     for peer in peers:
         flagged = anchor_problem(peer.cert_der)
         rotation = rotations.get(peer.fingerprint)
+        alarm = alarms.get(peer.fingerprint)
+        mixed = is_mixed_script(peer.name)
         if as_json:
             emit_json({"name": peer.name, "fingerprint": peer.fingerprint, "mode": peer.mode,
                        "paired_at": peer.paired_at, "confirmed": peer.confirmed,
-                       "flagged": flagged, "rotation": rotation, "intact": peer.intact})
+                       "flagged": flagged, "rotation": rotation, "intact": peer.intact,
+                       "mixed_script": mixed, "key_conflict": alarm})
         else:
             if not shown:
                 click.echo(_COLUMNS.header())
@@ -67,6 +74,10 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
                 state += f"; rotating to {rotation['successor'][:23]}…"
             elif rotation:
                 state += f"; rotated from {rotation['previous'][:23]}…"
+            if mixed:
+                state += "; NAME MIXES SCRIPTS (a look-alike?)"
+            if alarm:
+                state += "; KEY CONFLICT: two rotations signed by its key"
             if not peer.intact:
                 state = "CORRUPT"
                 click.echo(f"Warning: the stored row of {printable(peer.name)} is corrupt: its "
@@ -75,12 +86,29 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
                            "again.", err=True)
             click.echo(_COLUMNS.row((peer.name, peer.fingerprint, peer.mode, peer.paired_at,
                                      state)))
+            if alarm:
+                click.echo(f"Warning: {printable(peer.name)} signed two different key rotations "
+                           "with one key: its key may be stolen. Unpair it ('certpair unpair "
+                           f"{peer.fingerprint}') and pair again.", err=True)
             if flagged is not None:
                 click.echo(f"Warning: {printable(peer.name)} is not trusted: its certificate "
                            f"could sign others ({flagged}); unpair it and pair again.", err=True)
         shown += 1
     if not shown and not as_json:
         click.echo("No paired devices yet." if offset == 0 else "No more paired devices.")
+
+
+def _alarms(store: TrustStore) -> dict[str, dict[str, str]]:
+    """The peers whose key signed two different rotations, by fingerprint."""
+    from certpair.store import StoreUnusable  # noqa: PLC0415  # fast start-up
+
+    try:
+        alarms = store.key_alarms()
+    except StoreUnusable:
+        return {}  # a read-only store from before the marks
+    return {a.peer_fingerprint: {"kept_successor": a.kept_successor,
+                                 "refused_successor": a.other_successor, "seen_at": a.seen_at}
+            for a in alarms}
 
 
 def _rotations(store: TrustStore) -> dict[str, dict[str, Any]]:

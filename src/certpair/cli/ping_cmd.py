@@ -124,10 +124,12 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
     else:
         click.echo(f"Reply from {printable(peer.name)}  {peer.fingerprint}  at {remote}: "
                    f"rtt {rtt * 1000:.2f} ms  (connect + handshake {setup * 1000:.1f} ms)")
-    if synced is not None:
-        from certpair.cli.sync_report import render_sync  # noqa: PLC0415
+    from certpair.cli.sync_report import render_key_alarms, render_sync  # noqa: PLC0415
 
+    if synced is not None:
         render_sync(synced[0], remote, as_json, error=synced[1], quiet=True)
+    if synced is None or synced[0] is None or not synced[0].key_conflict:
+        render_key_alarms(store, as_json, only=peer.fingerprint)  # a mark from before
 
 
 def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,

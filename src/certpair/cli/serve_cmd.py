@@ -197,6 +197,10 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
         server.output.put({"event": "listening", "host": host, "port": bound} if as_json else
                           f"Serving {server.identity.name}  {server.identity.fingerprint}  "
                           f"on {where}  (Ctrl-C stops)")
+        from certpair.cli.sync_report import key_alarm_lines  # noqa: PLC0415
+
+        for line in key_alarm_lines(server.store, as_json):
+            server.output.put(line)
         try:
             listener.serve_forever()
         finally:

@@ -45,7 +45,7 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
         raise BadInput("give one PEER or HOST[:PORT], or --all")
     home = home_of(ctx)
     store = store_of(ctx)
-    from certpair.cli.sync_report import render_sync  # noqa: PLC0415
+    from certpair.cli.sync_report import render_key_alarms, render_sync  # noqa: PLC0415
 
     if target is not None:
         try:
@@ -60,12 +60,16 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
             host, port = parse_host_port(address, DEFAULT_SERVE_PORT)
         outcome = sync_with(host, port, home=home, store=store, timeout=timeout)
         render_sync(outcome, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", as_json)
+        if not outcome.key_conflict:
+            render_key_alarms(store, as_json, only=outcome.peer.fingerprint)
         return
     start = time.perf_counter()
     done = failed = 0
     for attempt in sync_all(home, store, workers=workers, timeout=timeout):
         render_sync(attempt.outcome, attempt.address, as_json, error=attempt.error,
                     quiet=attempt.outcome is not None and not as_json)
+        if attempt.outcome is not None and not attempt.outcome.key_conflict:
+            render_key_alarms(store, as_json, only=attempt.outcome.peer.fingerprint)
         done, failed = done + (attempt.outcome is not None), failed + (attempt.error is not None)
     seconds = time.perf_counter() - start
     if as_json:

@@ -1,4 +1,5 @@
-"""How ``serve``, ``ping`` and ``sync`` show what a rotation sync did."""
+"""How ``serve``, ``ping`` and ``sync`` show what a rotation sync did, and the warning
+for a peer whose key signed two different rotations (its key may be stolen)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,56 @@ from certpair.errors import CertpairError
 
 if TYPE_CHECKING:
     from certpair.rotation.exchange import SyncOutcome
+    from certpair.store import Peer, TrustStore
 
-__all__ = ["render_sync", "sync_fields", "sync_lines"]
+__all__ = ["key_alarm_lines", "render_key_alarms", "render_sync", "sync_fields",
+           "sync_lines"]
+
+_ADVICE = "its key may be stolen: unpair it and pair again"
+
+
+def _alarm_line(peer: Peer, as_json: bool, *, kept: str | None,
+                other: str) -> dict[str, Any] | str:
+    from certpair.cli.terminal import printable  # noqa: PLC0415  # keeps start-up fast
+
+    if as_json:
+        return {"event": "warning", "warning": "key_conflict",
+                "peer": {"name": peer.name, "fingerprint": peer.fingerprint},
+                "kept_successor": kept, "refused_successor": other, "advice": _ADVICE}
+    which = (f"{kept[:23]}... kept, " if kept else "the first one stored kept, ") + (
+        f"{other[:23]}... refused")
+    return (f"Warning: {printable(peer.name)} ({peer.fingerprint[:23]}...) signed two "
+            f"different key rotations ({which}): {_ADVICE} "
+            f"(certpair unpair {peer.fingerprint}).")
+
+
+def key_alarm_lines(store: TrustStore, as_json: bool,
+                    only: str | None = None) -> list[dict[str, Any] | str]:
+    """One line per marked peer (or for the peer ``only`` only), JSON or text."""
+    from certpair.store import StoreUnusable  # noqa: PLC0415  # keeps start-up fast
+
+    try:
+        alarms = store.key_alarms()
+    except StoreUnusable:
+        return []  # a read-only store from before the marks
+    lines: list[dict[str, Any] | str] = []
+    for alarm in alarms:
+        if only is not None and alarm.peer_fingerprint != only:
+            continue
+        peer = store.peer(alarm.peer_fingerprint)
+        if peer is not None:
+            lines.append(_alarm_line(peer, as_json, kept=alarm.kept_successor,
+                                     other=alarm.other_successor))
+    return lines
+
+
+def render_key_alarms(store: TrustStore, as_json: bool, only: str | None = None) -> None:
+    """Print :func:`key_alarm_lines` (text on standard error)."""
+    for line in key_alarm_lines(store, as_json, only):
+        if isinstance(line, dict):
+            emit_json(line)
+        else:
+            click.echo(line, err=True)
 
 
 def sync_fields(outcome: SyncOutcome) -> dict[str, Any]:
@@ -22,6 +71,7 @@ def sync_fields(outcome: SyncOutcome) -> dict[str, Any]:
         "new_fingerprint": outcome.new_fingerprint,
         "heard": outcome.heard.name.lower() if outcome.heard is not None else None,
         "peer_new_fingerprint": outcome.peer_new_fingerprint,
+        "key_conflict": outcome.key_conflict,
     }
 
 
@@ -56,11 +106,14 @@ def sync_lines(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
     lines = _lines(outcome)
     if quiet and not lines:
         return []
+    warning = ([_alarm_line(outcome.peer, as_json, kept=None,
+                            other=outcome.peer_new_fingerprint or "")]
+               if outcome.key_conflict else [])
     if as_json:
         return [{"event": "sync", "remote": remote, "outcome": "done",
                  "peer": {"name": outcome.peer.name, "fingerprint": outcome.peer.fingerprint},
-                 **sync_fields(outcome)}]
-    return list(lines or [f"{outcome.peer.name} at {remote}: nothing to sync"])
+                 **sync_fields(outcome)}, *warning]
+    return list(lines or [f"{outcome.peer.name} at {remote}: nothing to sync"]) + warning
 
 
 def render_sync(outcome: SyncOutcome | None, remote: str, as_json: bool, *,

@@ -51,7 +51,8 @@ class SyncOutcome:
     ``told`` is the peer's answer to this device's rotation (None: nothing to tell);
     ``heard`` the answer this device gave to the peer's rotation (None: it had none);
     ``new_fingerprint`` the certificate told (if any), ``peer_new_fingerprint`` the one
-    heard.
+    heard; ``key_conflict``: the rotation heard differs from the one already stored for
+    this peer, both signed by its key (the peer is marked: its key may be stolen).
     """
 
     peer: Peer
@@ -59,6 +60,7 @@ class SyncOutcome:
     heard: SyncResult | None = None
     new_fingerprint: str | None = None
     peer_new_fingerprint: str | None = None
+    key_conflict: bool = False
 
 
 def run_sync(recv: Recv, send: Send, *, peer: Peer, peer_cert: bytes, home: Path,
@@ -93,6 +95,7 @@ def run_sync(recv: Recv, send: Send, *, peer: Peer, peer_cert: bytes, home: Path
     told: SyncResult | None = None
     heard: SyncResult | None = None
     heard_fp: str | None = None
+    conflict = False
     first = initiator
     while True:
         data = recv(16384)
@@ -106,7 +109,7 @@ def run_sync(recv: Recv, send: Send, *, peer: Peer, peer_cert: bytes, home: Path
             if isinstance(event, RotationOffered):
                 heard_fp = fingerprint(event.new_cert)
                 own = [identity.cert_der] + ([pending.cert_der] if pending else [])
-                heard = _judge(store, peer, peer_cert, event.new_cert, remote, own)
+                heard, conflict = _judge(store, peer, peer_cert, event.new_cert, remote, own)
                 events += session.accept() if heard is SyncResult.ACCEPTED else (
                     session.refuse(heard))
             elif isinstance(event, StatementRefused):
@@ -125,7 +128,8 @@ def run_sync(recv: Recv, send: Send, *, peer: Peer, peer_cert: bytes, home: Path
                 send(session.data_to_send())
                 return SyncOutcome(peer=peer, told=told, heard=heard,
                                    new_fingerprint=pending.fingerprint if rotation and pending
-                                   else None, peer_new_fingerprint=heard_fp)
+                                   else None, peer_new_fingerprint=heard_fp,
+                                   key_conflict=conflict)
         # Only after the events above were committed: the answers go out.
         out = session.data_to_send()
         if out:
@@ -140,22 +144,23 @@ def _to_tell(identity: Identity, pending: PendingRotation | None, peer: Peer,
 
 
 def _judge(store: TrustStore, peer: Peer, peer_cert: bytes, new_cert: bytes,
-           remote: str, own: list[bytes]) -> SyncResult:
+           remote: str, own: list[bytes]) -> tuple[SyncResult, bool]:
     """Check the peer's new certificate and store it (the store refuses one carrying
-    another peer's names or this device's own, ``own``); the answer to give."""
+    another peer's names or this device's own, ``own``); the answer to give, and
+    whether it was a second, different rotation signed by the peer's key."""
     try:
         check_successor(new_cert)
     except CertpairError as exc:
         _log(store, peer, remote, "peer", "refused", str(exc))
-        return SyncResult.CERTIFICATE_REFUSED
+        return SyncResult.CERTIFICATE_REFUSED, False
     try:
         store.learn_successor(fingerprint(peer_cert), new_cert, remote=remote,
                               reserved=own)
     except SuccessorVerdict as verdict:
         result = SyncResult[verdict.reason]
         _log(store, peer, remote, "peer", "refused", result.text)
-        return result
-    return SyncResult.ACCEPTED
+        return result, verdict.key_conflict
+    return SyncResult.ACCEPTED, False
 
 
 def _log(store: TrustStore, peer: Peer, remote: str, role: str, outcome: str,

@@ -113,11 +113,14 @@ class KeyAlarm:
 
 
 class SuccessorVerdict(Exception):
-    """Internal: why a successor cannot be stored (``reason`` is a SyncResult name)."""
+    """Internal: why a successor cannot be stored (``reason`` is a SyncResult name;
+    ``key_conflict``: a second, different rotation signed by the peer's key, now marked,
+    see :meth:`SuccessorAdmission.key_alarms`)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, key_conflict: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.key_conflict = key_conflict
 
 
 class SuccessorAdmission(StoreBase):
@@ -189,7 +192,7 @@ class SuccessorAdmission(StoreBase):
                     # key is marked, in this transaction, before the refusal.
                     self._alarm(peer, pending[0], new_fp, remote, when)
                     self._db.execute("COMMIT")
-                    raise SuccessorVerdict("CONFLICT")
+                    raise SuccessorVerdict("CONFLICT", key_conflict=True)
                 taken = self._db.execute(
                     "SELECT 1 FROM peers WHERE fingerprint = ? UNION ALL"
                     " SELECT 1 FROM successors WHERE fingerprint = ?",
