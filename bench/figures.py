@@ -20,7 +20,7 @@ from bench.proxy import DelayProxy
 from bench.stats import Figure, summary
 from certpair.codes import Mode, Secret, generate_code, generate_hmac_key
 from certpair.identity import Identity, create_identity
-from certpair.net.pairing import Listening, OfferEvent, run_join, run_offer
+from certpair.net import Listening, OfferEvent, run_join, run_offer
 from certpair.protocol.events import Channel
 from certpair.protocol.hmac_proof import REQUEST_LABEL
 from certpair.protocol.offer import Offer

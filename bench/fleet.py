@@ -38,7 +38,7 @@ from cryptography.x509.oid import NameOID
 
 from certpair.codes import Mode, generate_code
 from certpair.identity import Identity, create_identity
-from certpair.net.pairing import Listening, OfferEvent, run_join, run_offer
+from certpair.net import Listening, OfferEvent, run_join, run_offer
 from certpair.store import open_store
 from certpair.store.anchors import row_hash
 from certpair.store.identity_keys import key_of_name, peer_keys

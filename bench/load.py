@@ -21,7 +21,7 @@ from typing import Any
 
 from certpair.codes import parse_secret
 from certpair.identity import create_identity, load_identity
-from certpair.net.pairing import run_join
+from certpair.net import run_join
 from certpair.store import open_store
 
 CONNECTIONS = 1000

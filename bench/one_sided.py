@@ -47,7 +47,7 @@ from bench.heal import settle
 from bench.relay import CuttingRelay
 from certpair.codes import Mode, parse_secret
 from certpair.identity import Identity, create_identity, load_identity
-from certpair.net.pairing import Listening, OfferEvent, run_join, run_offer
+from certpair.net import Listening, OfferEvent, run_join, run_offer
 from certpair.store import open_store
 
 __all__ = [

@@ -10,7 +10,7 @@ from typing import Any
 
 from certpair.codes import Mode
 from certpair.identity import Identity
-from certpair.net.pairing import Listening, OfferEvent, run_offer
+from certpair.net import Listening, OfferEvent, run_offer
 from certpair.store import Peer, TrustStore
 
 

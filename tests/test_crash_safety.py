@@ -24,7 +24,7 @@ from typing import Any
 from certpair.codes import parse_secret
 from certpair.errors import CertpairError
 from certpair.identity import Identity, create_identity
-from certpair.net.pairing import run_join
+from certpair.net import run_join
 from certpair.store import TrustStore, open_store
 
 RUNS = 15

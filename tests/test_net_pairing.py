@@ -11,8 +11,8 @@ import pytest
 from certpair.codes import Mode, parse_secret
 from certpair.errors import Expired, LocalStateError, NetworkError, PairingFailed
 from certpair.identity import Identity
+from certpair.net import PeerPaired, ProofRejected, run_join
 from certpair.net.conversation import Conversation
-from certpair.net.pairing import PeerPaired, ProofRejected, run_join
 from certpair.protocol.frames import FrameType, encode_frame
 from certpair.store import TrustStore
 from certpair.tls import PairingTLS

@@ -38,7 +38,7 @@ from certpair.codes import (
 )
 from certpair.errors import CertpairError
 from certpair.identity import Identity, create_identity
-from certpair.net.pairing import OfferEvent, run_join
+from certpair.net import OfferEvent, run_join
 from certpair.protocol import cpace
 from certpair.protocol.frames import FrameType, encode_frame
 from certpair.store import TrustStore

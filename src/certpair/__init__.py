@@ -22,7 +22,7 @@ if TYPE_CHECKING:
         PairingFailed,
     )
     from certpair.identity import Identity, KeyType, create_identity, fingerprint, load_identity
-    from certpair.net.pairing import Listening, PeerPaired, ProofRejected, run_join, run_offer
+    from certpair.net import Listening, PeerPaired, ProofRejected, run_join, run_offer
     from certpair.rotation.fleet import sync_all, sync_with
     from certpair.rotation.pending import PendingRotation, start_rotation
     from certpair.rotation.status import RotationStatus, rotation_status
@@ -51,7 +51,7 @@ _LAZY = {
                         "NetworkError", "PairingFailed"],
     "certpair.identity": ["Identity", "KeyType", "create_identity", "fingerprint",
                           "load_identity"],
-    "certpair.net.pairing": ["Listening", "PeerPaired", "ProofRejected", "run_join",
+    "certpair.net": ["Listening", "PeerPaired", "ProofRejected", "run_join",
                              "run_offer"],
     "certpair.rotation.fleet": ["sync_all", "sync_with"],
     "certpair.rotation.pending": ["PendingRotation", "start_rotation"],

@@ -27,7 +27,17 @@ class BadInput(CertpairError):
 
 
 class PairingFailed(CertpairError):
-    """The pairing proof did not check: wrong secret, tampered or hostile connection."""
+    """The pairing proof did not check: wrong secret, tampered or hostile connection.
+
+    ``wrong_secret`` is true when the proof itself failed (a wrong secret, or a
+    connection tampered with: the two cannot be told apart), which burns a cpace code;
+    false for the other refusals (a protocol error, the other mode, a refused
+    certificate, a store that failed).
+    """
+
+    def __init__(self, message: str, *, wrong_secret: bool = False) -> None:
+        super().__init__(message)
+        self.wrong_secret = wrong_secret
 
 
 class Expired(CertpairError):

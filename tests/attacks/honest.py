@@ -15,7 +15,7 @@ import pytest
 
 from certpair.codes import Mode, Secret, generate_code, generate_hmac_key
 from certpair.identity import Identity
-from certpair.net.pairing import run_join
+from certpair.net import run_join
 from certpair.protocol.events import Confirmed, Failed, Paired, Unconfirmed
 from certpair.protocol.frames import FrameType
 from certpair.protocol.session import JoinerSession

@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import hashes, hmac
 
 from certpair.codes import Mode, Secret
-from certpair.net.pairing import run_join
+from certpair.net import run_join
 from certpair.protocol import hmac_proof
 from certpair.protocol.frames import FrameType, encode_frame
 from tests.attacks.honest import MakeDevice

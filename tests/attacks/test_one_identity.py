@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certpair.codes import Mode, parse_secret
 from certpair.errors import PairingFailed
 from certpair.identity import create_identity, fingerprint
+from certpair.net import JoinerRefused
 from certpair.net.admission import check_new_peer
-from certpair.net.pairing import JoinerRefused
 from certpair.profile import CertificateRefused, ProfileRule, certificate_names
 from certpair.protocol.sync_frames import SyncResult
 from certpair.store import open_store

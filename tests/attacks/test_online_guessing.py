@@ -19,7 +19,7 @@ import pytest
 from certpair.codes import Mode, Secret, parse_secret
 from certpair.errors import CertpairError, NetworkError, PairingFailed
 from certpair.identity import Identity
-from certpair.net.pairing import MAX_CODES, Listening, OfferEvent, ProofRejected, run_offer
+from certpair.net import MAX_CODES, Listening, OfferEvent, ProofRejected, run_offer
 from certpair.protocol.frames import FrameType
 from certpair.protocol.session import JoinerSession
 from certpair.store import Peer

@@ -25,7 +25,7 @@ import pytest
 from certpair.codes import Mode, Secret, parse_secret
 from certpair.errors import CertpairError
 from certpair.identity import Identity
-from certpair.net.pairing import Listening, ProofRejected
+from certpair.net import Listening, ProofRejected
 from certpair.protocol.frames import FrameType
 from certpair.protocol.session import JoinerSession
 from tests.attacks.honest import MakeDevice, failures, fresh_secret, join, wrong_secret

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from certpair.codes import Mode, parse_secret
 from certpair.errors import PairingFailed
 from certpair.identity import Identity
-from certpair.net.pairing import JoinerRefused, run_join
+from certpair.net import JoinerRefused, run_join
 from certpair.profile import CertificateRefused, ProfileRule
 from certpair.protocol.events import Failed, FailureReason
 from certpair.protocol.frames import FrameType

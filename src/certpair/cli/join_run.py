@@ -22,8 +22,8 @@ from certpair.discovery import (
     choose_offerer,
 )
 from certpair.errors import BadInput, CertpairError, PairingFailed
+from certpair.net import run_join
 from certpair.net.join import JoinStage
-from certpair.net.pairing import run_join
 from certpair.ports import PAIRING_PORT
 from certpair.uri import looks_like_uri, parse_uri
 
@@ -143,13 +143,9 @@ def _progress(as_json: bool, remote: str, secret: Secret) -> Callable[[JoinStage
     return show
 
 
-# The library's one message for every failed proof; a cpace code is burned by it.
-_WRONG_PROOF = "pairing failed: wrong secret"
-
-
 def _explain(error: PairingFailed, secret: Secret) -> PairingFailed:
     """Say what a failed proof means for the user's next step."""
-    if not str(error).startswith(_WRONG_PROOF):
+    if not error.wrong_secret:  # the library says so in a field, not in its wording
         return error
     if secret.mode is Mode.CPACE:
         return PairingFailed("pairing failed: wrong code (or a tampered connection); that "

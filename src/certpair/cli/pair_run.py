@@ -27,7 +27,7 @@ from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
 from certpair.errors import CertpairError, PairingFailed
 from certpair.identity import Identity
-from certpair.net.pairing import JoinerRefused, Listening, OfferEvent, PeerPaired, run_offer
+from certpair.net import JoinerRefused, Listening, OfferEvent, PeerPaired, run_offer
 from certpair.ports import PAIRING_PORT
 from certpair.store import TrustStore
 from certpair.uri import format_uri, qr_terminal_text, valid_host, write_qr_png

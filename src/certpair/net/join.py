@@ -13,10 +13,11 @@ from certpair.codes import Mode, Secret
 from certpair.errors import Expired, NetworkError, PairingFailed, PairingUnconfirmed
 from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer, why_peer_refused_us
+from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import Conversation
 from certpair.ports import ALPN_PAIRING, PAIRING_PORT
 from certpair.profile import CertificateRefused
-from certpair.protocol.events import Failed, FailureReason, Paired, Role, Unconfirmed
+from certpair.protocol.events import Failed, FailureReason, Role, Unconfirmed
 from certpair.protocol.session import JoinerSession
 from certpair.store import Peer, StoreUnusable, TrustStore
 from certpair.tls import PairingTLS, TLSFailure
@@ -77,32 +78,24 @@ async def _converse(conv: Conversation, session: JoinerSession, store: TrustStor
         if not events:
             await conv.send(session.data_to_send())  # Ta, in cpace mode
             continue
-        event = events[0]
-        if not isinstance(event, Paired):
-            assert isinstance(event, Failed | Unconfirmed)
-            with contextlib.suppress(TLSFailure, OSError):
-                await conv.send(session.data_to_send())
-            return event
-        try:
-            peer = store.commit_pairing(
-                name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
-                role=Role.JOINER.value, remote=remote,
-            )
-        except (StoreUnusable, CertificateRefused) as exc:
-            # Tell the offerer, so that it undoes its own commit. A refused certificate:
-            # a device with the offerer's names was stored meanwhile (a racing pairing).
-            session.commit_failed()
-            with contextlib.suppress(TLSFailure, OSError):
-                await conv.send(session.data_to_send())
-            if isinstance(exc, CertificateRefused):
-                raise
-            raise StoreUnusable(f"{exc}; the offerer was told and keeps nothing") from exc
-        session.committed()
-        # Trusted on both sides now; if this last word is lost the offerer keeps this
-        # device marked unconfirmed until the next trusted contact.
+        done = commit_on_paired(session, events, lambda paired: store.commit_pairing(
+            name=paired.peer_name, cert_der=paired.peer_cert_der, mode=paired.mode.value,
+            role=Role.JOINER.value, remote=remote))
+        # The session's answer (COMMITTED, or ERROR(7) so that the offerer undoes its own
+        # commit) goes out whatever happens next; if it is lost, the offerer keeps this
+        # device unconfirmed until the next trusted contact.
         with contextlib.suppress(TLSFailure, OSError):
             await conv.send(session.data_to_send())
-        return peer
+        if isinstance(done.error, CertificateRefused):
+            raise done.error  # a device with the offerer's names was stored meanwhile
+        if done.error is not None:
+            raise StoreUnusable(f"{done.error}; the offerer was told and keeps nothing"
+                                ) from done.error
+        if done.peer is not None:
+            return done.peer
+        outcome = done.events[0]
+        assert isinstance(outcome, Failed | Unconfirmed)
+        return outcome
 
 
 class _Progress:
@@ -243,4 +236,6 @@ async def run_join(
     error, message = _FAILURES[outcome.reason]
     if outcome.reason is FailureReason.CERTIFICATE_REFUSED:
         message = f"{message} ({why_peer_refused_us(identity)})"
+    if outcome.reason is FailureReason.PAIRING_FAILED:
+        raise PairingFailed(message, wrong_secret=True)
     raise error(message)

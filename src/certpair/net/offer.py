@@ -32,6 +32,7 @@ from certpair.errors import (
 )
 from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer
+from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
 from certpair.net.join import unconfirmed_message
 from certpair.net.offer_events import (
@@ -152,7 +153,7 @@ class _Offerer:
                     return
                 except StoreUnusable as exc:
                     # This offer can pair nobody: say so, and end it (exit 5).
-                    session.refuse_before_proof(FailureReason.STORE_FAILED)
+                    session.refuse_at_start(FailureReason.STORE_FAILED)
                     with contextlib.suppress(TLSFailure, OSError):
                         await conv.send(session.data_to_send())
                     raise StoreUnusable(f"{exc}; the joiner was told and keeps nothing") from exc
@@ -201,28 +202,21 @@ class _Offerer:
 
     def commit(self, session: OffererSession, events: list[Event], run: _Run) -> list[Event]:
         """Store the joiner on Paired, before the session may say so to the joiner."""
-        out: list[Event] = []
-        queue = list(events)
-        while queue:
-            event = queue.pop(0)
-            if not isinstance(event, Paired):
-                out.append(event)
-                continue
-            try:
-                run.existed = self.store.peer(fingerprint(event.peer_cert_der)) is not None
-                run.peer = self.store.commit_pairing(
-                    name=event.peer_name, cert_der=event.peer_cert_der, mode=event.mode.value,
-                    role=Role.OFFERER.value, remote=run.remote, confirmed=False,
-                )
-            except (StoreUnusable, CertificateRefused) as exc:
-                # The joiner hears ERROR(STORE_FAILED) and stores nothing. A refused
-                # certificate: another run stored a device with its names meanwhile.
-                run.error = (StoreUnusable(f"{exc}; the joiner was told and keeps nothing")
-                             if isinstance(exc, StoreUnusable) else exc)
-                out.append(session.commit_failed())
-                continue
-            queue += session.committed()
-        return out
+
+        def store_joiner(paired: Paired) -> Peer:
+            run.existed = self.store.peer(fingerprint(paired.peer_cert_der)) is not None
+            return self.store.commit_pairing(
+                name=paired.peer_name, cert_der=paired.peer_cert_der, mode=paired.mode.value,
+                role=Role.OFFERER.value, remote=run.remote, confirmed=False)
+
+        done = commit_on_paired(session, events, store_joiner)
+        run.peer = run.peer or done.peer
+        if isinstance(done.error, StoreUnusable):
+            # The joiner hears ERROR(STORE_FAILED) and stores nothing.
+            run.error = StoreUnusable(f"{done.error}; the joiner was told and keeps nothing")
+        elif done.error is not None:
+            run.error = done.error  # another run stored a device with its names meanwhile
+        return done.events
 
     def conclude(self, session: OffererSession, event: Event, run: _Run) -> None:
         mode = session.offer.mode.value

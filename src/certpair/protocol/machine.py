@@ -8,7 +8,8 @@ makes every failure terminal. The two machines are in :mod:`certpair.protocol.se
 from __future__ import annotations
 
 import enum
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 from certpair.names import BadName, check_name
 from certpair.protocol import cpace
@@ -31,6 +32,7 @@ __all__ = [
     "Event",
     "SessionBase",
     "SessionState",
+    "Table",
     "cpace_ad",
     "cpace_ci",
     "decode_name",
@@ -106,11 +108,16 @@ def _encode_name(name: str) -> bytes:
     return raw
 
 
+Table = Mapping[tuple[SessionState, FrameType], Callable[[Any, Frame], "Event | None"]]
+"""A machine's transition table: (state, frame type) -> handler function."""
+
+
 class SessionBase:
     """What both machines share: decoding, the output buffer, terminal states."""
 
-    # (state, frame type) -> name of the handler method; anything absent is an error.
-    _table: ClassVar[dict[tuple[SessionState, FrameType], str]]
+    # (state, frame type) -> the handler (a function of the subclass, called with the
+    # session and the frame); anything absent is an error.
+    _table: ClassVar[Table]
 
     def __init__(self, *, channel: Channel, name: str) -> None:
         self.channel = channel
@@ -239,8 +246,7 @@ class SessionBase:
         if handler is None:
             return self._unexpected(frame)
         try:
-            event: Event | None = getattr(self, handler)(frame)
-            return event
+            return handler(self, frame)
         except AuthFailure:
             return self._fail(FailureReason.PAIRING_FAILED)
 
@@ -275,20 +281,23 @@ class SessionBase:
         Raises:
             RuntimeError: the session has already started (a local error).
         """
-        return self.refuse_before_proof(FailureReason.CERTIFICATE_REFUSED)
+        return self.refuse_at_start(FailureReason.CERTIFICATE_REFUSED)
 
-    def refuse_before_proof(self, reason: FailureReason) -> Failed:
-        """End the session before any proof, telling the peer ``reason``.
+    def refuse_at_start(self, reason: FailureReason) -> Failed:
+        """End the session before it has exchanged any frame, telling the peer ``reason``.
 
         For the checks a driver makes right after the TLS handshake: the peer's
         certificate (``CERTIFICATE_REFUSED``), or a store that cannot be read
-        (``STORE_FAILED``). Nothing secret-dependent has been sent or judged.
+        (``STORE_FAILED``). Nothing secret-dependent has been sent or judged. Allowed in
+        each machine's first state: ``START`` (the joiner, before it sends its proof)
+        and ``AWAIT_PROOF`` (the offerer, which starts waiting for the joiner's first
+        frame), as long as no frame has gone either way.
 
         Raises:
             RuntimeError: the session has already started (a local error).
         """
         if self.state not in (SessionState.START, SessionState.AWAIT_PROOF) or self._started:
-            raise RuntimeError("refuse_before_proof() after the session started")
+            raise RuntimeError("refuse_at_start() after the session started")
         return self._fail(reason)
 
     def connection_lost(self) -> Failed | Unconfirmed | None:

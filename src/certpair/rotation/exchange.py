@@ -29,7 +29,7 @@ from certpair.protocol.rotation import (
 from certpair.protocol.sync_frames import SyncResult
 from certpair.rotation.checks import check_successor
 from certpair.rotation.pending import PendingRotation, load_pending
-from certpair.store import Peer, SuccessorVerdict, TrustStore
+from certpair.store import Peer, Refusal, SuccessorVerdict, TrustStore
 
 __all__ = ["SYNC_REQUEST", "SyncNotSupported", "SyncOutcome", "run_sync"]
 
@@ -157,10 +157,19 @@ def _judge(store: TrustStore, peer: Peer, peer_cert: bytes, new_cert: bytes,
         store.learn_successor(fingerprint(peer_cert), new_cert, remote=remote,
                               reserved=own)
     except SuccessorVerdict as verdict:
-        result = SyncResult[verdict.reason]
+        result = _ANSWER[verdict.reason]
         _log(store, peer, remote, "peer", "refused", result.text)
         return result, verdict.key_conflict
     return SyncResult.ACCEPTED, False
+
+
+# Each store refusal's answer on the wire, spelled out (not matched by name): a member
+# added to one enum and not here fails the exhaustiveness test, a rename fails mypy.
+_ANSWER: dict[Refusal, SyncResult] = {
+    Refusal.CERTIFICATE_REFUSED: SyncResult.CERTIFICATE_REFUSED,
+    Refusal.NOT_A_PEER: SyncResult.NOT_A_PEER,
+    Refusal.CONFLICT: SyncResult.CONFLICT,
+}
 
 
 def _log(store: TrustStore, peer: Peer, remote: str, role: str, outcome: str,

@@ -26,7 +26,7 @@ from certpair.store.records import (
     StoreUnusable,
 )
 from certpair.store.schema import open_store
-from certpair.store.successors import KeyAlarm, Successor, SuccessorVerdict
+from certpair.store.successors import KeyAlarm, Refusal, Successor, SuccessorVerdict
 from certpair.store.trust import TrustStore
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "KeyAlarm",
     "Peer",
     "PeerNotFound",
+    "Refusal",
     "StoreUnusable",
     "Successor",
     "SuccessorVerdict",

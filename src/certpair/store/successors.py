@@ -16,6 +16,7 @@ stolen key: it is refused and the peer is marked (:class:`KeyAlarm`) until it is
 from __future__ import annotations
 
 import dataclasses
+import enum
 import sqlite3
 import time
 from collections.abc import Collection
@@ -31,7 +32,9 @@ from certpair.store.base import StoreBase
 from certpair.store.changes import synchronous_full
 from certpair.store.records import Event, Peer, iso_time
 
-__all__ = ["MIGRATION_5", "KeyAlarm", "Successor", "SuccessorAdmission", "SuccessorVerdict"]
+__all__ = [
+    "MIGRATION_5", "KeyAlarm", "Refusal", "Successor", "SuccessorAdmission", "SuccessorVerdict",
+]
 
 # Schema step 5 (see store.schema): successors, told, addresses, the view of every
 # trusted certificate (the anchor directory is written from it), and their triggers.
@@ -112,13 +115,22 @@ class KeyAlarm:
     seen_at: str
 
 
-class SuccessorVerdict(Exception):
-    """Internal: why a successor cannot be stored (``reason`` is a SyncResult name;
-    ``key_conflict``: a second, different rotation signed by the peer's key, now marked,
-    see :meth:`SuccessorAdmission.key_alarms`)."""
+class Refusal(enum.Enum):
+    """Why a successor cannot be stored. The sync driver maps each member to its answer
+    on the wire (``rotation.exchange``); a member without one fails mypy there."""
 
-    def __init__(self, reason: str, *, key_conflict: bool = False) -> None:
-        super().__init__(reason)
+    CERTIFICATE_REFUSED = "the new certificate breaks the pairing profile"
+    NOT_A_PEER = "the sender is no longer a stored peer"
+    CONFLICT = "the new certificate collides with another device's, or another is pending"
+
+
+class SuccessorVerdict(Exception):
+    """Internal: why a successor cannot be stored (``key_conflict``: a second, different
+    rotation signed by the peer's key, now marked, see
+    :meth:`SuccessorAdmission.key_alarms`)."""
+
+    def __init__(self, reason: Refusal, *, key_conflict: bool = False) -> None:
+        super().__init__(reason.name)
         self.reason = reason
         self.key_conflict = key_conflict
 
@@ -170,7 +182,7 @@ class SuccessorAdmission(StoreBase):
         try:
             new_keys = certificate_keys(cert_der)
         except CertificateRefused:
-            raise SuccessorVerdict("CERTIFICATE_REFUSED") from None
+            raise SuccessorVerdict(Refusal.CERTIFICATE_REFUSED) from None
         own = set()
         for mine in reserved:
             own |= keys_sql.peer_keys(mine)
@@ -180,7 +192,7 @@ class SuccessorAdmission(StoreBase):
                 found = peers_sql.select_peers(self._db, "WHERE fingerprint = ?",
                                                (peer_fingerprint,))
                 if not found:
-                    raise SuccessorVerdict("NOT_A_PEER")
+                    raise SuccessorVerdict(Refusal.NOT_A_PEER)
                 peer = found[0]
                 pending = self._db.execute(
                     "SELECT fingerprint FROM successors WHERE peer_fingerprint = ?"
@@ -192,14 +204,14 @@ class SuccessorAdmission(StoreBase):
                     # key is marked, in this transaction, before the refusal.
                     self._alarm(peer, pending[0], new_fp, remote, when)
                     self._db.execute("COMMIT")
-                    raise SuccessorVerdict("CONFLICT", key_conflict=True)
+                    raise SuccessorVerdict(Refusal.CONFLICT, key_conflict=True)
                 taken = self._db.execute(
                     "SELECT 1 FROM peers WHERE fingerprint = ? UNION ALL"
                     " SELECT 1 FROM successors WHERE fingerprint = ?",
                     (new_fp, new_fp)).fetchone()
                 if (taken is not None or new_keys & own
                         or keys_sql.collision(self._db, new_keys, peer_fingerprint)):
-                    raise SuccessorVerdict("CONFLICT")
+                    raise SuccessorVerdict(Refusal.CONFLICT)
                 self._db.execute(
                     "INSERT INTO successors (fingerprint, peer_fingerprint, cert_der,"
                     " subject_hash, state, learned_at, device_id)"
@@ -212,7 +224,7 @@ class SuccessorAdmission(StoreBase):
                     outcome="learned", reason=f"successor {new_fp}",
                     peer_fingerprint=peer_fingerprint, peer_name=peer.name))
         except CertificateRefused:
-            raise SuccessorVerdict("CONFLICT") from None
+            raise SuccessorVerdict(Refusal.CONFLICT) from None
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
         self._follow_anchors()
