@@ -159,7 +159,13 @@ def test_rotation_statement_from_a_peer_no_longer_stored_is_refused(fleet: Fleet
     raw = RawSync(fleet.home("alpha"), server.port)  # admitted while still paired
     unpaired = fleet.run("beta", "unpair", "alpha")
     assert unpaired.returncode == 0, unpaired.stderr
-    assert raw.tell(statement(raw, fleet.ids["alpha"].key, *new_cert("alpha"))) \
-        is SyncResult.NOT_A_PEER
+    # serve cuts an unpaired device's open connections within ~100 ms (trusted/cuts.py):
+    # the statement is answered NOT_A_PEER if it gets there first, else the cut ends it.
+    # Either way nothing is stored (the NOT_A_PEER rule itself: test_rotation_store.py).
+    try:
+        answer = raw.tell(statement(raw, fleet.ids["alpha"].key, *new_cert("alpha")))
+    except OSError:
+        answer = None
+    assert answer in {SyncResult.NOT_A_PEER, None}
     raw.close()
     assert successors(fleet.home("beta")) == []
