@@ -228,6 +228,24 @@ def pair_commits(hub: Hub, repeats: int) -> dict[str, float]:
     return {label: statistics.median(t) * 1000 for label, t in times.items()}
 
 
+def verify_peers_ms(hub: Hub, repeats: int) -> dict[str, float]:
+    """``TrustStore.verify_peers`` (the check ``pair``, ``rotate``, ``sync``, ``serve``
+    and ``tunnel`` make of the peers before they use the store) on the N-peer store,
+    median ms, alternating with its baseline: one plain read of every peer
+    (``iter_peers``), which those commands' own work costs at least once."""
+    times: dict[str, list[float]] = {"verify": [], "read": []}
+    with open_store(hub.home("big")) as store:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            store.verify_peers()
+            times["verify"].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            for _peer in store.iter_peers():
+                pass
+            times["read"].append(time.perf_counter() - start)
+    return {label: statistics.median(t) * 1000 for label, t in times.items()}
+
+
 async def _join_once(hub_home: Path, hub: Identity, joiner_home: Path) -> float:
     """One real pairing (CPace, loopback) of a fresh device into ``hub_home``: seconds
     from ``run_join`` to its return (handshake, collision check, proof, both commits)."""
@@ -314,6 +332,7 @@ def fleet(quick: bool = False, peers: int = 100_000, *, repeats: int | None = No
         commits = pair_commits(hub, repeats)
         joined = joins(hub, repeats)
         rss = serve_rss_mb(hub)
+        verified = verify_peers_ms(hub, max(3, repeats // 3))
     return {
         "trusted_context_build_ms": round(build["big"], 2),
         "unpair_effective_ms": round(unpair, 2),
@@ -321,12 +340,15 @@ def fleet(quick: bool = False, peers: int = 100_000, *, repeats: int | None = No
         "serve_rss_mb": round(rss, 1),
         "pair_commit_100k_vs_10_ratio": round(commits["big"] / commits["small"], 3),
         "join_into_hub_100k_vs_10_ratio": round(joined["big"] / joined["small"], 3),
+        "verify_peers_100k_ms": round(verified["verify"], 1),
+        "verify_peers_vs_read_all_ratio": round(verified["verify"] / verified["read"], 2),
         "fleet": {
             "peers": peers, "client_peers": clients, "repeats": repeats,
             "context_build_ms": {k: round(v, 2) for k, v in build.items()},
             "handshake_ms": {k: round(v, 3) for k, v in shakes.items()},
             "pair_commit_ms": {k: round(v, 3) for k, v in commits.items()},
             "join_into_hub_ms": {k: round(v, 2) for k, v in joined.items()},
+            "read_all_peers_ms": round(verified["read"], 1),
             "anchor_directory_first_fill_s": round(hub.file_s["big"], 2),
             "setup_s": round(made_s, 1),
         },

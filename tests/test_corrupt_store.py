@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from certpair.identity import create_identity
+from certpair.identity import create_identity, load_identity
 from certpair.store import open_store
-from tests.cliutil import LOOPBACK, run
+from tests.cliutil import CLI, LOOPBACK, Proc, run
 
 WAIT = 15.0
 
@@ -97,3 +97,29 @@ def test_a_damaged_store_is_refused_before_anything_pairs_rotates_or_serves(
     for reader in ("peers", "peers --json", f"export --out {tmp_path / 'out'}",
                    f"rename {gamma} delta", f"unpair {gamma}"):
         _corrupt(run(home, *reader.split()), tuple(reader.split()))
+
+
+def test_a_store_damaged_while_serve_runs_is_a_refusal_never_a_traceback(
+    tmp_path: Path,
+) -> None:
+    home, fps = _home(tmp_path)
+    gamma = tmp_path / "gamma"
+    with open_store(gamma) as store:  # gamma trusts alpha
+        store.commit_pairing(name="alpha", cert_der=load_identity(home).cert_der,
+                             mode="cpace", role="joiner", remote="test")
+    server = Proc([*CLI, "--home", str(home), "serve", "--json", "--listen", LOOPBACK,
+                   "--port", "0"])
+    try:
+        port = server.next_event(WAIT)["port"]
+        _damage(home, "name", fps["gamma"])  # while serving
+        pinged = run(gamma, "ping", f"{LOOPBACK}:{port}", "--timeout", str(WAIT))
+        refusal = server.next_event(WAIT)
+        server.proc.terminate()
+        _, _, err = server.finish(WAIT)
+    finally:
+        server.kill()
+    assert "Traceback" not in err and "Could not decode" not in err, err
+    assert refusal["outcome"] == "refused", refusal
+    assert refusal["reason"] == "this device's trust store is unusable", refusal
+    assert pinged.returncode == 1 and "Traceback" not in pinged.stderr, pinged.stderr
+    assert "its own trust store is unusable" in pinged.stderr, pinged.stderr

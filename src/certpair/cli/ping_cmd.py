@@ -40,8 +40,9 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
             if not chunk:
                 # An orderly TLS close before any answer: serve refused this device after
                 # the handshake (a cut connection raises instead: strict_eof).
-                raise NotPaired(f"{remote} closed the connection without answering; "
-                                "it probably does not trust this device")
+                raise NotPaired(f"{remote} closed the connection without answering: it "
+                                "refused this device (it does not trust it, or its own "
+                                "trust store is unusable: see its serve output)")
             data += chunk
     except OSError as exc:
         raise connection_error(exc, remote) from exc

@@ -251,7 +251,8 @@ def open_store_for_reading(home: Path) -> TrustStore:
     try:
         return open_store(home)
     except StoreUnusable:
-        if not (path.is_file() and disk_full(home)):
+        # Only a store that exists, whole (an empty one is said as such), on a full disk.
+        if not (path.is_file() and path.stat().st_size > 0 and disk_full(home)):
             raise
     try:
         db = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
