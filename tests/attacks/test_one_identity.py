@@ -9,7 +9,9 @@ processes would use it; each fails on the code before the identity index.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 from pathlib import Path
 
 import pytest
@@ -23,10 +25,15 @@ from certpair.identity import create_identity, fingerprint
 from certpair.net import JoinerRefused
 from certpair.net.admission import check_new_peer
 from certpair.profile import CertificateRefused, ProfileRule, certificate_names
+from certpair.protocol.events import FailureReason
+from certpair.protocol.frames import FrameType
+from certpair.protocol.session import JoinerSession
 from certpair.protocol.sync_frames import SyncResult
 from certpair.store import open_store
 from tests.attacks.forged_certs import forge_cert, identity_with, write_identity
-from tests.attacks.honest import join
+from tests.attacks.honest import MakeDevice, join
+from tests.attacks.mitm import client_tls, connect_leg
+from tests.attacks.policies import FrameSplitter, frame_body, frame_type
 from tests.attacks.test_rotation_attacks import new_cert, statement, successors
 from tests.cliutil import Offerer, run
 from tests.netutil import running_offer
@@ -243,3 +250,40 @@ def test_no_export_recipe_trusts_a_bundle_of_several_devices_unpinned(fleet: Fle
                                "--json").stdout)
     assert "--pinnedpubkey" in one["recipes"]["curl"]
     assert "Fingerprint=" in one["recipes"]["openssl"]
+
+
+async def test_a_racing_pairing_over_real_tls_is_refused_at_the_commit_and_the_joiner_told(
+    make_device: MakeDevice, tmp_path: Path,
+) -> None:
+    # The same race through the real offerer: mallory (gamma's names) passes the
+    # handshake check, holds its last CPace message while gamma is paired in another
+    # run, then sends it. The offerer's commit refuses, the joiner hears STORE_FAILED.
+    beta, beta_store = make_device("beta")
+    gamma = create_identity(tmp_path / "gamma", "gamma")
+    mallory_key, mallory_der = copy_names(gamma.cert_der)
+    mallory = identity_with(create_identity(tmp_path / "mallory", "mallory"), mallory_der,
+                            mallory_key)
+    async with running_offer(beta, beta_store, Mode.CPACE, once=True) as offer:
+        secret = parse_secret(offer.listening.code)
+        leg = await connect_leg(client_tls(mallory), offer.listening.port)
+        session = JoinerSession(secret=secret, channel=leg.channel, name="mallory",
+                                scalar=secrets.token_bytes(32))
+        session.start()
+        splitter = FrameSplitter()
+        for frame in splitter.feed(session.data_to_send()):
+            await leg.send_frame(frame)
+        answer = await leg.read_frame()  # the offerer checked us and answered: we stall
+        assert answer is not None and frame_type(answer) == FrameType.CPACE_SHARE_B
+        with open_store(beta_store.path.parent) as other_run:
+            other_run.commit_pairing(name="gamma", cert_der=gamma.cert_der, mode="cpace",
+                                     role="offerer", remote="192.0.2.7:1")
+        assert session.receive_data(answer) == []
+        for frame in splitter.feed(session.data_to_send()):
+            await leg.send_frame(frame)
+        told = await leg.read_frame()
+        await leg.close()
+        with pytest.raises(CertificateRefused):
+            await asyncio.wait_for(offer.task, 10)
+    assert told is not None and frame_type(told) == FrameType.ERROR
+    assert frame_body(told) == bytes([FailureReason.STORE_FAILED])
+    assert [p.fingerprint for p in beta_store.peers()] == [gamma.fingerprint]

@@ -26,9 +26,9 @@ __all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store", "open_store_for_readi
 # 5: key rotation (successors, rotation_told, peer_addresses, the trusted_certs view;
 #    store/successors.py).
 # 6: events.count, refusals aggregated per source, reason and minute (store/events.py).
-# 7: identity_keys (one device, one identity: each subject, certificate name and
-#    person-readable device name held by one peer) and key_alarms
-#    (store/identity_keys.py); filled from the stored certificates.
+# 7: identity_keys (one device, one identity: each subject and certificate name held
+#    by one peer), peer_names (names as people read them, for "name (2)") and
+#    key_alarms (store/identity_keys.py); filled from the stored certificates.
 # 8: device ids on peers and successors (store/devices.py).
 SCHEMA_VERSION = 8
 _SCHEMA = """
