@@ -37,3 +37,22 @@ def test_protocol_doc_hmac_key_example_gives_the_vector_key() -> None:
         assert f"`{typed}`" in text
         assert parse_secret(typed).value.hex() == vector["key_hex"]
     assert "n = 16 characters" in text
+
+
+def test_protocol_doc_alpn_table_is_the_names_the_ports_use() -> None:
+    import re
+
+    from certpair.ports import ALPN_PAIRING, ALPN_SERVE, ALPN_SERVICES, ALPN_TUNNEL, alpn_offer
+
+    text = (ROOT / "docs" / "PROTOCOL.md").read_text()
+    section = text.split("## 2. Transport", 1)[1].split("## 3.", 1)[0]
+    table = dict(re.findall(r"^\s*\| [^|]+ \| `(certpair[^`]*)` \| `(certpair/[^`]+)` \|$",
+                            section, re.MULTILINE))
+    assert table == {"certpair pair": ALPN_PAIRING, "certpair serve": ALPN_SERVE,
+                     "certpair tunnel serve": ALPN_TUNNEL}
+    assert set(ALPN_SERVICES) == set(table.values())
+    # Each client offers its own name first, then the trusted others (what the text says).
+    flat = " ".join(section.split())
+    for own in ALPN_SERVICES:
+        assert alpn_offer(own)[0] == own
+        assert ", ".join(f"`{n}`" for n in alpn_offer(own)) in flat

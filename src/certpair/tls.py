@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from OpenSSL import SSL
 
 from certpair.identity import Identity
-from certpair.ports import ALPN_PAIRING, ALPN_PREFIX, ALPN_TRUSTED
+from certpair.ports import ALPN_PAIRING, ALPN_PREFIX, alpn_offer
 from certpair.protocol.events import Channel
 from certpair.protocol.session import EXPORTER_LABEL
 
@@ -35,9 +35,10 @@ __all__ = [
 EXPORTER_SIZE = 32
 _PAIRING = ALPN_PAIRING.encode("ascii")
 _PREFIX = ALPN_PREFIX.encode("ascii")
-# The joiner offers the trusted name too, only so that a trusted port (serve, tunnel)
-# names itself by selecting it; the joiner then closes at once (docs/PROTOCOL.md §2).
-_JOINER_OFFERS = [_PAIRING, ALPN_TRUSTED.encode("ascii")]
+# The joiner offers the trusted services' names too, only so that a trusted port (serve,
+# tunnel) names itself by selecting its own; the joiner then closes at once
+# (docs/PROTOCOL.md §2).
+_JOINER_OFFERS = [name.encode("ascii") for name in alpn_offer(ALPN_PAIRING)]
 _MAX_CACHED = 8
 _CONTEXTS: dict[tuple[bytes, bool], SSL.Context] = {}
 _READ_CHUNK = 16384

@@ -13,7 +13,7 @@ from certpair.cli.params import Finite, HostPort
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import printable
 from certpair.errors import CertpairError, NetworkError, PairingFailed
-from certpair.ports import ALPN_TRUSTED
+from certpair.ports import ALPN_SERVE, alpn_offer
 
 if TYPE_CHECKING:
     import ssl
@@ -72,21 +72,27 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
       certpair ping 192.168.1.20
       certpair ping '[fe80::1%eth0]:47821' --json
     """
-    from certpair.trusted import NotPaired, client_context, connect  # noqa: PLC0415
+    from certpair.trusted import (  # noqa: PLC0415
+        NotPaired,
+        check_service,
+        client_context,
+        connect,
+    )
     from certpair.trusted.failures import strict_eof  # noqa: PLC0415
 
     host, port = HostPort(DEFAULT_SERVE_PORT).convert(address, None, ctx)
     remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     home = home_of(ctx)
     context = client_context(home)  # first: no identity is the more useful error
-    # Names the protocol, so that a pairing port refuses at once and says so.
-    context.set_alpn_protocols([ALPN_TRUSTED])
+    # Names the protocol, so that a port of another kind refuses, or names itself, at once.
+    context.set_alpn_protocols(alpn_offer(ALPN_SERVE))
     store = store_of(ctx, verify=False)  # reads one peer, checked as read
     peer: Peer | None = None
     try:
         start = time.perf_counter()
         tls, peer = connect(host, port, home, context=context, timeout=timeout)
         with strict_eof(tls):  # a serve that died is "cut", never "does not trust"
+            check_service(tls, ALPN_SERVE, remote)
             try:
                 _exchange(tls, remote)  # answered only once the server accepted this device
             except NotPaired as exc:

@@ -24,7 +24,7 @@ from certpair.cli.context import home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
 from certpair.cli.terminal import printable
 from certpair.errors import LocalStateError
-from certpair.ports import ALPN_TRUSTED, SERVE_PORT
+from certpair.ports import ALPN_SERVE, SERVE_PORT
 
 if TYPE_CHECKING:
     import ssl
@@ -104,22 +104,26 @@ class _Server:
     def handle(self, tls: ssl.SSLSocket, peer: Peer) -> None:
         host, port = tls.getpeername()[:2]
         remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        if not peer.confirmed:
-            # The TLS 1.3 handshake completed on this side only once the client had
-            # accepted this device's certificate: the peer trusts this device.
-            self.log(lambda: self.store.confirm_peer(peer.fingerprint, remote=remote,
-                                                     reason="trusted connection (serve)"))
-            self.note(f"Pairing with {printable(peer.name)} confirmed: it trusts this "
-                      "device too.")
-        self.report(remote, peer, "")
         answer = json.dumps(
             {"name": self.identity.name, "fingerprint": _own_fingerprint(tls),
              "peer": peer.name, "peer_fingerprint": peer.fingerprint}, ensure_ascii=False,
         ).encode() + b"\n"
         # The socket carries IDLE_TIMEOUT: every read below ends by then.
         with contextlib.suppress(OSError), tls.makefile("rb") as reader:
-            for number in range(MAX_LINES):
+            try:
                 line = reader.readline(MAX_LINE)
+            except OSError:
+                line = b""
+            if not line:
+                # A handshake, then nothing: a client that rejected this device after
+                # its handshake, or one of another kind that saw the ALPN name and left
+                # (docs/PROTOCOL.md §2). Neither is a connection, nor a confirmation.
+                self.probe(remote, peer)
+                return
+            self.accepted(remote, peer)
+            for number in range(MAX_LINES):
+                if number:
+                    line = reader.readline(MAX_LINE)
                 if not line.endswith(b"\n"):
                     return  # closed, or a line too long
                 if line == b"sync\n":
@@ -134,6 +138,32 @@ class _Server:
                                 % (len(answer), answer))
                     return
                 tls.sendall(answer)
+
+    def accepted(self, remote: str, peer: Peer) -> None:
+        """The client sent its first bytes over the accepted connection."""
+        if not peer.confirmed:
+            # Application data from the client: its TLS stack accepted this device's
+            # certificate and it went on to use the connection, so it trusts this device.
+            # (Its handshake completing is not enough: a client may finish the handshake
+            # whatever it thinks of the certificate, and then hang up.)
+            self.log(lambda: self.store.confirm_peer(peer.fingerprint, remote=remote,
+                                                     reason="trusted connection (serve)"))
+            self.note(f"Pairing with {printable(peer.name)} confirmed: it trusts this "
+                      "device too.")
+        self.report(remote, peer, "")
+
+    def probe(self, remote: str, peer: Peer) -> None:
+        """A paired device's handshake, then no request: counted as refusals are."""
+        reason = f"probe: {peer.name} ({peer.fingerprint}) completed the handshake, sent nothing"
+        self.log(lambda: self.store.record_refusal(
+            kind="connection", role="server", remote=remote, mode="mtls", reason=reason))
+        if self.as_json:
+            self.output.put({"event": "connection", "remote": remote, "outcome": "probe",
+                             "peer": {"name": peer.name, "fingerprint": peer.fingerprint},
+                             "reason": "completed the handshake, sent nothing"})
+        else:
+            self.output.put(f"Probe from {printable(peer.name)}  {peer.fingerprint}  at "
+                            f"{remote}: completed the handshake, sent nothing")
 
     def sync(self, tls: ssl.SSLSocket, reader: BufferedReader, peer: Peer) -> None:
         """Run the rotation sync the peer asked for (docs/PROTOCOL.md §8), then report."""
@@ -187,9 +217,9 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
     home: Path = home_of(ctx)
     server = _Server(home, identity_of(ctx), store_of(ctx), as_json)
     context = server_context(home)
-    # A joiner that reached this port by mistake learns it from ALPN at once; clients
-    # that offer no ALPN (curl, openssl) are served as before.
-    context.set_alpn_protocols([ALPN_TRUSTED])
+    # A joiner or a tunnel client that reached this port by mistake learns it from ALPN at
+    # once; clients that offer no ALPN (curl, openssl) are served as before.
+    context.set_alpn_protocols([ALPN_SERVE])
     with make_server(server.handle, host, port, home, context=context, timeout=IDLE_TIMEOUT,
                      on_refused=server.refused) as listener:
         bound = int(listener.server_address[1])

@@ -15,7 +15,7 @@ from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer, why_peer_refused_us
 from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import Conversation
-from certpair.ports import ALPN_PAIRING, PAIRING_PORT
+from certpair.ports import ALPN_PAIRING, PAIRING_PORT, service_of
 from certpair.profile import CertificateRefused
 from certpair.protocol.events import Failed, FailureReason, Role, Unconfirmed
 from certpair.protocol.session import JoinerSession
@@ -112,11 +112,12 @@ class _Progress:
 
 def _check_pairing_port(tls: PairingTLS, remote: str) -> None:
     """Stop at once, before any proof, if the server is a trusted certpair port (ALPN)."""
-    if tls.protocol() not in {None, ALPN_PAIRING}:
+    kind = service_of(tls.protocol(), ALPN_PAIRING)
+    if kind is not None:
         raise NetworkError(
-            f"{remote} is a trusted certpair port (`certpair serve` or a tunnel), not a "
-            f"pairing port: give the address and port that `certpair pair` shows (default "
-            f"{PAIRING_PORT})")
+            f"{remote} is a trusted certpair port (`{kind}`), not a pairing port: give the "
+            f"address and port that `certpair pair` shows (default {PAIRING_PORT})")
+
 async def _admit(conv: Conversation, session: JoinerSession, store: TrustStore,
                  identity: Identity, remote: str, expected_fingerprint: str | None) -> None:
     """Check the offerer's certificate before anything secret-dependent is sent.

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certpair.errors import CertpairError
-from certpair.ports import ALPN_TRUSTED
+from certpair.ports import ALPN_SERVE, alpn_offer
 from certpair.rotation.exchange import SyncOutcome, run_sync
 from certpair.store import TrustStore
-from certpair.trusted import client_context, connect, connection_error
+from certpair.trusted import check_service, client_context, connect, connection_error
 from certpair.trusted.failures import strict_eof
 
 __all__ = ["SyncAttempt", "sync_all", "sync_with"]
@@ -37,7 +37,7 @@ def _address(host: str, port: int) -> str:
 
 def _context(home: Path) -> ssl.SSLContext:
     context = client_context(home)
-    context.set_alpn_protocols([ALPN_TRUSTED])  # as ping: a pairing port says so at once
+    context.set_alpn_protocols(alpn_offer(ALPN_SERVE))  # as ping: a wrong port says so
     return context
 
 
@@ -53,6 +53,7 @@ def sync_with(host: str, port: int, *, home: Path, store: TrustStore,
     remote = _address(host, port)
     tls, peer = connect(host, port, home, context=context or _context(home), timeout=timeout)
     with strict_eof(tls):
+        check_service(tls, ALPN_SERVE, remote)
         peer_cert = tls.getpeercert(binary_form=True)
         assert peer_cert is not None  # connect() checked it
         try:

@@ -28,7 +28,12 @@ from certpair.trusted.contexts import (
     server_context,
 )
 from certpair.trusted.explain import explain_certificate
-from certpair.trusted.failures import connection_error, refusal_reason, why_refused
+from certpair.trusted.failures import (
+    check_service,
+    connection_error,
+    refusal_reason,
+    why_refused,
+)
 from certpair.trusted.peers import admitted_peer, peer_of, presented_fingerprint
 
 if TYPE_CHECKING:
@@ -71,6 +76,7 @@ __all__ = [
     "TrustedContext",
     "TrustedServer",
     "admitted_peer",
+    "check_service",
     "client_context",
     "connect",
     "connection_error",

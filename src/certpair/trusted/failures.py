@@ -7,10 +7,19 @@ import re
 import ssl
 
 from certpair.errors import CertpairError, Expired, LocalStateError, NetworkError
-from certpair.ports import SERVE_PORT
+from certpair.ports import (
+    ALPN_PAIRING,
+    ALPN_SERVE,
+    ALPN_TUNNEL,
+    PAIRING_PORT,
+    SERVE_PORT,
+    TUNNEL_PORT,
+    service_of,
+)
 from certpair.trusted.contexts import NotPaired
 
 __all__ = [
+    "check_service",
     "close_notify",
     "connection_cut",
     "connection_error",
@@ -18,6 +27,13 @@ __all__ = [
     "strict_eof",
     "why_refused",
 ]
+
+# Each certpair protocol: the command that listens for it, and its default port.
+_LISTENERS = {
+    ALPN_PAIRING: ("certpair pair", PAIRING_PORT),
+    ALPN_SERVE: ("certpair serve", SERVE_PORT),
+    ALPN_TUNNEL: ("certpair tunnel serve", TUNNEL_PORT),
+}
 
 # What a client offering only trusted certpair ALPN names reads from a pairing port
 # (Python leaves `reason` empty for this alert with some OpenSSL versions: the text too).
@@ -104,6 +120,29 @@ def connection_error(error: BaseException, remote: str) -> CertpairError:
     if isinstance(error, OSError):
         return NetworkError(f"cannot reach {remote}: {error.strerror or error}")
     return NetworkError(f"the connection to {remote} failed")
+
+
+def check_service(connection: ssl.SSLSocket | ssl.SSLObject, own: str, remote: str) -> None:
+    """Stop at once if ALPN shows the server is another kind of certpair port.
+
+    A certpair client offers its own protocol first and the others after it
+    (:func:`certpair.ports.alpn_offer`), so a server of another kind selects its own
+    name; a server that selects none (another implementation) is taken as is.
+
+    Args:
+        connection: a client connection after its handshake.
+        own: the ALPN name of the protocol this client speaks (``certpair.ports``).
+        remote: ``host:port`` for the message.
+
+    Raises:
+        NetworkError: the server is a certpair port of another kind; the message names it
+            and the port to give instead.
+    """
+    kind = service_of(connection.selected_alpn_protocol(), own)
+    if kind is not None:
+        command, port = _LISTENERS.get(own, ("the right command", 0))
+        raise NetworkError(f"{remote} is a `{kind}` port, not a `{command}` one: give the "
+                           f"port `{command}` listens on (default {port})")
 
 
 def refusal_reason(error: BaseException) -> str:

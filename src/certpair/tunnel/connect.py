@@ -25,12 +25,13 @@ from pathlib import Path
 
 from certpair.errors import CertpairError
 from certpair.identity import fingerprint
-from certpair.ports import ALPN_TRUSTED
+from certpair.ports import ALPN_TUNNEL, alpn_offer
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
     PeerRefused,
     admitted_peer,
+    check_service,
     client_context,
     connection_error,
     explain_certificate,
@@ -71,8 +72,9 @@ class _Client:
     def __init__(self, options: ConnectOptions, store: TrustStore, on_event: OnEvent) -> None:
         self.options, self.store, self.on_event = options, store, on_event
         self.context = client_context(options.home, peer=options.peer)
-        # Names the protocol, so that a pairing port refuses at once and says so.
-        self.context.set_alpn_protocols([ALPN_TRUSTED])
+        # Names the protocol, so that a port of another kind (a pairing port, a serve
+        # port) refuses, or names itself, at once: never serve's protocol handed on.
+        self.context.set_alpn_protocols(alpn_offer(ALPN_TUNNEL))
         self.remote = address_of((options.host, options.port))
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(
@@ -108,6 +110,7 @@ class _Client:
         link = TlsLink(raw, self.context, server_side=False)
         try:
             link.handshake(deadline)
+            check_service(link.tls, ALPN_TUNNEL, self.remote)  # e.g. the device's serve port
             peer = admitted_peer(link.tls)  # admitted in the handshake: no store read
             # The context is pinned to PEER already; this check does not depend on it.
             if peer.device_id != options.peer.device_id:
@@ -141,6 +144,8 @@ class _Client:
             return None
         relay = Relay(link, idle_timeout=options.idle_timeout,
                       half_close_timeout=options.half_close_timeout)
+        # The far end answered: it accepted this device's certificate.
+        relay.on_data = lambda: settle_pairing(self.store, peer, self.remote)
         tracked = self.connections.track(peer.device_id, relay)
         try:
             if not self.watch.admits(peer.device_id) or not relay.attach(local):
@@ -150,8 +155,6 @@ class _Client:
             self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
             start = time.monotonic()
             reason = relay.run()
-            if relay.received:
-                settle_pairing(self.store, peer, self.remote)
             return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.sent,
                           bytes_down=relay.received, duration=time.monotonic() - start,
                           reason=reason)

@@ -39,6 +39,7 @@ import ssl
 import struct
 import threading
 import time
+from collections.abc import Callable
 
 from certpair.trusted import NotPaired, connection_error
 from certpair.tunnel.link import CHUNK, Outbox, TlsLink, reset
@@ -74,7 +75,8 @@ class Relay:
     """The two directions of one tunnelled connection (see the module documentation).
 
     ``sent`` counts plain-side bytes carried into TLS, ``received`` the bytes carried
-    out of TLS to the plain side.
+    out of TLS to the plain side; ``on_data``, if set, is called once, when the first
+    of those arrives (the other side has used the connection: it accepted this device).
     """
 
     def __init__(self, link: TlsLink, *, idle_timeout: float | None,
@@ -85,6 +87,7 @@ class Relay:
         self.half_close_timeout = half_close_timeout
         self.sent = 0
         self.received = 0
+        self.on_data: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._cut: str | None = None
         self._closed = False
@@ -178,6 +181,8 @@ class Relay:
                     tls_done = True
                     break
                 to_plain.add(data)
+                if not self.received and self.on_data is not None:
+                    self.on_data()
                 self.received += len(data)
             # Only now no unread record can be taken for data after our close_notify.
             if plain_done and not notify_sent and not link.incoming.pending:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certpair.identity import load_identity
-from certpair.ports import ALPN_TRUSTED
+from certpair.ports import ALPN_TUNNEL
 from certpair.store import Event, Peer, TrustStore, open_store
 from certpair.store.records import iso_time
 from certpair.trusted import (
@@ -82,9 +82,9 @@ class _Server:
     def __init__(self, options: ServeOptions, store: TrustStore, on_event: OnEvent) -> None:
         self.options, self.store, self.on_event = options, store, on_event
         self.context = server_context(options.home)
-        # A joiner that reached this port by mistake learns it from ALPN at once
+        # A joiner or a ping that reached this port by mistake learns it from ALPN at once
         # (docs/PROTOCOL.md §2); clients offering no ALPN are served as before.
-        self.context.set_alpn_protocols([ALPN_TRUSTED])
+        self.context.set_alpn_protocols([ALPN_TUNNEL])
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(self._report_refused)
         self.watch = TrustWatch(store, self.connections, self.refusals, self._allowed,
@@ -154,7 +154,9 @@ class _Server:
             if not self._allowed(frozenset({peer.device_id})):
                 self._refuse(link, remote, "not allowed by --allow")
                 return None
-            settle_pairing(self.store, peer, remote)
+            # Confirmed once the client sends data over the accepted connection, not at
+            # its handshake: a client may complete that and then reject this device.
+            relay.on_data = lambda: settle_pairing(self.store, peer, remote)
             return self._carry(relay, remote, peer, deadline)
         finally:
             self.connections.untrack(tracked)
@@ -177,8 +179,11 @@ class _Server:
         reason = relay.run()
         # Logged at the end, and written by the watch within POLL_INTERVAL with the
         # others ended since: a commit of its own would add to every connection.
+        # A handshake and nothing sent is a probe (a client that rejected this device, or
+        # one of another kind that saw this port's ALPN name), not a connection.
+        outcome = "accepted" if relay.received else "probe"
         row = Event(at=iso_time(time.time()), kind="connection", role=_ROLE, remote=remote,
-                    mode="mtls", outcome="accepted", reason=reason, peer_name=peer.name,
+                    mode="mtls", outcome=outcome, reason=reason, peer_name=peer.name,
                     peer_fingerprint=peer.fingerprint)
         with self._log_lock:
             self._log.append(row)

@@ -2,7 +2,9 @@
 
 The service behind ``tunnel serve`` must be on this host (a loopback address or a Unix
 socket) unless the user says otherwise: past the tunnel the bytes travel in clear,
-and the service sees every connection coming from this host. A client-side listener
+and the service sees every connection coming from this host. A name is resolved once,
+when the target is read, and every connection goes to the addresses it had then: a name
+re-pointed later cannot send the bytes elsewhere. A client-side listener
 is loopback by default for the same reason the other way round: whoever can reach it
 speaks to the paired device with this device's identity.
 """
@@ -11,7 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from certpair.errors import BadInput
 
@@ -53,12 +56,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         pass
+    return _all_loopback(_resolve(host, None))
+
+
+Address = tuple[int, tuple[Any, ...]]
+
+
+def _resolve(host: str, port: int | None) -> list[Address]:
+    """Every (family, socket address) ``host`` names, in the resolver's order."""
     try:
-        found = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise BadInput(f"cannot resolve {host!r}: {exc.strerror or exc}") from exc
+    return [(family, address) for family, _, _, _, address in found
+            if isinstance(address[0], str)]  # IPv4 and IPv6 (their address is a string)
+
+
+def _all_loopback(found: list[Address]) -> bool:
     return bool(found) and all(
-        ipaddress.ip_address(str(info[4][0]).split("%")[0]).is_loopback for info in found)
+        ipaddress.ip_address(str(address[0]).split("%")[0]).is_loopback for _, address in found)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -68,6 +84,9 @@ class Target:
     host: str = ""
     port: int = 0
     path: str = ""
+    # The addresses the host resolved to when the target was read; empty: resolve the
+    # name for each connection (only with --unsafe-target, which allows any address).
+    addresses: tuple[Address, ...] = field(default=(), compare=False)
 
     def __str__(self) -> str:
         if self.path:
@@ -89,9 +108,29 @@ class Target:
                 sock.close()
                 raise
             return sock
-        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        if not self.addresses:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        else:
+            sock = _connect_first(self.addresses, timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return sock
+
+
+def _connect_first(addresses: tuple[Address, ...], timeout: float) -> socket.socket:
+    """Connect to the first of ``addresses`` that answers (as create_connection does for
+    a name, without resolving it again)."""
+    error: OSError | None = None
+    for family, address in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error or OSError("no address to connect to")
 
 
 def parse_target(text: str, *, unsafe: bool) -> Target:
@@ -112,12 +151,17 @@ def parse_target(text: str, *, unsafe: bool) -> Target:
             raise BadInput("--to unix: needs a path")
         return Target(path=text[5:])
     host, port = split_host_port(text, None)
-    if not unsafe and not is_loopback(host):
+    if unsafe:
+        return Target(host=host, port=port)
+    # Resolved once, here: the loopback rule holds for the addresses connected to, not
+    # only for what the name meant when the tunnel started.
+    found = _resolve(host, port)
+    if not _all_loopback(found):
         raise BadInput(
             f"the target {text} is not on this host; past the tunnel its bytes travel in "
             "clear, so only loopback or unix: targets are allowed (--unsafe-target if "
             "the network to it is trusted)")
-    return Target(host=host, port=port)
+    return Target(host=host, port=port, addresses=tuple(found))
 
 
 def parse_listen(text: str, *, unsafe: bool, default_host: str = "127.0.0.1") -> tuple[str, int]:

@@ -222,9 +222,9 @@ class TrustWatch(threading.Thread):
 def settle_pairing(store: TrustStore, peer: Peer, remote: str) -> None:
     """Mark an unconfirmed pairing confirmed: the peer has just shown it trusts this device.
 
-    Call it only once that is shown: on the serving side when the client's handshake
-    completes (in TLS 1.3 the client has then accepted this device's certificate), on
-    the connecting side once the far end has sent data (it accepted this device's).
+    Call it only once that is shown: on either side once the other has sent application
+    data over the connection (``Relay.on_data``). A completed handshake is not enough:
+    a TLS 1.3 client may finish it whatever it thinks of this device, and hang up.
     A store that cannot be written leaves the pairing unconfirmed, never the tunnel down.
     """
     if peer.confirmed:
