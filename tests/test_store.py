@@ -218,8 +218,12 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
     assert len(store.peers()) == 40
 
 
-# What schema step 8 (device ids) added, taken away again.
-V8_UNDONE = """
+# What schema step 9 (the log's two budgets) added, taken away again.
+V9_UNDONE = """
+DROP INDEX events_by_budget; ALTER TABLE events DROP COLUMN traffic;
+"""
+# What schema step 8 (device ids) added, taken away again (after step 9's).
+V8_UNDONE = V9_UNDONE + """
 DROP TRIGGER peers_device_id; DROP INDEX peers_by_device; DROP INDEX successors_by_device;
 ALTER TABLE peers DROP COLUMN device_id; ALTER TABLE successors DROP COLUMN device_id;
 """

@@ -13,7 +13,8 @@ family                 exit  members
 ``PairingFailed``      1     NotPaired, CertificateRefused
 ``Expired``            3     NoOfferer
 ``NetworkError``       4     PairingUnconfirmed, DiscoveryError, SyncNotSupported
-``LocalStateError``    5     NotInitialised, IdentityExists, StoreUnusable, PeersNotTold
+``LocalStateError``    5     NotInitialised, IdentityExists, StoreUnusable, PeersNotTold,
+                             InsecurePath
 =====================  ====  ==============================================================
 
 ``CertpairError`` is the base of all of them. A failure of a third-party HTTP client
@@ -34,6 +35,7 @@ from certpair.errors import (
     PairingFailed,
     PairingUnconfirmed,
 )
+from certpair.filemodes import InsecurePath
 from certpair.identity import IdentityExists, NotInitialised, PairedIdentity
 from certpair.names import BadName
 from certpair.profile import CertificateRefused
@@ -54,6 +56,7 @@ __all__ = [
     "DiscoveryError",
     "Expired",
     "IdentityExists",
+    "InsecurePath",
     "LocalStateError",
     "MalformedSecret",
     "MalformedURI",

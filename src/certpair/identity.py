@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certpair.errors import BadInput, LocalStateError
+from certpair.filemodes import check_private
 from certpair.names import MAX_NAME_BYTES, check_name
 
 __all__ = [
@@ -355,11 +356,15 @@ def load_identity(home: Path) -> Identity:
         NotInitialised: no identity there.
         LocalStateError: the files are unreadable or do not belong together, or the
             key is readable by group or others.
+        InsecurePath: the home or ``identity/`` is writable by group or others, or
+            belongs to another user (as ssh's StrictModes).
     """
+    check_private(home, "the certpair home")  # as ssh's StrictModes: no one else's to change
     recover_identity(home)
-    _, key_path, cert_path = _paths(home)
+    directory, key_path, cert_path = _paths(home)
     if not key_path.exists() or not cert_path.exists():
         raise NotInitialised(f"no identity in {home}; run 'certpair init' first")
+    check_private(directory, "the identity directory")
     _check_key_mode(key_path)
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())

@@ -132,8 +132,9 @@ def test_a_flood_from_many_addresses_is_capped_and_keeps_the_pairing(
         serve.stop()
     with open_store(alpha) as store:
         events = store.events()
-    # Checked every cap // 10 inserts: never more than that past the cap.
-    assert len(events) <= cap + cap // 10, len(events)
+    # Checked every cap // 10 inserts: never more than that past the cap (the traffic
+    # budget; the pairing is a record, in a budget of its own).
+    assert len(events) <= cap + cap // 10 + 1, len(events)
     assert [e.outcome for e in events if e.kind == "pairing"] == ["paired"]
     # The oldest refusals went; the newest source is still there.
     assert events[0].remote == f"127.0.0.{sources + 1}"

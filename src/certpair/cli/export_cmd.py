@@ -51,12 +51,37 @@ def _pinned_pubkey(cert_der: bytes) -> str:
     return "sha256//" + base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
-def _write(path: Path, ders: list[bytes]) -> None:
-    import ssl  # noqa: PLC0415  # keeps start-up fast
+def _prepare(out_dir: Path) -> None:
+    """Create ``out_dir`` 0700 (whatever the umask), or check that nobody else can write
+    in an existing one: whoever can could swap the bundle other tools trust.
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(ssl.DER_cert_to_PEM_cert(der) for der in ders), encoding="ascii")
-    tmp.replace(path)
+    Raises:
+        InsecurePath: the directory is writable by group or others, or not this user's.
+        OSError: it cannot be created.
+    """
+    from certpair.filemodes import check_private  # noqa: PLC0415  # keeps start-up fast
+
+    if not out_dir.is_dir():
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        out_dir.chmod(0o700)  # the umask can only take bits away; make it exact
+    check_private(out_dir, "the export directory")
+
+
+def _write(path: Path, ders: list[bytes]) -> None:
+    """Write a PEM file 0600 through a new temporary (``O_EXCL | O_NOFOLLOW``, a random
+    name, so nothing planted is written through), renamed over ``path``."""
+    import secrets  # noqa: PLC0415  # keeps start-up fast
+    import ssl  # noqa: PLC0415
+
+    from certpair.filemodes import create_private  # noqa: PLC0415
+
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    create_private(tmp, "".join(ssl.DER_cert_to_PEM_cert(der) for der in ders).encode("ascii"))
+    try:
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _recipes(out: dict[str, Any]) -> dict[str, str]:
@@ -157,7 +182,7 @@ def command(ctx: click.Context, out_dir: Path | None, query: str | None, as_json
     out_dir = out_dir if out_dir is not None else home_of(ctx) / "export"
     cert, bundle = out_dir / "cert.pem", out_dir / "peers.pem"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _prepare(out_dir)
         _write(cert, [identity.cert_der])
         _write(bundle, [peer.cert_der for peer in peers])
     except OSError as exc:

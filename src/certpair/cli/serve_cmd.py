@@ -156,7 +156,8 @@ class _Server:
         """A paired device's handshake, then no request: counted as refusals are."""
         reason = f"probe: {peer.name} ({peer.fingerprint}) completed the handshake, sent nothing"
         self.log(lambda: self.store.record_refusal(
-            kind="connection", role="server", remote=remote, mode="mtls", reason=reason))
+            kind="connection", role="server", remote=remote, mode="mtls", outcome="probe",
+            reason=reason))
         if self.as_json:
             self.output.put({"event": "connection", "remote": remote, "outcome": "probe",
                              "peer": {"name": peer.name, "fingerprint": peer.fingerprint},

@@ -1,27 +1,35 @@
-"""The audit log's SQL: append an event, fold a refusal into its minute's row, read the
-newest events, and keep the log under its row cap.
+"""The audit log's SQL: append an event, fold traffic into its minute's row, read the
+newest events, and keep the log under its row caps.
 
-Refusals (anything unauthenticated traffic can cause: refused connections, pairing
-attempts that failed without spending a guess) are aggregated: one row per (kind, role,
-source host, mode, outcome, reason) per UTC minute, with a ``count``. The log keeps at
-most ``max_rows`` rows; every ``prune_every`` inserts the oldest refusals (outcome
-``refused`` or ``failed``) go first, and only if they are not enough the oldest other
-rows (pairings, unpairings, renames, rotations, accepted connections).
+Rows are of two kinds, each with its own budget (``events.traffic``):
+
+* **traffic**: what connections cause, and anyone can repeat: refusals (refused
+  connections, pairing attempts that failed without spending a guess) and every
+  ``connection`` row (accepted, failed, probes). They are aggregated: one row per
+  (kind, role, source host, mode, outcome, reason, peer) per UTC minute, with a
+  ``count``, so a paired device's connections are counted per minute as refusals are.
+* **records**: what a person did or must see: pairings, unpairings, renames,
+  rotations, confirmations, guesses that spent a code, key-theft warnings.
+
+Each kind keeps at most ``max_rows`` rows, the oldest of that kind going first: no
+amount of traffic evicts a record.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 
 from certpair.store.records import Event, StoreUnusable
 
 __all__ = [
-    "DEFAULT_MAX_ROWS", "MAX_ROWS_VARIABLE", "MIGRATION_6", "add_refusal", "host_of",
-    "insert_event", "max_rows", "prune", "select_events",
+    "DEFAULT_MAX_ROWS", "MAX_ROWS_VARIABLE", "MIGRATION_6", "MIGRATION_9", "add_event",
+    "add_refusal", "host_of", "insert_event", "is_traffic", "max_rows", "prune",
+    "select_events",
 ]
 
-# The log's row cap: CERTPAIR_LOG_MAX_ROWS, else 100,000 rows (some 15 MB at most).
+# Each budget's row cap: CERTPAIR_LOG_MAX_ROWS, else 100,000 rows (some 15 MB each).
 DEFAULT_MAX_ROWS = 100_000
 MAX_ROWS_VARIABLE = "CERTPAIR_LOG_MAX_ROWS"
 
@@ -30,6 +38,15 @@ MAX_ROWS_VARIABLE = "CERTPAIR_LOG_MAX_ROWS"
 MIGRATION_6 = """
 ALTER TABLE events ADD COLUMN count INTEGER NOT NULL DEFAULT 1;
 CREATE INDEX events_by_source ON events (remote, reason, at);
+"""
+
+# 9: events.traffic (1: a row of the traffic budget, 0: a record; see the module docs)
+# and the index each budget is counted and pruned by. Older rows: connections and
+# counted rows are traffic.
+MIGRATION_9 = """
+ALTER TABLE events ADD COLUMN traffic INTEGER NOT NULL DEFAULT 0;
+UPDATE events SET traffic = 1 WHERE kind = 'connection' OR count > 1;
+CREATE INDEX events_by_budget ON events (traffic, id);
 """
 
 
@@ -47,26 +64,40 @@ def max_rows() -> int:
     return int(value)
 
 
-def insert_event(db: sqlite3.Connection, event: Event) -> int:
-    """Append ``event`` inside the caller's transaction and keep the row cap; return
-    the new row's id.
+def is_traffic(event: Event) -> bool:
+    """Whether ``event`` belongs to the traffic budget (see the module docs)."""
+    return event.kind == "connection"
 
-    The cap is checked every ``cap // 10`` inserts (at most every 100): cheap, and the
-    log never grows past its cap by more than that.
+
+def insert_event(db: sqlite3.Connection, event: Event, *, traffic: bool = False) -> int:
+    """Append ``event`` (a record, unless ``traffic``) inside the caller's transaction and
+    keep the row caps; return the new row's id.
+
+    The caps are checked every ``cap // 10`` inserts (at most every 100): cheap, and
+    neither budget grows past its cap by more than that.
     """
     cap = max_rows()
     cursor = db.execute(
         "INSERT INTO events (at, kind, role, remote, mode, outcome, reason,"
-        " peer_fingerprint, peer_name, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " peer_fingerprint, peer_name, count, traffic)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             event.at, event.kind, event.role, event.remote, event.mode, event.outcome,
-            event.reason, event.peer_fingerprint, event.peer_name, event.count,
+            event.reason, event.peer_fingerprint, event.peer_name, event.count, int(traffic),
         ),
     )
     row = cursor.lastrowid or 0
     if row % max(1, min(100, cap // 10)) == 0:
         prune(db, cap)
     return row
+
+
+def add_event(db: sqlite3.Connection, event: Event) -> int:
+    """Log ``event``: traffic is counted into its minute's row (:func:`add_refusal`, with
+    the port dropped), a record is a row of its own. Returns as those do."""
+    if is_traffic(event):
+        return add_refusal(db, dataclasses.replace(event, remote=host_of(event.remote)))
+    return insert_event(db, event)
 
 
 def host_of(remote: str) -> str:
@@ -79,7 +110,8 @@ def host_of(remote: str) -> str:
 
 
 def add_refusal(db: sqlite3.Connection, event: Event) -> int:
-    """Add ``event.count`` to the row of ``event``'s key and minute, or insert one.
+    """Add ``event.count`` to the traffic row of ``event``'s key (its peer included) and
+    minute, or insert one.
 
     Returns the new row's id, or 0 when an existing row was counted up.
     """
@@ -87,28 +119,24 @@ def add_refusal(db: sqlite3.Connection, event: Event) -> int:
     row = db.execute(
         "SELECT id FROM events WHERE remote = ? AND reason = ? AND at >= ? AND at <= ?"
         " AND kind = ? AND role = ? AND mode = ? AND outcome = ?"
-        " AND peer_fingerprint IS NULL ORDER BY id DESC LIMIT 1",
+        " AND peer_fingerprint IS ? AND traffic = 1 ORDER BY id DESC LIMIT 1",
         (event.remote, event.reason, f"{minute}:00Z", f"{minute}:59Z", event.kind,
-         event.role, event.mode, event.outcome),
+         event.role, event.mode, event.outcome, event.peer_fingerprint),
     ).fetchone()
     if row is not None:
         db.execute("UPDATE events SET count = count + ? WHERE id = ?", (event.count, row[0]))
         return 0
-    return insert_event(db, event)
+    return insert_event(db, event, traffic=True)
 
 
 def prune(db: sqlite3.Connection, max_rows: int) -> None:
-    """Delete the oldest rows beyond ``max_rows``, refusals first."""
-    excess = db.execute("SELECT count(*) FROM events").fetchone()[0] - max_rows
-    if excess <= 0:
-        return
-    deleted = db.execute(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events"
-        " WHERE outcome IN ('refused', 'failed')"
-        " ORDER BY id LIMIT ?)", (excess,)).rowcount
-    if excess > deleted:
-        db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id"
-                   " LIMIT ?)", (excess - deleted,))
+    """Delete the oldest rows beyond ``max_rows`` in each budget, that budget's own."""
+    for traffic in (1, 0):
+        excess = db.execute("SELECT count(*) FROM events WHERE traffic = ?",
+                            (traffic,)).fetchone()[0] - max_rows
+        if excess > 0:
+            db.execute("DELETE FROM events WHERE id IN (SELECT id FROM events"
+                       " WHERE traffic = ? ORDER BY id LIMIT ?)", (traffic, excess))
 
 
 def select_events(db: sqlite3.Connection, limit: int | None, offset: int = 0) -> list[Event]:

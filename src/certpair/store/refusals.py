@@ -47,7 +47,7 @@ class EventRecords(StoreBase):
         try:
             with self._lock, self._db:
                 for event in events:
-                    events_sql.insert_event(self._db, event)
+                    events_sql.add_event(self._db, event)  # a connection: counted per minute
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
 

@@ -8,9 +8,10 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+from certpair.filemodes import check_private, create_private
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
 from certpair.store.devices import MIGRATION_DEVICES
-from certpair.store.events import MIGRATION_6, max_rows
+from certpair.store.events import MIGRATION_6, MIGRATION_9, max_rows
 from certpair.store.failures import DISK_FULL, describe, disk_full
 from certpair.store.identity_keys import MIGRATION_7, fill_identity_keys
 from certpair.store.records import StoreUnusable
@@ -30,7 +31,9 @@ __all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store", "open_store_for_readi
 #    by one peer), peer_names (names as people read them, for "name (2)") and
 #    key_alarms (store/identity_keys.py); filled from the stored certificates.
 # 8: device ids on peers and successors (store/devices.py).
-SCHEMA_VERSION = 8
+# 9: events.traffic, the audit log's two budgets: traffic never evicts a record
+#    (store/events.py).
+SCHEMA_VERSION = 9
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -95,6 +98,7 @@ INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM 
     (6, MIGRATION_6),
     (7, MIGRATION_7),
     (8, MIGRATION_DEVICES),
+    (9, MIGRATION_9),
 )
 # Steps whose data needs Python (parsing certificates), run right after their SQL.
 _FILLS: dict[int, Callable[[sqlite3.Connection], None]] = {7: fill_identity_keys}
@@ -114,8 +118,11 @@ def _migrate(db: sqlite3.Connection) -> None:
             if version < step:
                 for statement in _statements(script):
                     db.execute(statement)
-                if step in _FILLS:
-                    _FILLS[step](db)
+        # The fills after every step's SQL: they write through today's code (an audit
+        # row has the columns of the latest step, e.g. events.traffic).
+        for step, fill in _FILLS.items():
+            if version < step:
+                fill(db)
         if version < SCHEMA_VERSION:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         db.execute("COMMIT")
@@ -197,9 +204,16 @@ def open_store(home: Path) -> TrustStore:
     Raises:
         StoreUnusable: the file cannot be opened, is not a certpair store, or is newer
             than this version understands.
+        InsecurePath: the home or the store is writable by group or others, or
+            belongs to another user (as ssh's StrictModes).
     """
     path = home / "trust.db"
+    check_private(home, "the certpair home")  # as ssh's StrictModes (certpair.filemodes)
+    check_private(path, "the trust store")
     _check_before_writing(home, path)
+    with contextlib.suppress(OSError):  # exists already, or a read-only home: SQLite says
+        # 0600 whatever the umask; SQLite gives its WAL and shared-memory files this mode.
+        create_private(path)
     try:
         # The store serialises its own calls with a lock, so any thread may use it.
         db = sqlite3.connect(path, timeout=10.0, isolation_level="DEFERRED",

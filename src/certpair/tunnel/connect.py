@@ -174,7 +174,7 @@ def _peek_certificate(host: str, port: int, deadline: float) -> bytes:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols([ALPN_TRUSTED])
+    context.set_alpn_protocols(alpn_offer(ALPN_TUNNEL))
     try:
         timeout = max(0.1, min(2.0, deadline - time.monotonic()))
         with socket.create_connection((host, port), timeout=timeout) as raw, \
