@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 
@@ -70,9 +71,12 @@ def test_serving_device_rotates_and_the_pinging_peer_learns_it(fleet: Fleet) -> 
 
 def test_sync_by_peer_name_and_all_then_abort_rules(fleet: Fleet) -> None:
     server = fleet.serve("beta")
-    no_address = fleet.run("alpha", "sync", "beta")
-    assert no_address.returncode == 2 and "address" in no_address.stderr
-    assert fleet.run("alpha", "sync", "--all", "--json").returncode == 0  # nobody known
+    no_address = fleet.run("alpha", "sync", "beta", "--discovery-timeout", "0")
+    assert no_address.returncode == 4 and "no address is known for beta" in no_address.stderr
+    unknown = fleet.run("alpha", "sync", "--all", "--json")  # nobody's address known
+    assert unknown.returncode == 4
+    summary = json.loads(unknown.stdout.splitlines()[-1])
+    assert summary["synced"] == 0 and "beta" in summary["unreached"]
     first = fleet.json_lines("alpha", "sync", server.address)
     assert first[0]["told"] is None and first[0]["heard"] is None
     [pending] = fleet.json_lines("alpha", "rotate")

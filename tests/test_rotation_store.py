@@ -92,7 +92,7 @@ def test_an_older_store_migrates_to_the_rotation_tables(tmp_path: Path) -> None:
     with open_store(tmp_path) as migrated:
         assert migrated.acceptable_certificates() == {}
     with sqlite3.connect(tmp_path / "trust.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 9
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 10
 
 
 def test_pending_key_is_0600_and_a_start_cut_short_leaves_no_rotation(tmp_path: Path) -> None:

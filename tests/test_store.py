@@ -218,8 +218,18 @@ def test_one_store_can_be_used_from_several_threads(store: TrustStore) -> None:
     assert len(store.peers()) == 40
 
 
-# What schema step 9 (the log's two budgets) added, taken away again.
-V9_UNDONE = """
+# What schema step 10 (the address book) did, undone: step 5's peer_addresses is back.
+V10_UNDONE = """
+DROP TRIGGER peers_deleted_successors; DROP TABLE address_book;
+CREATE TABLE peer_addresses (
+    peer_fingerprint TEXT PRIMARY KEY, address TEXT NOT NULL, seen_at TEXT NOT NULL);
+CREATE TRIGGER peers_deleted_successors AFTER DELETE ON peers BEGIN
+    DELETE FROM successors WHERE peer_fingerprint = old.fingerprint AND state = 'pending';
+    DELETE FROM peer_addresses WHERE peer_fingerprint = old.fingerprint;
+END;
+"""
+# What schema step 9 (the log's two budgets) added, taken away again (after step 10's).
+V9_UNDONE = V10_UNDONE + """
 DROP INDEX events_by_budget; ALTER TABLE events DROP COLUMN traffic;
 """
 # What schema step 8 (device ids) added, taken away again (after step 9's).

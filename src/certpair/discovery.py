@@ -27,7 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from certpair.addresses import best_local_address, check_interfaces, local_ipv4_addresses
+from certpair.addresses import (
+    best_local_address,
+    check_interfaces,
+    format_address,
+    local_ipv4_addresses,
+)
 from certpair.codes import Mode
 from certpair.errors import BadInput, Expired, NetworkError
 from certpair.identity import validate_name
@@ -363,7 +368,7 @@ def choose_offerer(
             f"within {waited:g} s{seen}; give its address: join HOST[:PORT] SECRET"
         )
     if len(candidates) > 1:
-        names = ", ".join(f"{o.instance} ({o.host}:{o.port})" for o in candidates)
+        names = ", ".join(f"{o.instance} ({format_address(o.host, o.port)})" for o in candidates)
         hint = ("several share that name (one may be an impostor); give the address instead"
                 if peer_name is not None else "choose one with --peer-name NAME")
         raise AmbiguousOfferers(

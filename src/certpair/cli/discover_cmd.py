@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from certpair.addresses import format_address
 from certpair.cli.context import emit_json
 from certpair.cli.params import Finite
 from certpair.cli.terminal import printable
@@ -40,7 +41,7 @@ def offerer_line(offerer: DiscoveredOfferer) -> str:
     Returns:
         The line, without a newline.
     """
-    return (f"{printable(offerer.instance)}  {offerer.host}:{offerer.port}  "
+    return (f"{printable(offerer.instance)}  {format_address(offerer.host, offerer.port)}  "
             f"{offerer.mode.value}  "
             f"{offerer.fingerprint or '(no fingerprint)'}")
 

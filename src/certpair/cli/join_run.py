@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import click
 
+from certpair.addresses import format_address
 from certpair.cli.context import emit_json, failure_json, identity_of, report_paired, store_of
 from certpair.cli.discover_cmd import offerer_json, offerer_line
 from certpair.cli.params import HostPort, SecretParam, read_stdin_secret
@@ -167,7 +168,8 @@ def _discover(target: _Target, *, peer_name: str | None, timeout: float,
     if as_json:
         emit_json({"event": "found", "offerer": offerer_json(chosen)})
     else:
-        click.echo(f"Found {printable(chosen.instance)} at {chosen.host}:{chosen.port}", err=True)
+        click.echo(f"Found {printable(chosen.instance)} at "
+                   f"{format_address(chosen.host, chosen.port)}", err=True)
     return chosen
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from certpair.addresses import local_ipv4_addresses
+from certpair.addresses import format_address, local_ipv4_addresses
 from certpair.cli.context import (
     emit_json,
     failure_json,
@@ -50,8 +50,7 @@ def _join_hosts(listen_host: str) -> list[str]:
 def _join_line(hosts: list[str], port: int, code: str) -> str:
     """The command to type on the other device, with the real address in it."""
     def where(host: str) -> str:
-        shown = f"[{host}]" if ":" in host else host
-        return shown if port == PAIRING_PORT else f"{shown}:{port}"
+        return format_address(host, None if port == PAIRING_PORT else port)
 
     line = f"On the other device: certpair join {where(hosts[0])} {code}"
     if len(hosts) > 1:
@@ -149,7 +148,8 @@ class _Show:
         # On a terminal the countdown is the live status line; elsewhere it is said once.
         expiry = ("" if self.screen.live else
                   f"     (expires in {clock_text(event.expires_at - time.time())})")
-        self.screen.echo(f"{what}: {event.code}{expiry}   listening on {event.host}:{event.port}")
+        self.screen.echo(f"{what}: {event.code}{expiry}   listening on "
+                         f"{format_address(event.host, event.port)}")
         if self.qr and uri is not None:
             self.screen.echo(qr_terminal_text(uri), nl=False)
             self.screen.echo(f"Scan it, or on the other device: certpair join '{uri}'")

@@ -2,78 +2,26 @@
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import sys
 from typing import Any
 
 import click
 
+from certpair.addresses import parse_address
 from certpair.codes import Secret, parse_secret
-from certpair.errors import BadInput
 
 __all__ = ["Finite", "HostPort", "SecretParam", "parse_host_port", "read_stdin_secret"]
 
-_MAX_PORT_DIGITS = 5
-_NOT_IN_HOST = frozenset(" \t/\\@?#[]")
-
-
-def _port(text: str, port_text: str) -> int:
-    # str.isdigit() also accepts other scripts' digits (e.g. Arabic-Indic), which int()
-    # reads as a port: only ASCII digits are a port here.
-    if (not port_text.isascii() or not port_text.isdigit()
-            or len(port_text) > _MAX_PORT_DIGITS or not 1 <= int(port_text) <= 65535):
-        raise BadInput(f"bad port in {text!r}: a port is 1 to 65535, in ASCII digits")
-    return int(port_text)
-
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
-    """Split ``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT``.
-
-    An IPv6 address without brackets is accepted without a port (``::1``); with a port
-    it must be bracketed (``[::1]:47820``).
-
-    Args:
-        text: what the user typed.
-        default_port: the port when none is given.
-
-    Returns:
-        ``(host, port)``; an IPv6 host without its brackets.
+    """Split ``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT`` (see
+    :func:`certpair.addresses.parse_address`, the one reader of addresses).
 
     Raises:
-        BadInput: empty host, a character no host has, a ``:`` with no port after it, a
-            port outside 1..65535 or not in ASCII digits, or an unbracketed IPv6-like
-            text that is not an IPv6 address.
+        BadInput: the address is malformed.
     """
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise BadInput(f"bad address {text!r}: missing ']'")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest and not rest.startswith(":"):
-            raise BadInput(f"bad address {text!r}: only ':PORT' may follow ']'")
-        port_text: str | None = rest[1:] if rest else None
-    elif text.count(":") > 1:
-        try:
-            ipaddress.IPv6Address(text)
-        except ValueError:
-            raise BadInput(f"bad address {text!r}: give HOST:PORT, or [IPV6]:PORT for an "
-                           "IPv6 address") from None
-        host, port_text = text, None
-    elif ":" in text:
-        host, port_text = text.split(":")
-    else:
-        host, port_text = text, None
-    if not host:
-        raise BadInput(f"bad address {text!r}: no host")
-    if any(ch in _NOT_IN_HOST or not ch.isprintable() for ch in host):
-        raise BadInput(f"bad address {text!r}: not a host name or IP address")
-    if port_text is None:
-        return host, default_port
-    if not port_text:
-        raise BadInput(f"bad address {text!r}: no port after ':' (drop the ':' for the "
-                       f"default port {default_port})")
-    return host, _port(text, port_text)
+    return parse_address(text, default_port)
 
 
 class Finite(click.FloatRange):

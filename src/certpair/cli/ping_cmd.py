@@ -1,4 +1,4 @@
-"""``certpair ping HOST[:PORT]``: mutual-TLS round trip to a paired device's ``serve``."""
+"""``certpair ping PEER|HOST[:PORT]``: mutual-TLS round trip to a paired device's ``serve``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.cli.context import emit_json, home_of, store_of
+from certpair.cli.context import emit_json, home_of, identity_of, store_of
 from certpair.cli.params import Finite, HostPort
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import printable
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import ssl
     from pathlib import Path
 
+    from certpair.reach import Candidate
     from certpair.rotation.exchange import SyncOutcome
     from certpair.store import Peer, TrustStore
 
@@ -56,41 +57,46 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
 
 
 @click.command("ping", short_help="Time a mutual-TLS round trip to a paired device.")
-@click.argument("address", metavar="HOST[:PORT]")
+@click.argument("target", metavar="PEER|HOST[:PORT]")
 @click.option("--timeout", type=Finite(0.1, 3600), default=10, show_default=True,
               metavar="SECONDS",
               help="Seconds for connecting and for each answer.")
+@click.option("--discovery-timeout", type=Finite(0, 60), default=3, metavar="SECONDS",
+              show_default=True,
+              help="For PEER: seconds to look for its serve's announcement on the local "
+                   "network, raced with its known addresses (0: do not).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
-def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> None:
+def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: float,
+            as_json: bool) -> None:
     """Time a mutual-TLS round trip to a paired device, then sync key rotations.
 
-    The device must run `certpair serve`; an unpaired one ends with exit status 1.
+    PEER is a paired device's name or fingerprint prefix: its addresses from the
+    address book (where it was last reached or announced) and its serve's DNS-SD
+    announcement are raced, and the output says which address answered. Anything
+    else is HOST[:PORT]. The device must run `certpair serve`; an unpaired one ends
+    with exit status 1.
 
     \b
     Examples:
+      certpair ping alpha
       certpair ping 192.168.1.20
       certpair ping '[fe80::1%eth0]:47821' --json
     """
-    from certpair.trusted import (  # noqa: PLC0415
-        NotPaired,
-        check_service,
-        client_context,
-        connect,
-    )
+    from certpair.reach import CONTACT, SERVE  # noqa: PLC0415
+    from certpair.trusted import NotPaired, check_service  # noqa: PLC0415
     from certpair.trusted.failures import strict_eof  # noqa: PLC0415
 
-    host, port = HostPort(DEFAULT_SERVE_PORT).convert(address, None, ctx)
-    remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     home = home_of(ctx)
-    context = client_context(home)  # first: no identity is the more useful error
-    # Names the protocol, so that a port of another kind refuses, or names itself, at once.
-    context.set_alpn_protocols(alpn_offer(ALPN_SERVE))
+    identity_of(ctx)  # first: no identity is the more useful error
     store = store_of(ctx, verify=False)  # reads one peer, checked as read
+    named = _named_peer(store, target)
     peer: Peer | None = None
+    remote = target
     try:
         start = time.perf_counter()
-        tls, peer = connect(host, port, home, context=context, timeout=timeout)
+        tls, peer, used = _reach(ctx, home, store, named, target, timeout, discovery_timeout)
+        remote = str(used)
         with strict_eof(tls):  # a serve that died is "cut", never "does not trust"
             check_service(tls, ALPN_SERVE, remote)
             try:
@@ -105,6 +111,7 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
             start = time.perf_counter()
             _exchange(tls, remote)
             rtt = time.perf_counter() - start
+            store.note_address(peer, used.host, used.port, service=SERVE, source=CONTACT)
             synced = _sync(tls, peer, home, store, remote)
     except CertpairError as exc:
         outcome = "refused" if isinstance(exc, PairingFailed) else "failed"
@@ -125,12 +132,13 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
         else:
             click.echo(f"Pairing with {peer.name} confirmed: it trusts this device too.")
     if as_json:
-        emit_json({"event": "reply", "remote": remote,
+        emit_json({"event": "reply", "remote": remote, "address_from": used.source,
                    "peer": {"name": peer.name, "fingerprint": peer.fingerprint},
                    "rtt_ms": round(rtt * 1000, 3), "connect_ms": round(setup * 1000, 3)})
     else:
-        click.echo(f"Reply from {printable(peer.name)}  {peer.fingerprint}  at {remote}: "
-                   f"rtt {rtt * 1000:.2f} ms  (connect + handshake {setup * 1000:.1f} ms)")
+        click.echo(f"Reply from {printable(peer.name)}  {peer.fingerprint}  at {remote} "
+                   f"(address from {used.source}): rtt {rtt * 1000:.2f} ms  "
+                   f"(connect + handshake {setup * 1000:.1f} ms)")
     from certpair.cli.sync_report import render_key_alarms, render_sync  # noqa: PLC0415
 
     if synced is not None:
@@ -139,13 +147,44 @@ def command(ctx: click.Context, address: str, timeout: float, as_json: bool) -> 
         render_key_alarms(store, as_json, only=peer.fingerprint)  # a mark from before
 
 
+def _named_peer(store: TrustStore, target: str) -> Peer | None:
+    """The paired device ``target`` names (name or fingerprint prefix), or None."""
+    from certpair.store import PeerNotFound  # noqa: PLC0415
+
+    try:
+        return store.find_peer(target)
+    except PeerNotFound:
+        return None
+
+
+def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None,
+           target: str, timeout: float, discovery_timeout: float,
+           ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+    """Connect to ``named`` (at its known or announced addresses) or to HOST[:PORT]."""
+    from certpair.reach import GIVEN, SERVE, Candidate  # noqa: PLC0415
+    from certpair.trusted import client_context, connect  # noqa: PLC0415
+    from certpair.trusted.dial import connect_peer, route  # noqa: PLC0415
+
+    if named is None:
+        host, port = HostPort(DEFAULT_SERVE_PORT).convert(target, None, ctx)
+    context = client_context(home, peer=named)
+    # Names the protocol, so that a port of another kind refuses, or names itself, at once.
+    context.set_alpn_protocols(alpn_offer(ALPN_SERVE))
+    if named is None:
+        tls, peer = connect(host, port, home, context=context, timeout=timeout)
+        return tls, peer, Candidate(host=host, port=port, source=GIVEN)
+    candidates, discover = route(store, named, SERVE, DEFAULT_SERVE_PORT,
+                                 discovery_timeout=discovery_timeout)
+    return connect_peer(named, candidates, home, context=context, timeout=timeout,
+                        discover=discover)
+
+
 def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,
           remote: str) -> tuple[SyncOutcome | None, CertpairError | None] | None:
     """After the measurement: tell or learn a key rotation (None: nothing to report)."""
     from certpair.rotation.exchange import SyncNotSupported, run_sync  # noqa: PLC0415
     from certpair.trusted import connection_error  # noqa: PLC0415
 
-    store.remember_address(peer.fingerprint, remote)
     try:
         outcome = run_sync(tls.recv, tls.sendall, peer=peer,
                            peer_cert=tls.getpeercert(binary_form=True) or b"", home=home,

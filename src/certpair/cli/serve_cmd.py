@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
+from certpair.addresses import format_address
 from certpair.cli.context import home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
 from certpair.cli.terminal import printable
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
     import ssl
     from io import BufferedReader
 
+    from certpair.announce import Advertisement
     from certpair.identity import Identity
     from certpair.store import Peer, TrustStore
 
@@ -54,6 +57,7 @@ class _Server:
         # Every line goes through the one writer: serving never waits on stdout.
         self.output = LineWriter(as_json=as_json)
         self.store_failures: set[str] = set()
+        self.hosts: dict[str, str] = {}  # the host each peer was last noted at
 
     def log(self, write: Callable[[], object]) -> None:
         """Write to the store; a failure is said once per cause, and serving goes on."""
@@ -103,7 +107,10 @@ class _Server:
 
     def handle(self, tls: ssl.SSLSocket, peer: Peer) -> None:
         host, port = tls.getpeername()[:2]
-        remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        remote = format_address(host, port)
+        if self.hosts.get(peer.fingerprint) != host:  # where it is seen, when that changes
+            self.hosts[peer.fingerprint] = host
+            self.log(lambda: self.store.note_address(peer, host))
         answer = json.dumps(
             {"name": self.identity.name, "fingerprint": _own_fingerprint(tls),
              "peer": peer.name, "peer_fingerprint": peer.fingerprint}, ensure_ascii=False,
@@ -173,7 +180,7 @@ class _Server:
         from certpair.rotation.exchange import run_sync  # noqa: PLC0415
 
         host, port = tls.getpeername()[:2]
-        remote = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        remote = format_address(host, port)
         peer_cert = tls.getpeercert(binary_form=True) or b""
         try:
             # read1: the bytes that followed the sync line are already in the buffer.
@@ -200,13 +207,18 @@ def _own_fingerprint(tls: ssl.SSLSocket) -> str:
               metavar="ADDR", help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_SERVE_PORT,
               show_default=True, metavar="PORT", help="TCP port; 0 picks a free one.")
+@click.option("--no-advertise", is_flag=True,
+              help="Do not publish _certpair-serve._tcp (name and fingerprint) with DNS-SD.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
-def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
+def command(ctx: click.Context, host: str, port: int, no_advertise: bool,
+            as_json: bool) -> None:
     """Accept mutual-TLS connections from paired devices; log each one.
 
     Each line a peer sends is answered with a JSON line naming both devices; a
-    `sync` line runs the key-rotation sync (see `certpair rotate`).
+    `sync` line runs the key-rotation sync (see `certpair rotate`). Unless it listens
+    on loopback only, it announces itself on the local network (DNS-SD, name and
+    fingerprint), so that peers find it by name after its address changed.
 
     \b
     Examples:
@@ -224,7 +236,7 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
     with make_server(server.handle, host, port, home, context=context, timeout=IDLE_TIMEOUT,
                      on_refused=server.refused) as listener:
         bound = int(listener.server_address[1])
-        where = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        where = format_address(host, bound)
         server.output.put({"event": "listening", "host": host, "port": bound} if as_json else
                           f"Serving {server.identity.name}  {server.identity.fingerprint}  "
                           f"on {where}  (Ctrl-C stops)")
@@ -232,7 +244,37 @@ def command(ctx: click.Context, host: str, port: int, as_json: bool) -> None:
 
         for line in key_alarm_lines(server.store, as_json):
             server.output.put(line)
+        advertisement = None if no_advertise else _advertise(server, host, bound)
         try:
             listener.serve_forever()
         finally:
+            if advertisement is not None:
+                advertisement.close()
             server.output.close()
+
+def _advertise(server: _Server, host: str, port: int) -> Advertisement | None:
+    """Announce this serve (name, fingerprint) with DNS-SD, in the background; not on a
+    loopback-only listen address, where no other device could use it."""
+    import ipaddress  # noqa: PLC0415
+
+    from certpair.announce import SERVE_SERVICE_TYPE, Advertisement  # noqa: PLC0415
+
+    with contextlib.suppress(ValueError):
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    advertisement = Advertisement(service_type=SERVE_SERVICE_TYPE, name=server.identity.name,
+                                  fingerprint=server.identity.fingerprint, port=port,
+                                  listen_host=host)
+
+    def publish() -> None:  # probing takes seconds: not in the way of serving
+        problem = advertisement.start()
+        if server.as_json:
+            server.output.put({"event": "advertised"} if problem is None
+                              else {"event": "not_advertised", "reason": problem})
+        else:
+            server.output.put("Advertised on the local network (_certpair-serve._tcp, "
+                              "fingerprint only)" if problem is None
+                              else f"Not advertised: {problem}")
+
+    threading.Thread(target=publish, daemon=True, name="certpair-dnssd").start()
+    return advertisement

@@ -6,9 +6,11 @@ import time
 
 import click
 
+from certpair.addresses import format_address
 from certpair.cli.context import emit_json, home_of, store_of
 from certpair.cli.params import Finite, parse_host_port
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
+from certpair.cli.terminal import printable
 from certpair.errors import BadInput, NetworkError
 
 __all__ = ["command"]
@@ -17,28 +19,35 @@ __all__ = ["command"]
 @click.command("sync", short_help="Tell paired devices a key rotation, and learn theirs.")
 @click.argument("target", required=False, metavar="PEER|HOST[:PORT]")
 @click.option("--all", "every", is_flag=True,
-              help="Every peer whose serve address is known (from earlier ping or sync).")
+              help="Every paired device, at the addresses the address book holds.")
 @click.option("--timeout", type=Finite(0.1, 3600), default=10, show_default=True,
               metavar="SECONDS", help="Seconds for connecting and for each answer.")
+@click.option("--discovery-timeout", type=Finite(0, 60), default=None, metavar="SECONDS",
+              show_default="3 for PEER, 0 with --all",
+              help="Seconds to look for a peer's serve announcement on the local network, "
+                   "raced with its known addresses (0: do not).")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               metavar="N", help="Peers synced at once with --all.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
-            workers: int, as_json: bool) -> None:
+            discovery_timeout: float | None, workers: int, as_json: bool) -> None:
     """Tell paired devices this device's pending key rotation, and learn theirs.
 
-    PEER is a paired device's name or fingerprint prefix (its serve address is the
-    one last reached); anything else is HOST[:PORT] of a paired device's serve.
-    Every ping does the same with the device it reaches.
+    PEER is a paired device's name or fingerprint prefix: it is reached at its
+    addresses from the address book (where it was last reached, announced or paired)
+    and its serve's announcement, and only that device may answer. Anything else is
+    HOST[:PORT] of a paired device's serve. Every ping does the same with the device
+    it reaches. With --all, a peer that cannot be reached is named with the reason,
+    and the exit status is 4.
 
     \b
     Examples:
-      certpair sync 192.168.1.20
       certpair sync laptop --json
+      certpair sync 192.168.1.20
       certpair sync --all
     """
-    from certpair.rotation.fleet import sync_all, sync_with  # noqa: PLC0415
+    from certpair.rotation.fleet import sync_all, sync_peer, sync_with  # noqa: PLC0415
     from certpair.store import PeerNotFound  # noqa: PLC0415
 
     if every == (target is not None):
@@ -52,30 +61,43 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
             peer = store.find_peer(target)
         except PeerNotFound:
             host, port = parse_host_port(target, DEFAULT_SERVE_PORT)
-        else:
-            address = store.addresses().get(peer.fingerprint)
-            if address is None:
-                raise BadInput(f"no serve address is known for {peer.name}; "
-                               "give HOST[:PORT] once (or ping it)")
-            host, port = parse_host_port(address, DEFAULT_SERVE_PORT)
-        outcome = sync_with(host, port, home=home, store=store, timeout=timeout)
-        render_sync(outcome, f"[{host}]:{port}" if ":" in host else f"{host}:{port}", as_json)
-        if not outcome.key_conflict:
-            render_key_alarms(store, as_json, only=outcome.peer.fingerprint)
+            outcome = sync_with(host, port, home=home, store=store, timeout=timeout)
+            render_sync(outcome, format_address(host, port), as_json)
+            if not outcome.key_conflict:
+                render_key_alarms(store, as_json, only=outcome.peer.fingerprint)
+            return
+        attempt = sync_peer(peer, home=home, store=store, timeout=timeout,
+                            discovery_timeout=3.0 if discovery_timeout is None
+                            else discovery_timeout)
+        if attempt.error is not None:
+            raise attempt.error
+        assert attempt.outcome is not None
+        render_sync(attempt.outcome, attempt.address, as_json, address_from=attempt.address_from)
+        if not attempt.outcome.key_conflict:
+            render_key_alarms(store, as_json, only=attempt.outcome.peer.fingerprint)
         return
     start = time.perf_counter()
-    done = failed = 0
-    for attempt in sync_all(home, store, workers=workers, timeout=timeout):
+    done, failed = 0, []
+    for attempt in sync_all(home, store, workers=workers, timeout=timeout,
+                            discovery_timeout=discovery_timeout or 0.0):
         render_sync(attempt.outcome, attempt.address, as_json, error=attempt.error,
-                    quiet=attempt.outcome is not None and not as_json)
+                    quiet=attempt.outcome is not None and not as_json,
+                    address_from=attempt.address_from, peer=attempt.peer)
         if attempt.outcome is not None and not attempt.outcome.key_conflict:
             render_key_alarms(store, as_json, only=attempt.outcome.peer.fingerprint)
-        done, failed = done + (attempt.outcome is not None), failed + (attempt.error is not None)
+        if attempt.outcome is not None:
+            done += 1
+        elif attempt.peer is not None:
+            failed.append(attempt.peer.name)
     seconds = time.perf_counter() - start
+    total = done + len(failed)
     if as_json:
-        emit_json({"event": "summary", "synced": done, "failed": failed,
-                   "seconds": round(seconds, 3)})
+        emit_json({"event": "summary", "synced": done, "failed": len(failed),
+                   "unreached": failed, "seconds": round(seconds, 3)})
     else:
-        click.echo(f"Synced {done} of {done + failed} peers in {seconds:.2f} s.")
+        click.echo(f"Synced {done} of {total} peers in {seconds:.2f} s.")
     if failed:
-        raise NetworkError(f"{failed} of {done + failed} syncs failed")
+        listed = ", ".join(printable(name) for name in failed[:10])
+        more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
+        raise NetworkError(f"{len(failed)} of {total} peers not synced: {listed}{more} "
+                           "(each one's reason is above)")

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json
+from certpair.cli.terminal import printable
 from certpair.errors import CertpairError
 
 if TYPE_CHECKING:
@@ -89,10 +90,15 @@ def _lines(outcome: SyncOutcome) -> list[str]:
 
 
 def sync_lines(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
-               error: BaseException | None = None,
-               quiet: bool = False) -> list[dict[str, Any] | str]:
+               error: BaseException | None = None, quiet: bool = False,
+               address_from: str | None = None,
+               peer: Peer | None = None) -> list[dict[str, Any] | str]:
     """One sync's result as output lines, JSON objects or text (``quiet``: none when
-    nothing was told or heard)."""
+    nothing was told or heard).
+
+    ``address_from`` says where the address used came from; ``peer`` names the device
+    a failed sync was meant for.
+    """
     if error is not None and not isinstance(error, CertpairError):
         # A socket's or OpenSSL's own text is never shown: say what it means.
         from certpair.trusted import connection_error  # noqa: PLC0415
@@ -101,8 +107,11 @@ def sync_lines(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
     if outcome is None:
         if as_json:
             return [{"event": "sync", "remote": remote, "outcome": "failed",
+                     **({} if peer is None else {
+                         "peer": {"name": peer.name, "fingerprint": peer.fingerprint}}),
                      "reason": str(error)}]
-        return [f"Sync with {remote} failed: {error}"]
+        who = remote if peer is None else printable(peer.name)
+        return [f"Sync with {who} failed: {error}"]
     lines = _lines(outcome)
     if quiet and not lines:
         return []
@@ -111,15 +120,22 @@ def sync_lines(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
                if outcome.key_conflict else [])
     if as_json:
         return [{"event": "sync", "remote": remote, "outcome": "done",
+                 **({"address_from": address_from} if address_from else {}),
                  "peer": {"name": outcome.peer.name, "fingerprint": outcome.peer.fingerprint},
                  **sync_fields(outcome)}, *warning]
-    return list(lines or [f"{outcome.peer.name} at {remote}: nothing to sync"]) + warning
+    if not lines:
+        source = f" (address from {address_from})" if address_from else ""
+        return [f"{outcome.peer.name} at {remote}{source}: nothing to sync", *warning]
+    via = f" (at {remote}, address from {address_from})" if address_from else ""
+    return [line + via for line in lines] + warning
 
 
 def render_sync(outcome: SyncOutcome | None, remote: str, as_json: bool, *,
-                error: BaseException | None = None, quiet: bool = False) -> None:
+                error: BaseException | None = None, quiet: bool = False,
+                address_from: str | None = None, peer: Peer | None = None) -> None:
     """Print one sync's result (``quiet``: nothing when nothing was told or heard)."""
-    for line in sync_lines(outcome, remote, as_json, error=error, quiet=quiet):
+    for line in sync_lines(outcome, remote, as_json, error=error, quiet=quiet,
+                           address_from=address_from, peer=peer):
         if isinstance(line, dict):
             emit_json(line)
         else:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from certpair.addresses import format_address
 from certpair.cli.context import home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
 from certpair.cli.params import Finite
@@ -49,7 +50,9 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
                 else {"event": "not_advertised", "reason": event.problem})
     if isinstance(event, Opened):
         return {"event": "opened", "id": event.id, "remote": event.remote,
-                "peer": _peer(event.peer)}
+                "peer": _peer(event.peer),
+                **({} if event.far is None else {"far": event.far,
+                                                 "address_from": event.far_from})}
     if isinstance(event, Closed):
         return {"event": "closed", "id": event.id, "remote": event.remote,
                 "peer": _peer(event.peer), "bytes_up": event.bytes_up,
@@ -71,7 +74,7 @@ def _as_text(data: dict[str, Any]) -> str:
     kind = data["event"]
     peer = data.get("peer") or {}
     if kind == "listening":
-        where = f"{data['host']}:{data['port']}"
+        where = format_address(data["host"], data["port"])
         if "to" in data:
             return f"Tunnel to {data['to']} listening on {where}  (Ctrl-C stops)"
         return (f"Tunnel to {peer['name']} at {data['remote']} (address from "
@@ -81,7 +84,9 @@ def _as_text(data: dict[str, Any]) -> str:
     if kind == "not_advertised":
         return f"Not advertised: {data['reason']}"
     if kind == "opened":
-        return f"#{data['id']} {peer['name']} from {data['remote']}: open"
+        via = (f" (at {data['far']}, address from {data['address_from']})"
+               if "far" in data else "")
+        return f"#{data['id']} {peer['name']} from {data['remote']}: open{via}"
     if kind == "closed":
         return (f"#{data['id']} {peer['name']}: closed ({data['reason']}), "
                 f"{data['bytes_up']} bytes up, {data['bytes_down']} down, "
@@ -230,8 +235,8 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
     from certpair.tunnel import (  # noqa: PLC0415
         ConnectOptions,
         connect_tunnel,
+        far_end_candidates,
         parse_listen,
-        resolve_far_end,
     )
 
     listen_host, listen_port = parse_listen(listen, unsafe=unsafe_listen)
@@ -239,11 +244,13 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
     identity_of(ctx)  # first: no identity is the more useful error
     store = store_of(ctx)
     found = store.find_peer(peer)
-    host, port, source = resolve_far_end(store, found, to,
-                                         discovery_timeout=discovery_timeout,
-                                         interfaces=interfaces)
+    candidates, discover = far_end_candidates(store, found, to,
+                                              discovery_timeout=discovery_timeout,
+                                              interfaces=interfaces)
+    first = candidates[0]
     options = ConnectOptions(
-        home=home_of(ctx), peer=found, host=host, port=port, source=source,
+        home=home_of(ctx), peer=found, host=first.host, port=first.port, source=first.source,
+        candidates=tuple(candidates), discover=discover,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
         connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
         half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout)

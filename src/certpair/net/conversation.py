@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from certpair.addresses import format_address
 from certpair.tls import PairingTLS
 
 __all__ = ["READ_SIZE", "Conversation", "remote_of"]
@@ -69,5 +70,5 @@ class Conversation:
 def remote_of(writer: asyncio.StreamWriter) -> str:
     peer = writer.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return f"{peer[0]}:{peer[1]}"
+        return format_address(str(peer[0]), int(peer[1]))
     return "unknown"

@@ -9,6 +9,7 @@ import secrets
 import shlex
 from collections.abc import Callable
 
+from certpair.addresses import format_address
 from certpair.codes import Mode, Secret
 from certpair.errors import Expired, NetworkError, PairingFailed, PairingUnconfirmed
 from certpair.identity import Identity, fingerprint
@@ -184,7 +185,7 @@ async def run_join(
             the port is a trusted certpair port (serve, tunnel), not a pairing one.
         StoreUnusable: this device could not store the pairing (the offerer was told).
     """
-    remote = f"{host}:{port}"
+    remote = format_address(host, port)
     reach = _Progress(on_progress)
     tls = PairingTLS(identity, server_side=False)
     session: JoinerSession | None = None

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from certpair.addresses import format_address, host_of
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
     HMAC_DEFAULT_BITS,
@@ -263,7 +264,7 @@ class _Offerer:
                 self.result.set_result(peer)
                 self.on_event(PeerPaired(peer=peer))
             elif isinstance(event, Unconfirmed):
-                host = run.remote.rsplit(":", 1)[0].strip("[]")
+                host = host_of(run.remote)
                 self.result.set_exception(PairingUnconfirmed(
                     unconfirmed_message(peer.name, run.remote, host), peer=peer))
             else:
@@ -288,7 +289,8 @@ class _Offerer:
             # A deep backlog: a flood of connections must not drop the real joiner's SYN.
             server = await asyncio.start_server(self.handle, host, port, backlog=1024)
         except OSError as exc:
-            raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
+            raise NetworkError(f"cannot listen on {format_address(host, port)}: "
+                               f"{exc.strerror}") from exc
         try:
             bound_port = int(server.sockets[0].getsockname()[1])
             deadline = None if timeout is None else self.clock() + timeout

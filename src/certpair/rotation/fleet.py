@@ -1,7 +1,11 @@
-"""Sync as a client: one peer's ``serve``, or every peer whose address is known.
+"""Sync as a client: one peer's ``serve``, or every peer's.
 
-Each sync is its own trusted connection (``certpair serve`` answers the ``sync`` line);
-``sync_all`` runs them on a few threads sharing one client context and one store.
+Each sync is its own trusted connection (``certpair serve`` answers the ``sync`` line).
+A peer is reached at its addresses from the address book (and, if asked, its serve's
+DNS-SD announcement), raced (``trusted/dial.py``); the connection must present that
+peer's certificate, so ``sync PEER`` talks to that peer only. ``sync_all`` runs the
+peers on a few threads sharing one client context and one store, and reports every
+peer: synced, or not reached and why.
 """
 
 from __future__ import annotations
@@ -13,79 +17,108 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certpair.errors import CertpairError
-from certpair.ports import ALPN_SERVE, alpn_offer
+from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
+from certpair.reach import CONTACT, GIVEN, SERVE, Candidate
 from certpair.rotation.exchange import SyncOutcome, run_sync
-from certpair.store import TrustStore
+from certpair.store import Peer, TrustStore
 from certpair.trusted import check_service, client_context, connect, connection_error
+from certpair.trusted.dial import connect_peer, route
 from certpair.trusted.failures import strict_eof
 
-__all__ = ["SyncAttempt", "sync_all", "sync_with"]
+__all__ = ["SyncAttempt", "sync_all", "sync_peer", "sync_with"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class SyncAttempt:
-    """One peer's sync: its address and either the outcome or the error."""
+    """One peer's sync: the address used (or tried), the peer, and the outcome or error."""
 
     address: str
+    peer: Peer | None = None
+    address_from: str | None = None
     outcome: SyncOutcome | None = None
     error: CertpairError | None = None
 
 
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _context(home: Path) -> ssl.SSLContext:
-    context = client_context(home)
+def _context(home: Path, peer: Peer | None = None) -> ssl.SSLContext:
+    context = client_context(home, peer=peer)
     context.set_alpn_protocols(alpn_offer(ALPN_SERVE))  # as ping: a wrong port says so
     return context
 
 
+def _run(tls: ssl.SSLSocket, peer: Peer, used: Candidate, *, home: Path,
+         store: TrustStore) -> SyncOutcome:
+    remote = str(used)
+    with strict_eof(tls):
+        check_service(tls, ALPN_SERVE, remote)
+        peer_cert = tls.getpeercert(binary_form=True)
+        assert peer_cert is not None  # the connection checked it
+        try:
+            outcome = run_sync(tls.recv, tls.sendall, peer=peer, peer_cert=peer_cert,
+                               home=home, store=store, remote=remote, initiator=True)
+        except OSError as exc:
+            raise connection_error(exc, remote) from exc
+    store.note_address(outcome.peer, used.host, used.port, service=SERVE, source=CONTACT)
+    return outcome
+
+
 def sync_with(host: str, port: int, *, home: Path, store: TrustStore,
               context: ssl.SSLContext | None = None, timeout: float = 10.0) -> SyncOutcome:
-    """Connect to a paired device's ``serve`` and run one sync.
+    """Connect to a paired device's ``serve`` at ``host:port`` and run one sync.
 
     Raises:
         NotPaired, Expired, NetworkError: as for :func:`certpair.trusted.connect`.
         SyncNotSupported: that ``serve`` predates sync.
         LocalStateError: the store or the identity is unusable.
     """
-    remote = _address(host, port)
     tls, peer = connect(host, port, home, context=context or _context(home), timeout=timeout)
-    with strict_eof(tls):
-        check_service(tls, ALPN_SERVE, remote)
-        peer_cert = tls.getpeercert(binary_form=True)
-        assert peer_cert is not None  # connect() checked it
-        try:
-            outcome = run_sync(tls.recv, tls.sendall, peer=peer, peer_cert=peer_cert,
-                               home=home, store=store, remote=remote, initiator=True)
-        except OSError as exc:
-            raise connection_error(exc, remote) from exc
-    store.remember_address(outcome.peer.fingerprint, remote)
-    return outcome
+    return _run(tls, peer, Candidate(host=host, port=port, source=GIVEN), home=home,
+                store=store)
 
 
-def sync_all(home: Path, store: TrustStore, *, workers: int = 8,
-             timeout: float = 10.0) -> Iterator[SyncAttempt]:
-    """Sync with every peer whose ``serve`` address is known, ``workers`` at a time.
+def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
+              context: ssl.SSLContext | None = None, timeout: float = 10.0,
+              discovery_timeout: float = 0.0) -> SyncAttempt:
+    """Reach ``peer``'s ``serve`` at its known (or announced) addresses and run one sync;
+    only ``peer`` may answer (the context is pinned to it unless one is given, and the
+    device that answers is checked either way).
+
+    Returns:
+        The attempt: the address used and the outcome, or the address(es) tried and the
+        error.
+
+    Raises:
+        LocalStateError: the store or the identity is unusable.
+    """
+    candidates, discover = route(store, peer, SERVE, SERVE_PORT,
+                                 discovery_timeout=discovery_timeout)
+    tried = ", ".join(str(c) for c in candidates) or "no known address"
+    try:
+        tls, found, used = connect_peer(peer, candidates, home,
+                                        context=context or _context(home, peer),
+                                        timeout=timeout, discover=discover)
+        outcome = _run(tls, found, used, home=home, store=store)
+    except CertpairError as exc:
+        return SyncAttempt(address=tried, peer=peer, error=exc)
+    return SyncAttempt(address=str(used), peer=peer, address_from=used.source,
+                       outcome=outcome)
+
+
+def sync_all(home: Path, store: TrustStore, *, workers: int = 8, timeout: float = 10.0,
+             discovery_timeout: float = 0.0) -> Iterator[SyncAttempt]:
+    """Sync with every paired device, ``workers`` at a time.
 
     Yields:
-        One attempt per address, in completion order.
+        One attempt per peer (in the store's order): synced, or why not.
 
     Raises:
         LocalStateError: the store or the identity is unusable (before any attempt).
     """
     context = _context(home)
-    targets = sorted(set(store.addresses().values()))
 
-    def attempt(address: str) -> SyncAttempt:
-        host, _, port = address.rpartition(":")
-        try:
-            outcome = sync_with(host.strip("[]"), int(port), home=home, store=store,
-                                context=context, timeout=timeout)
-        except CertpairError as exc:
-            return SyncAttempt(address=address, error=exc)
-        return SyncAttempt(address=address, outcome=outcome)
+    def attempt(peer: Peer) -> SyncAttempt:
+        return sync_peer(peer, home=home, store=store, context=context, timeout=timeout,
+                         discovery_timeout=discovery_timeout)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        yield from pool.map(attempt, targets)
+        yield from pool.map(attempt, store.peers())
+

@@ -21,6 +21,7 @@ import dataclasses
 import os
 import sqlite3
 
+from certpair.addresses import host_of
 from certpair.store.records import Event, StoreUnusable
 
 __all__ = [
@@ -98,15 +99,6 @@ def add_event(db: sqlite3.Connection, event: Event) -> int:
     if is_traffic(event):
         return add_refusal(db, dataclasses.replace(event, remote=host_of(event.remote)))
     return insert_event(db, event)
-
-
-def host_of(remote: str) -> str:
-    """``remote`` without its port: ``10.0.0.5:4433`` and ``[::1]:4433`` give
-    ``10.0.0.5`` and ``::1``; a bare host is returned as it is."""
-    if remote.startswith("[") and "]" in remote:
-        return remote[1:remote.index("]")]
-    host, colon, port = remote.rpartition(":")
-    return host if colon and ":" not in host and port.isdigit() else remote
 
 
 def add_refusal(db: sqlite3.Connection, event: Event) -> int:

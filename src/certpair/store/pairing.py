@@ -15,6 +15,7 @@ from certpair.profile import certificate_keys
 from certpair.store import events as events_sql
 from certpair.store import identity_keys as keys_sql
 from certpair.store import peers as peers_sql
+from certpair.store.address_book import insert_address, pairing_address
 from certpair.store.base import StoreBase, gone
 from certpair.store.changes import synchronous_full
 from certpair.store.records import Event, Peer, iso_time
@@ -73,6 +74,8 @@ class PairingCommits(StoreBase):
                 device_id = peers_sql.upsert_peer(self._db, peer)
                 peer = dataclasses.replace(peer, device_id=device_id)
                 keys_sql.rekey(self._db, fingerprint_)
+                if (address := pairing_address(remote, at)) is not None:
+                    insert_address(self._db, fingerprint_, address)
                 notes = ([] if confirmed else ["unconfirmed"]) + (
                     [] if stored == name else [f"name {name!r} taken; stored as {stored!r}"])
                 events_sql.insert_event(self._db, Event(

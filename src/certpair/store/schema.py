@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from certpair.filemodes import check_private, create_private
+from certpair.store.address_book import MIGRATION_ADDRESS_BOOK
 from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
 from certpair.store.devices import MIGRATION_DEVICES
 from certpair.store.events import MIGRATION_6, MIGRATION_9, max_rows
@@ -33,7 +34,9 @@ __all__ = ["SCHEMA_VERSION", "STORE_MARKER", "open_store", "open_store_for_readi
 # 8: device ids on peers and successors (store/devices.py).
 # 9: events.traffic, the audit log's two budgets: traffic never evicts a record
 #    (store/events.py).
-SCHEMA_VERSION = 9
+# 10: the address book (store/address_book.py), keyed by device id; it takes over step
+#     5's peer_addresses.
+SCHEMA_VERSION = 10
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS peers (
     fingerprint TEXT PRIMARY KEY,
@@ -99,6 +102,7 @@ INSERT INTO anchor_pending SELECT '', randomblob(8) WHERE EXISTS (SELECT 1 FROM 
     (7, MIGRATION_7),
     (8, MIGRATION_DEVICES),
     (9, MIGRATION_9),
+    (10, MIGRATION_ADDRESS_BOOK),
 )
 # Steps whose data needs Python (parsing certificates), run right after their SQL.
 _FILLS: dict[int, Callable[[sqlite3.Connection], None]] = {7: fill_identity_keys}

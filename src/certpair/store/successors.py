@@ -308,10 +308,8 @@ class SuccessorAdmission(StoreBase):
                 " WHERE fingerprint = ?", (new_fp, cert_der, row_hash(cert_der), old_fp))
             self._db.execute("UPDATE successors SET state = 'completed', completed_at = ?"
                              " WHERE fingerprint = ?", (when, new_fp))
-            for table in ("rotation_told", "peer_addresses"):
-                self._db.execute(
-                    f"UPDATE OR REPLACE {table} SET peer_fingerprint = ?"  # noqa: S608
-                    " WHERE peer_fingerprint = ?", (new_fp, old_fp))
+            self._db.execute("UPDATE OR REPLACE rotation_told SET peer_fingerprint = ?"
+                             " WHERE peer_fingerprint = ?", (new_fp, old_fp))
             self._db.execute("UPDATE key_alarms SET peer_fingerprint = ?"
                              " WHERE peer_fingerprint = ?", (new_fp, old_fp))
             # The owner moves to the new fingerprint, then holds the new certificate's

@@ -1,5 +1,5 @@
-"""The rotating side's records (which peers acknowledged this device's pending
-certificate) and where each peer's ``serve`` was last reached (``sync --all``).
+"""The rotating side's records: which peers acknowledged this device's pending
+certificate (where peers are: :mod:`~certpair.store.address_book`).
 
 A part of :class:`~certpair.store.trust.TrustStore` (see :mod:`~certpair.store.base`).
 """
@@ -17,7 +17,7 @@ __all__ = ["RotatingSide"]
 
 
 class RotatingSide(StoreBase):
-    """Whom this device told of its rotation, and where peers answered."""
+    """Whom this device told of its rotation."""
 
     def told_peers(self, new_fingerprint: str) -> set[str]:
         """The peers that acknowledged this device's certificate ``new_fingerprint``."""
@@ -54,28 +54,3 @@ class RotatingSide(StoreBase):
                                  (new_fingerprint,))
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
-
-    def remember_address(self, peer_fingerprint: str, address: str,
-                         *, at: float | None = None) -> None:
-        """Remember where a peer's ``serve`` answered (``host:port``)."""
-        when = iso_time(time.time() if at is None else at)
-        try:
-            with self._lock, self._db:
-                self._db.execute(
-                    "INSERT INTO peer_addresses (peer_fingerprint, address, seen_at)"
-                    " SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM peers WHERE fingerprint = ?)"
-                    " ON CONFLICT(peer_fingerprint) DO UPDATE SET address = excluded.address,"
-                    " seen_at = excluded.seen_at",
-                    (peer_fingerprint, address, when, peer_fingerprint))
-        except sqlite3.Error as exc:
-            raise self._write_error(exc) from exc
-
-    def addresses(self) -> dict[str, str]:
-        """Where each peer's ``serve`` was last reached, by peer fingerprint."""
-        try:
-            with self._lock:
-                rows = self._db.execute(
-                    "SELECT peer_fingerprint, address FROM peer_addresses").fetchall()
-        except sqlite3.Error as exc:
-            raise self._read_error(exc) from exc
-        return dict(rows)

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from certpair.addresses import format_address
 from certpair.errors import CertpairError, NetworkError
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.contexts import (
@@ -54,7 +55,7 @@ SyncHandler = Callable[[ssl.SSLSocket, Peer], None]
 def _address(peername: Any) -> str:
     if isinstance(peername, tuple) and len(peername) >= 2:
         host = str(peername[0])
-        return f"[{host}]:{peername[1]}" if ":" in host else f"{host}:{peername[1]}"
+        return format_address(host, peername[1])
     return "unknown"
 
 
@@ -195,7 +196,8 @@ async def start_server(
     try:
         server = await asyncio.start_server(accept, host, port)
     except OSError as exc:
-        raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise NetworkError(f"cannot listen on {format_address(host, port)}: "
+                           f"{exc.strerror or exc}") from exc
     opened.start_polling(server.is_serving)
     return server
 
@@ -404,7 +406,8 @@ def make_server(
         return TrustedServer(handler, (host, port), tls, _store_of(tls, home), timeout,
                              on_refused)
     except OSError as exc:
-        raise NetworkError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+        raise NetworkError(f"cannot listen on {format_address(host, port)}: "
+                           f"{exc.strerror or exc}") from exc
 
 
 def measure_handshake(

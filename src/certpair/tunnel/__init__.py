@@ -12,7 +12,7 @@ not use the pairing drivers (:mod:`certpair.net`).
 
 from __future__ import annotations
 
-from certpair.tunnel.address import resolve_far_end
+from certpair.tunnel.address import far_end_candidates, resolve_far_end
 from certpair.tunnel.connect import ConnectOptions, connect_tunnel
 from certpair.tunnel.events import (
     Advertised,
@@ -44,6 +44,7 @@ __all__ = [
     "Target",
     "TunnelEvent",
     "connect_tunnel",
+    "far_end_candidates",
     "parse_listen",
     "parse_target",
     "resolve_far_end",

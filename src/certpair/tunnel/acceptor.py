@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from certpair.addresses import format_address, host_of
 from certpair.errors import NetworkError
 from certpair.tunnel.events import Failed, OnEvent, Stopped, Stopping, TunnelEvent
 from certpair.tunnel.link import reset
@@ -40,7 +41,7 @@ def address_of(address: object) -> str:
     """``host:port`` (``[v6]:port``) of a socket address, for reports."""
     if isinstance(address, tuple) and len(address) >= 2:
         host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+        return format_address(host, address[1])
     return "local"
 
 
@@ -179,7 +180,7 @@ def run_acceptor(
                         break
                     if not connections.take_slot():
                         reset(sock)
-                        refusals.add(remote.rsplit(":", 1)[0], "too many connections")
+                        refusals.add(host_of(remote), "too many connections")
                         continue
                     workers.submit(functools.partial(run, sock, remote))
         except Stop:

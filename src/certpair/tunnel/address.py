@@ -1,45 +1,37 @@
-"""Where ``tunnel connect`` finds PEER when no ``--to`` is given.
+"""Where ``tunnel connect`` finds PEER: ``--to``, else the address book, else DNS-SD.
 
-First the address PEER was paired from: the store keeps no address per peer, but its
-audit log does (every pairing row holds the other device's address as this device saw
-it); the newest successful pairing with PEER gives the host, the port is the tunnel's
-default. Else DNS-SD: the ``tunnel serve`` advertising PEER's fingerprint
-(:mod:`certpair.tunnel.dnssd`).
+Without ``--to``, PEER's addresses come from the address book (where PEER's tunnel was
+reached or announced, then the hosts it was seen on: pairing, incoming connections, its
+``serve``), in the order :func:`certpair.reach.candidates` decides, and each connection
+races them (``trusted/dial.py``), together with a DNS-SD lookup of PEER's ``tunnel
+serve`` (:mod:`certpair.announce`) until one connection has succeeded. When the book
+holds nothing, the lookup runs once at start. Whatever answers must still present
+PEER's certificate.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
+from certpair.addresses import parse_address
 from certpair.errors import BadInput
 from certpair.ports import TUNNEL_PORT
+from certpair.reach import TUNNEL, Candidate
 from certpair.store import Peer, TrustStore
-from certpair.tunnel.targets import split_host_port
+from certpair.trusted.dial import Discover, announced, route
 
-__all__ = ["remembered_host", "resolve_far_end"]
+__all__ = ["TO", "far_end_candidates", "resolve_far_end"]
 
-
-def remembered_host(store: TrustStore, peer: Peer) -> str | None:
-    """The host of the newest successful pairing with ``peer``, or None (found by its
-    device: the pairing row holds the fingerprint it had then, before any rotation)."""
-    known = (set(store.device_fingerprints(peer.device_id)) if peer.device_id else set())
-    known.add(peer.fingerprint)
-    for event in store.events():
-        if (event.kind == "pairing" and event.outcome == "paired"
-                and event.peer_fingerprint in known and event.remote):
-            try:
-                host, _ = split_host_port(event.remote, TUNNEL_PORT)
-            except BadInput:
-                continue
-            return host
-    return None
+TO = "--to"  # the source of an address the user gave
 
 
-def resolve_far_end(
+def far_end_candidates(
     store: TrustStore, peer: Peer, to: str | None, *, discovery_timeout: float = 0.0,
     interfaces: Sequence[str] = (),
-) -> tuple[str, int, str]:
-    """Where to reach ``peer``'s ``tunnel serve``.
+) -> tuple[list[Candidate], Discover | None]:
+    """Where to reach ``peer``'s ``tunnel serve``, in order, and the DNS-SD lookup to
+    race with them.
 
     Args:
         store: the trust store.
@@ -49,22 +41,40 @@ def resolve_far_end(
         interfaces: IPv4 addresses of the interfaces to browse; empty means all.
 
     Returns:
-        ``(host, port, source)``; source is ``--to``, ``pairing`` or ``dns-sd``.
+        The candidates (only ``--to`` when given) and the lookup (None: none).
 
     Raises:
         BadInput: ``to`` is malformed, or there is no address to use.
     """
     if to is not None:
-        host, port = split_host_port(to, TUNNEL_PORT)
-        return host, port, "--to"
-    host_ = remembered_host(store, peer)
-    if host_ is not None:
-        return host_, TUNNEL_PORT, "pairing"
-    if discovery_timeout > 0:
-        from certpair.tunnel.dnssd import find_tunnel  # noqa: PLC0415  # zeroconf is slow
+        host, port = parse_address(to, TUNNEL_PORT)
+        return [Candidate(host=host, port=port, source=TO)], None
+    candidates, discover = route(store, peer, TUNNEL, TUNNEL_PORT,
+                                 discovery_timeout=discovery_timeout, interfaces=interfaces)
+    if not candidates and discover is not None:
+        # Nothing in the book: look now, so that the start already says where PEER is.
+        found = announced(store, peer, TUNNEL, timeout=discovery_timeout,
+                          interfaces=interfaces)
+        candidates = found(threading.Event())
+    if not candidates:
+        raise BadInput(f"no address known for {peer.name} and no tunnel of it found on the "
+                       f"local network: give --to HOST[:PORT]")
+    return candidates, discover
 
-        found = find_tunnel(peer.fingerprint, timeout=discovery_timeout, interfaces=interfaces)
-        if found is not None:
-            return found[0], found[1], "dns-sd"
-    raise BadInput(f"no address known for {peer.name} and no tunnel of it found on the "
-                   f"local network: give --to HOST[:PORT]")
+
+def resolve_far_end(
+    store: TrustStore, peer: Peer, to: str | None, *, discovery_timeout: float = 0.0,
+    interfaces: Sequence[str] = (),
+) -> tuple[str, int, str]:
+    """The first place to try ``peer``'s ``tunnel serve`` (see
+    :func:`far_end_candidates`): ``(host, port, source)``; source is ``--to``,
+    ``pairing``, ``contact`` or ``dns-sd``.
+
+    Raises:
+        BadInput: ``to`` is malformed, or there is no address to use.
+    """
+    candidates, _ = far_end_candidates(store, peer, to, discovery_timeout=discovery_timeout,
+                                       interfaces=interfaces)
+    first = candidates[0]
+    return first.host, first.port, first.source
+

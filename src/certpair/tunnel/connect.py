@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from pathlib import Path
 from certpair.errors import CertpairError
 from certpair.identity import fingerprint
 from certpair.ports import ALPN_TUNNEL, alpn_offer
+from certpair.reach import CONTACT, TUNNEL, Candidate
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
@@ -36,6 +38,7 @@ from certpair.trusted import (
     connection_error,
     explain_certificate,
 )
+from certpair.trusted.dial import Discover, Reached, dial
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
 from certpair.tunnel.link import TlsLink, reset
@@ -52,6 +55,8 @@ class ConnectOptions:
     """What ``tunnel connect`` was asked to do.
 
     ``source`` says where ``host:port`` came from (``--to``, ``pairing``, ``dns-sd``).
+    Each connection races ``candidates`` (``host:port`` alone if empty) and, until one
+    connection has succeeded, what ``discover`` finds (``trusted/dial.py``).
     """
 
     home: Path
@@ -59,6 +64,8 @@ class ConnectOptions:
     host: str
     port: int
     source: str
+    candidates: tuple[Candidate, ...] = ()
+    discover: Discover | None = None
     listen_host: str
     listen_port: int
     max_connections: int = 1000
@@ -84,6 +91,31 @@ class _Client:
         self.watch = TrustWatch(store, self.connections, self.refusals,
                                 lambda paired: paired & {device}, ending=self._ending)
         self.ids = itertools.count(1)
+        self.candidates = list(options.candidates)
+        self.discover = options.discover
+        self.noted: Candidate | None = None
+        self.lock = threading.Lock()
+
+    def _dial(self, deadline: float) -> Reached:
+        """Race the far end's addresses; the winner goes first for the next connection."""
+        options = self.options
+        with self.lock:
+            candidates, discover = list(self.candidates), self.discover
+        candidates = candidates or [
+            Candidate(host=options.host, port=options.port, source=options.source)]
+        try:
+            reached = dial(candidates, timeout=max(0.1, deadline - time.monotonic()),
+                           what=self.options.peer.name, discover=discover)
+        except CertpairError:
+            with self.lock:  # moved again? the next connection looks again
+                self.discover = self.options.discover
+            raise
+        with self.lock:
+            if self.candidates:
+                self.candidates = [reached.candidate, *(
+                    c for c in self.candidates if c != reached.candidate)]
+            self.discover = None  # found: no more lookups on every connection
+        return reached
 
     def _ending(self, paired: frozenset[str]) -> str | None:
         if self.options.peer.device_id in paired:
@@ -99,14 +131,11 @@ class _Client:
                                     peer_name=self.options.peer.name)
         self.on_event(Failed(remote=remote, reason=reason, peer=self.options.peer))
 
-    def _open(self, deadline: float) -> tuple[TlsLink, Peer]:
+    def _open(self, deadline: float) -> tuple[TlsLink, Peer, Candidate]:
         """Connect, handshake and check the far end (raises a CertpairError)."""
         options = self.options
-        try:
-            raw = socket.create_connection((options.host, options.port),
-                                           timeout=max(0.1, deadline - time.monotonic()))
-        except OSError as exc:
-            raise connection_error(exc, self.remote) from exc
+        reached = self._dial(deadline)
+        raw, used = reached.sock, reached.candidate
         link = TlsLink(raw, self.context, server_side=False)
         try:
             link.handshake(deadline)
@@ -118,18 +147,24 @@ class _Client:
                                                     expected=options.peer))
         except (OSError, ssl.SSLError, CertpairError) as exc:
             raw.close()
+            where = str(used)
             if isinstance(exc, PeerRefused | NotPaired):
                 why = exc.verify_message if isinstance(exc, PeerRefused) else str(exc)
-                raise NotPaired(_at(self.remote, why)) from exc
+                raise NotPaired(_at(where, why)) from exc
             if isinstance(exc, ssl.SSLCertVerificationError):
-                der = _presented(link) or _peek_certificate(options.host, options.port,
-                                                            deadline)
+                der = _presented(link) or _peek_certificate(used.host, used.port, deadline)
                 why = (explain_certificate(self.store, fingerprint(der), expected=options.peer)
                        if der else f"not {options.peer.name}: it presents a certificate that "
                        f"is none of {options.peer.name}'s ({exc.verify_message})")
-                raise NotPaired(_at(self.remote, why)) from exc
-            raise connection_error(exc, self.remote) from exc
-        return link, peer
+                raise NotPaired(_at(where, why)) from exc
+            raise connection_error(exc, where) from exc
+        with self.lock:  # a store write only when the address that answers changes
+            changed, self.noted = self.noted != used, used
+        if changed:
+            with contextlib.suppress(CertpairError):  # the address book is only a hint
+                self.store.note_address(peer, used.host, used.port, service=TUNNEL,
+                                        source=CONTACT)
+        return link, peer, used
 
     def handle(self, local: socket.socket, remote: str) -> Closed | None:
         """One local connection, carried to the device (runs in its own thread)."""
@@ -138,7 +173,7 @@ class _Client:
         with contextlib.suppress(OSError):
             local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
-            link, peer = self._open(time.monotonic() + options.connect_timeout)
+            link, peer, used = self._open(time.monotonic() + options.connect_timeout)
         except CertpairError as exc:
             self._fail(local, remote, str(exc))
             return None
@@ -152,7 +187,8 @@ class _Client:
                 relay.close(clean=False)
                 return None
             conn_id = next(self.ids)
-            self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
+            self.on_event(Opened(id=conn_id, remote=remote, peer=peer, far=str(used),
+                                 far_from=used.source))
             start = time.monotonic()
             reason = relay.run()
             return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.sent,

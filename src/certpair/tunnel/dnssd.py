@@ -1,148 +1,34 @@
-"""``tunnel serve`` on the local network: a DNS-SD service, and finding it by fingerprint.
-
-``tunnel serve`` publishes one ``_certpair-tunnel._tcp.local.`` service while it runs,
-whose TXT record holds exactly ``v`` (``1``), ``name`` (device name) and ``fp`` (its
-certificate fingerprint): nothing secret, and nothing TLS does not show anyone who
-connects. ``tunnel connect`` without an address looks for the service whose ``fp`` is
-PEER's; what it finds is only a candidate: the connection still has to present exactly
-PEER's certificate.
-
-Where it is published follows the listen address, as for pairing
-(:mod:`certpair.discovery`): a specific IPv4 address on that interface only; ``0.0.0.0``
-on every IPv4 interface. IPv4 only. ``zeroconf`` is imported inside the functions.
-"""
+"""``tunnel serve`` on the local network: its DNS-SD service (:mod:`certpair.announce`,
+which ``serve`` shares), and finding it by fingerprint."""
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
-import secrets
-import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from certpair.addresses import local_ipv4_addresses
-
-if TYPE_CHECKING:
-    from zeroconf import ServiceStateChange, Zeroconf
+from certpair.announce import (
+    TUNNEL_SERVICE_TYPE,
+    Advertisement,
+    find_service,
+    service_properties,
+)
 
 __all__ = ["TUNNEL_SERVICE_TYPE", "TunnelAdvertisement", "find_tunnel", "tunnel_properties"]
 
-TUNNEL_SERVICE_TYPE = "_certpair-tunnel._tcp.local."
-_VERSION = "1"
-_TTL = 120
-_RESOLVE_MS = 1500
-_ANY = frozenset({"", "0.0.0.0", "::"})  # noqa: S104  # compared, not bound
+tunnel_properties = service_properties
 
 
-def tunnel_properties(*, name: str, fingerprint: str) -> dict[str, str]:
-    """The whole TXT record of a tunnel's advertisement."""
-    return {"v": _VERSION, "name": name, "fp": fingerprint}
-
-
-def _scope(listen_host: str) -> tuple[list[str] | None, list[str]]:
-    """(interfaces or None for all, addresses to publish); ValueError if not IPv4."""
-    if listen_host in _ANY:
-        return None, [a for a, _ in local_ipv4_addresses()]
-    address = str(ipaddress.IPv4Address(listen_host))
-    return [address], [address]
-
-
-class TunnelAdvertisement:
+class TunnelAdvertisement(Advertisement):
     """The service of one ``tunnel serve``, from :meth:`start` until :meth:`close`."""
 
     def __init__(self, *, name: str, fingerprint: str, port: int, listen_host: str) -> None:
         """Describe it; nothing is sent before :meth:`start`."""
-        self.name, self.port, self.listen_host = name, port, listen_host
-        self.properties = tunnel_properties(name=name, fingerprint=fingerprint)
-        self._zeroconf: Zeroconf | None = None
-
-    def start(self) -> str | None:
-        """Announce the service.
-
-        Returns:
-            None, or why it could not be published (the tunnel works without it).
-        """
-        from zeroconf import InterfaceChoice, IPVersion, ServiceInfo, Zeroconf  # noqa: PLC0415
-
-        try:
-            interfaces, addresses = _scope(self.listen_host)
-        except ValueError:
-            return f"only IPv4 listen addresses are advertised, not {self.listen_host!r}"
-        if not addresses:
-            return "this host has no IPv4 address to advertise"
-        label = (self.name.replace(".", "-").encode()[:63].decode(errors="ignore").strip()
-                 or "certpair")
-        info = ServiceInfo(
-            TUNNEL_SERVICE_TYPE, f"{label}.{TUNNEL_SERVICE_TYPE}", port=self.port,
-            properties=self.properties, server=f"certpair-{secrets.token_hex(6)}.local.",
-            host_ttl=_TTL, other_ttl=_TTL, parsed_addresses=addresses)
-        try:
-            self._zeroconf = Zeroconf(
-                interfaces=InterfaceChoice.All if interfaces is None else interfaces,
-                ip_version=IPVersion.V4Only)
-            self._zeroconf.register_service(info, allow_name_change=True)
-        except (OSError, RuntimeError) as exc:
-            self.close()
-            return f"cannot advertise on the local network: {exc}"
-        return None
-
-    def close(self) -> None:
-        """Withdraw the service (goodbye packets); idempotent."""
-        zc, self._zeroconf = self._zeroconf, None
-        if zc is not None:
-            with contextlib.suppress(Exception):
-                zc.unregister_all_services()
-                zc.close()
+        super().__init__(service_type=TUNNEL_SERVICE_TYPE, name=name, fingerprint=fingerprint,
+                         port=port, listen_host=listen_host)
 
 
 def find_tunnel(fingerprint: str, *, timeout: float,
                 interfaces: Sequence[str] = ()) -> tuple[str, int] | None:
-    """Look for the ``tunnel serve`` whose certificate has ``fingerprint``.
-
-    Args:
-        fingerprint: PEER's fingerprint.
-        timeout: seconds to wait at most.
-        interfaces: IPv4 addresses of the interfaces to use; empty means all.
-
-    Returns:
-        ``(address, port)`` of the first match, or None.
-    """
-    from zeroconf import (  # noqa: PLC0415
-        InterfaceChoice,
-        IPVersion,
-        ServiceBrowser,
-        ServiceInfo,
-        Zeroconf,
-    )
-
-    found: list[tuple[str, int]] = []
-    done = threading.Event()
-
-    def on_change(*, zeroconf: Zeroconf, service_type: str, name: str,
-                  state_change: ServiceStateChange) -> None:
-        if done.is_set() or state_change.name == "Removed":
-            return
-        info = ServiceInfo(service_type, name)
-        if not info.request(zeroconf, _RESOLVE_MS):
-            return
-        fp = info.properties.get(b"fp")
-        addresses = info.parsed_addresses(IPVersion.V4Only)
-        if fp == fingerprint.encode() and addresses and info.port:
-            found.append((addresses[0], int(info.port)))
-            done.set()
-
-    try:
-        zc = Zeroconf(interfaces=list(interfaces) or InterfaceChoice.All,
-                      ip_version=IPVersion.V4Only)
-    except (OSError, RuntimeError):
-        return None
-    try:
-        browser = ServiceBrowser(zc, [TUNNEL_SERVICE_TYPE], handlers=[on_change])
-        try:
-            done.wait(timeout)
-        finally:
-            browser.cancel()
-    finally:
-        zc.close()
+    """The first address of the ``tunnel serve`` whose certificate has ``fingerprint``."""
+    found = find_service(TUNNEL_SERVICE_TYPE, fingerprint, timeout=timeout,
+                         interfaces=interfaces)
     return found[0] if found else None

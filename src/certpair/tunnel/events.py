@@ -43,11 +43,17 @@ class Advertised:
 
 @dataclass(frozen=True, kw_only=True)
 class Opened:
-    """A connection passed every check and is being carried."""
+    """A connection passed every check and is being carried.
+
+    On the connecting side ``far`` is the far end's address that answered and
+    ``far_from`` where that address came from (the address book's source).
+    """
 
     id: int
     remote: str
     peer: Peer
+    far: str | None = None
+    far_from: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from certpair.addresses import host_of
 from certpair.identity import load_identity
 from certpair.ports import ALPN_TUNNEL
 from certpair.store import Event, Peer, TrustStore, open_store
@@ -91,6 +92,8 @@ class _Server:
                                 tick=self.flush_log)
         self.ids = itertools.count(1)
         self._log: list[Event] = []
+        self._seen: dict[str, tuple[Peer, str]] = {}
+        self._hosts: dict[str, str] = {}  # the host each peer was last noted at
         self._log_lock = threading.Lock()
 
     def flush_log(self) -> None:
@@ -98,9 +101,10 @@ class _Server:
         (one commit per connection was ~10 % of a short connection's CPU)."""
         with self._log_lock:
             rows, self._log = self._log, []
-        if rows:
+            seen, self._seen = self._seen, {}
+        if rows or seen:
             with contextlib.suppress(Exception):
-                self.store.record_events(rows)
+                self.store.record_contacts(rows, list(seen.values()))
 
     def _allowed(self, paired: frozenset[str]) -> frozenset[str]:
         """The device ids let through, of the paired ones."""
@@ -114,7 +118,7 @@ class _Server:
         self.on_event(Refused(remote=host, reason=reason, count=count))
 
     def _refuse(self, link: TlsLink, remote: str, reason: str) -> None:
-        self.refusals.add(remote.rsplit(":", 1)[0], reason)
+        self.refusals.add(host_of(remote), reason)
         link.linger_close()
 
     def handle(self, sock: socket.socket, remote: str) -> Closed | None:
@@ -157,6 +161,11 @@ class _Server:
             # Confirmed once the client sends data over the accepted connection, not at
             # its handshake: a client may complete that and then reject this device.
             relay.on_data = lambda: settle_pairing(self.store, peer, remote)
+            host = host_of(remote)
+            with self._log_lock:  # where it was seen, when that changes: with the log rows
+                if self._hosts.get(peer.fingerprint) != host:
+                    self._hosts[peer.fingerprint] = host
+                    self._seen[peer.fingerprint] = (peer, host)
             return self._carry(relay, remote, peer, deadline)
         finally:
             self.connections.untrack(tracked)

@@ -16,34 +16,20 @@ import socket
 from dataclasses import dataclass, field
 from typing import Any
 
+from certpair.addresses import format_address, parse_address
 from certpair.errors import BadInput
 
 __all__ = ["Target", "is_loopback", "parse_listen", "parse_target", "split_host_port"]
 
 
 def split_host_port(text: str, default_port: int | None) -> tuple[str, int]:
-    """Split ``HOST:PORT``, ``[V6]:PORT`` (or ``HOST`` with a default port).
+    """Split ``HOST:PORT``, ``[V6]:PORT`` (or ``HOST`` with a default port): the one
+    reader, :func:`certpair.addresses.parse_address`.
 
     Raises:
         BadInput: no host, no port where one is needed, or a port outside 1..65535.
     """
-    host, port_text = text, ""
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0 or (text[end + 1:] and not text[end + 1:].startswith(":")):
-            raise BadInput(f"bad address {text!r}")
-        host, port_text = text[1:end], text[end + 2:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise BadInput(f"bad address {text!r}: no host")
-    if not port_text:
-        if default_port is None:
-            raise BadInput(f"bad address {text!r}: give HOST:PORT")
-        return host, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise BadInput(f"bad port in {text!r}")
-    return host, int(port_text)
+    return parse_address(text, default_port)
 
 
 def is_loopback(host: str) -> bool:
@@ -91,7 +77,7 @@ class Target:
     def __str__(self) -> str:
         if self.path:
             return f"unix:{self.path}"
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return format_address(self.host, self.port)
 
     def dial(self, timeout: float) -> socket.socket:
         """Connect to the service (blocking, bounded by ``timeout``).
@@ -183,11 +169,10 @@ def parse_listen(text: str, *, unsafe: bool, default_host: str = "127.0.0.1") ->
         if port > 65535:
             raise BadInput(f"bad port {text!r}")
     else:
-        host, port_text = text.rsplit(":", 1) if ":" in text else ("", "")
-        host = host.removeprefix("[").removesuffix("]")
-        if not host or not port_text.isdigit() or int(port_text) > 65535:
-            raise BadInput(f"bad listen address {text!r}: give [ADDR:]PORT")
-        port = int(port_text)
+        try:
+            host, port = parse_address(text, None, allow_zero=True)
+        except BadInput:
+            raise BadInput(f"bad listen address {text!r}: give [ADDR:]PORT") from None
     if not unsafe and not is_loopback(host):
         raise BadInput(
             f"listening on {host} would let anyone who reaches it use this device's "

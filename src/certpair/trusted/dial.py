@@ -1,0 +1,276 @@
+"""Reaching a paired device at one of several addresses: race them, then let TLS decide.
+
+:func:`dial` starts TCP connections to the candidates in the order given
+(:func:`certpair.reach.candidates` decides it), each a short delay after the previous
+one unless that one failed first (RFC 8305 "happy eyeballs", done by
+``aiohappyeyeballs``, the library aiohttp uses). The first connection that completes
+wins and the others are closed. A ``discover`` callback (DNS-SD) runs at the same time
+in a thread; the addresses it finds that were not candidates already are raced as
+soon as they come. The result names the address that won.
+
+An address is only a hint: :func:`connect_peer` runs the TLS handshake on the winner,
+pinned to the peer, and when another device answered there it tries the remaining
+candidates; nothing but the TLS check decides who answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohappyeyeballs
+
+from certpair.errors import CertpairError, Expired, NetworkError
+from certpair.reach import ANNOUNCED, SERVE, Candidate, candidates
+from certpair.store import Peer, TrustStore
+from certpair.trusted.contexts import NotPaired
+from certpair.trusted.failures import connection_error
+from certpair.trusted.peers import _store_of, peer_of
+
+__all__ = [
+    "HAPPY_EYEBALLS_DELAY", "Discover", "Reached", "announced", "connect_peer", "dial",
+    "route", "same_device",
+]
+
+# RFC 8305 §5 recommends 250 ms between connection attempts.
+HAPPY_EYEBALLS_DELAY = 0.25
+
+# Called in a thread with an event set when the answer is no longer needed; returns
+# the candidates it found (it should return early once the event is set).
+Discover = Callable[[threading.Event], list[Candidate]]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Reached:
+    """A connected socket and the candidate it reached."""
+
+    sock: socket.socket
+    candidate: Candidate
+
+
+def same_device(found: Peer, peer: Peer) -> bool:
+    """Whether ``found`` (a connection's peer, as stored now) is the device ``peer`` was,
+    under the same certificate or the one it rotated to (its device id)."""
+    if found.device_id and peer.device_id:
+        return found.device_id == peer.device_id
+    return found.fingerprint == peer.fingerprint
+
+
+async def _race(candidates: Sequence[Candidate], delay: float) -> Reached:
+    loop = asyncio.get_running_loop()
+    infos: list[tuple[int, int, int, str, tuple[object, ...]]] = []
+    owner: dict[int, Candidate] = {}
+    failures: list[str] = []
+    for candidate in candidates:
+        try:
+            found = await loop.getaddrinfo(candidate.host, candidate.port,
+                                           type=socket.SOCK_STREAM)
+        except OSError as exc:
+            failures.append(f"{candidate}: {exc.strerror or exc}")
+            continue
+        for info in found:
+            owner[len(infos)] = candidate
+            infos.append(info)
+    if not infos:
+        raise OSError("; ".join(failures) or "no address")
+    made: dict[int, int] = {}  # socket fileno -> index in infos
+
+    def socket_factory(info: tuple[int, int, int, str, tuple[object, ...]]) -> socket.socket:
+        sock = socket.socket(info[0], info[1], info[2])
+        made[sock.fileno()] = infos.index(info)
+        return sock
+
+    sock = await aiohappyeyeballs.start_connection(
+        infos, happy_eyeballs_delay=delay, socket_factory=socket_factory)
+    return Reached(sock=sock, candidate=owner[made[sock.fileno()]])
+
+
+async def _discovered(discover: Discover, stop: threading.Event,
+                      known: Sequence[Candidate], delay: float) -> Reached | None:
+    loop = asyncio.get_running_loop()
+    answer: asyncio.Future[list[Candidate]] = loop.create_future()
+
+    def deliver(found: list[Candidate]) -> None:
+        if not answer.done():
+            answer.set_result(found)
+
+    def browse() -> None:
+        try:
+            found = discover(stop)
+        except Exception:  # a failed browse is only no hint
+            found = []
+        with contextlib.suppress(RuntimeError):  # the loop ended: nobody waits any more
+            loop.call_soon_threadsafe(deliver, found)
+
+    threading.Thread(target=browse, name="certpair-discover", daemon=True).start()
+    seen = {(c.kind, c.host, c.port) for c in known}
+    fresh = [c for c in await answer if (c.kind, c.host, c.port) not in seen]
+    if not fresh:
+        return None
+    return await _race(fresh, delay)
+
+
+async def _first(candidates: Sequence[Candidate], discover: Discover | None,
+                 delay: float, errors: list[str]) -> Reached | None:
+    stop = threading.Event()
+    tasks: set[asyncio.Task[Reached | None]] = set()
+    if candidates:
+        tasks.add(asyncio.create_task(_race(candidates, delay)))
+    if discover is not None:
+        tasks.add(asyncio.create_task(_discovered(discover, stop, candidates, delay)))
+    won: Reached | None = None
+    try:
+        while tasks and won is None:
+            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task.exception() is not None:
+                    exc = task.exception()
+                    errors.append(str(exc.strerror or exc) if isinstance(exc, OSError)
+                                  else str(exc))
+                elif (result := task.result()) is not None:
+                    if won is None:
+                        won = result
+                    else:
+                        result.sock.close()
+    finally:
+        stop.set()
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                late = await task
+                if late is not None:
+                    late.sock.close()
+    return won
+
+
+def dial(candidates: Sequence[Candidate], *, timeout: float, what: str,
+         discover: Discover | None = None, delay: float = HAPPY_EYEBALLS_DELAY) -> Reached:
+    """Connect (TCP) to the first candidate that answers; blocking.
+
+    Args:
+        candidates: the addresses, in the order to start them.
+        timeout: seconds for the whole race.
+        what: how errors name the device (``alpha``).
+        discover: also race what this finds (see :data:`Discover`), as it comes.
+        delay: seconds between the starts of two attempts (RFC 8305).
+
+    Returns:
+        The connected socket (blocking, with ``timeout`` set) and its candidate.
+
+    Raises:
+        Expired: nothing answered within ``timeout``.
+        NetworkError: every attempt failed (each address and its reason are named).
+    """
+    errors: list[str] = []
+    tried = ", ".join(str(c) for c in candidates) or "no known address"
+    try:
+        won = asyncio.run(asyncio.wait_for(_first(candidates, discover, delay, errors),
+                                           timeout))
+    except TimeoutError:
+        raise Expired(f"cannot reach {what} at {tried}: no answer within {timeout:g} s"
+                      ) from None
+    if won is None:
+        found = "" if discover is None else "; not announced on the local network either"
+        if not candidates:
+            raise NetworkError(f"no address is known for {what}{found}: give HOST[:PORT] "
+                               "once, or run its serve on this network")
+        reasons = f" ({'; '.join(errors)})" if errors else ""
+        raise NetworkError(f"cannot reach {what} at {tried}{reasons}{found}")
+    won.sock.setblocking(True)
+    won.sock.settimeout(timeout)
+    with contextlib.suppress(OSError):
+        won.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return won
+
+
+def connect_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
+                 context: ssl.SSLContext, timeout: float, discover: Discover | None = None,
+                 ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+    """Reach ``peer`` at the first of ``candidates`` where it, and no other device, answers.
+
+    Args:
+        peer: the paired device to reach.
+        candidates: its addresses, in order (:func:`certpair.reach.candidates`).
+        home: certpair's home directory.
+        context: a client context (pinned to ``peer`` is best: the handshake refuses
+            any other device).
+        timeout: seconds for each race and handshake, and every later read or write.
+        discover: DNS-SD lookup raced with the first attempt.
+
+    Returns:
+        The TLS socket, the verified peer (as stored now) and the address that won.
+
+    Raises:
+        NotPaired: only other devices answered, or ``peer`` refused this device.
+        Expired, NetworkError: as for :func:`dial`.
+    """
+    left = list(candidates)
+    others: list[str] = []
+    while True:
+        reached = dial(left, timeout=timeout, what=peer.name, discover=discover)
+        discover = None
+        remote = str(reached.candidate)
+        left = [c for c in left if c != reached.candidate]
+        try:
+            tls = context.wrap_socket(reached.sock, server_hostname=reached.candidate.host)
+        except ssl.SSLCertVerificationError:
+            reached.sock.close()
+            others.append(remote)
+        except OSError as exc:
+            reached.sock.close()
+            raise connection_error(exc, remote) from exc
+        else:
+            try:
+                found = peer_of(tls, _store_of(context, home))
+            except CertpairError:
+                tls.close()
+                raise
+            if same_device(found, peer):
+                return tls, found, reached.candidate
+            tls.close()
+            others.append(remote)
+        if not left:
+            raise NotPaired(f"another device answered at {', '.join(others)}, not "
+                            f"{peer.name}")
+
+
+def announced(store: TrustStore, peer: Peer, service: str, *, timeout: float,
+              interfaces: Sequence[str] = ()) -> Discover:
+    """A :data:`Discover` that looks for ``peer``'s ``service`` announced with its
+    fingerprint (DNS-SD, at most ``timeout`` seconds) and notes what it finds in the
+    address book, as a hint."""
+    from certpair.announce import (  # noqa: PLC0415  # zeroconf loads slowly
+        SERVE_SERVICE_TYPE,
+        TUNNEL_SERVICE_TYPE,
+        find_service,
+    )
+
+    service_type = SERVE_SERVICE_TYPE if service == SERVE else TUNNEL_SERVICE_TYPE
+
+    def discover(stop: threading.Event) -> list[Candidate]:
+        found = find_service(service_type, peer.fingerprint, timeout=timeout,
+                             interfaces=interfaces, stop=stop)
+        for host, port in found:
+            with contextlib.suppress(CertpairError):
+                store.note_address(peer, host, port, service=service, source=ANNOUNCED)
+        return [Candidate(host=host, port=port, source=ANNOUNCED) for host, port in found]
+
+    return discover
+
+
+def route(store: TrustStore, peer: Peer, service: str, default_port: int, *,
+          discovery_timeout: float, interfaces: Sequence[str] = (),
+          ) -> tuple[list[Candidate], Discover | None]:
+    """``peer``'s addresses from the address book, in order, and the DNS-SD lookup to
+    race with them (None when ``discovery_timeout`` is 0)."""
+    ordered = candidates(store.address_book(peer), service=service, default_port=default_port)
+    discover = (announced(store, peer, service, timeout=discovery_timeout,
+                          interfaces=interfaces) if discovery_timeout > 0 else None)
+    return ordered, discover
