@@ -1,0 +1,178 @@
+"""The accept loop both tunnel ends share (tunnel/acceptor.py), in-process: the worker
+pool, the connection limit (a reset and a counted refusal over it, room again once a
+connection ends), a failing handler, and the stop when the trust watch ends the tunnel."""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from certpair.store import TrustStore, open_store
+from certpair.tunnel.acceptor import _Workers, listen, run_acceptor
+from certpair.tunnel.events import Failed, Stopped, Stopping, TunnelEvent
+from certpair.tunnel.watch import Connections, Refusals, TrustWatch
+from tests.trustedutil import Devices, make_devices
+from tests.tunnelpipe import LOOPBACK, WAIT, in_thread, what_the_end_saw
+
+
+def test_the_pool_runs_every_submitted_job_at_the_same_time() -> None:
+    workers = _Workers()
+    together = threading.Barrier(6, timeout=WAIT)
+
+    def meet() -> None:
+        together.wait()
+
+    for _ in range(5):
+        workers.submit(meet)
+    together.wait()  # breaks (and raises) unless all five run at once
+
+
+def until(predicate: Callable[[], bool]) -> None:
+    """Wait (bounded) for a state the code under test reaches without telling anyone."""
+    deadline = time.monotonic() + WAIT
+    while not predicate():
+        assert time.monotonic() < deadline, "not reached in time"
+        threading.Event().wait(0.001)
+
+
+def test_the_pool_hands_the_next_job_to_a_thread_that_finished_one() -> None:
+    workers = _Workers()
+    ran: queue.Queue[int] = queue.Queue()
+    for _ in range(20):
+        workers.submit(lambda: ran.put(threading.get_ident()))
+        # The thread counts itself idle just after its job returned.
+        until(lambda: workers._idle == 1)
+    threads = {ran.get(timeout=WAIT) for _ in range(20)}
+    assert len(threads) == 1, threads  # one thread ran all, none was started anew
+
+
+@dataclass
+class Harness:
+    """``run_acceptor`` in a thread on a loopback listener; ``handle`` holds each
+    connection until the test releases it."""
+
+    store: TrustStore
+    devices: Devices
+    limit: int
+    events: queue.Queue[TunnelEvent] = field(default_factory=queue.Queue)
+    refused: queue.Queue[tuple[str, str, int]] = field(default_factory=queue.Queue)
+    started: queue.Queue[str] = field(default_factory=queue.Queue)
+    release: dict[str, threading.Event] = field(default_factory=dict)
+    fail: set[str] = field(default_factory=set)
+    port: int = 0
+    ended: Callable[..., object] = lambda *_: None
+    stop_now: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> None:
+        self.connections = Connections(limit=self.limit)
+        self.refusals = Refusals(lambda *row: self.refused.put(row))
+        self.watch = TrustWatch(self.store, self.connections, self.refusals, lambda d: d,
+                                ending=lambda _: "stopped" if self.stop_now.is_set() else None)
+        listener = listen(LOOPBACK, 0)
+        self.port = listener.getsockname()[1]
+        self.ended = in_thread(lambda: run_acceptor(
+            listener, self.handle, connections=self.connections, refusals=self.refusals,
+            watch=self.watch, on_event=self.events.put, drain_timeout=1.0))
+
+    def handle(self, sock: socket.socket, remote: str) -> TunnelEvent | None:
+        with sock:
+            name = sock.recv(16).decode()
+            self.started.put(name)
+            if name in self.fail:
+                raise RuntimeError("the store went away")
+            self.release.setdefault(name, threading.Event()).wait(WAIT)
+            sock.sendall(b"bye " + name.encode())
+        return Failed(remote=remote, reason=f"{name} done")
+
+    def open(self, name: str) -> socket.socket:
+        sock = socket.create_connection((LOOPBACK, self.port), timeout=WAIT)
+        self.release.setdefault(name, threading.Event())
+        sock.sendall(name.encode())
+        return sock
+
+    def over_the_limit(self) -> str:
+        """What a connection sees that is refused: the reset may come in connect()."""
+        try:
+            with socket.create_connection((LOOPBACK, self.port), timeout=WAIT) as sock:
+                return what_the_end_saw(sock)
+        except ConnectionResetError:
+            return "reset"
+
+    def stop(self) -> None:
+        self.stop_now.set()
+        self.devices.forget("alpha", "beta")  # a change the watch sees: it ends the tunnel
+        self.ended()
+
+
+@pytest.fixture
+def harness(tmp_path: Path) -> Iterator[Harness]:
+    devices = make_devices(tmp_path)
+    with open_store(devices.home("alpha")) as store:
+        made = Harness(store, devices, limit=2)
+        made.start()
+        try:
+            yield made
+        finally:
+            for event in made.release.values():
+                event.set()
+            if not made.stop_now.is_set():
+                made.stop()
+
+
+def test_over_the_limit_a_connection_is_reset_and_counted_until_one_ends(
+    harness: Harness,
+) -> None:
+    one, two = harness.open("one"), harness.open("two")
+    assert {harness.started.get(timeout=WAIT) for _ in range(2)} == {"one", "two"}
+    assert harness.over_the_limit() == "reset"
+    assert harness.refused.get(timeout=WAIT) == (LOOPBACK, "too many connections", 1)
+    assert harness.connections.busy == 2
+    harness.release["one"].set()
+    assert one.recv(16) == b"bye one"
+    # The slot is free once the handler's last event is reported.
+    assert harness.events.get(timeout=WAIT) == Failed(remote=one_remote(one), reason="one done")
+    four = harness.open("four")
+    assert harness.started.get(timeout=WAIT) == "four"
+    harness.release["four"].set()
+    harness.release["two"].set()
+    assert four.recv(16) == b"bye four" and two.recv(16) == b"bye two"
+    for sock in (one, two, four):
+        sock.close()
+
+
+def one_remote(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"{host}:{port}"
+
+
+def test_a_handler_that_raises_is_reported_and_frees_its_slot(harness: Harness) -> None:
+    harness.fail.add("bad")
+    with harness.open("bad") as bad:
+        assert harness.started.get(timeout=WAIT) == "bad"
+        event = harness.events.get(timeout=WAIT)
+        assert event == Failed(remote=one_remote(bad),
+                               reason="internal error: the store went away")
+        assert bad.recv(16) == b""  # its socket was closed
+    assert harness.connections.busy == 0
+
+
+def test_the_watch_ending_the_tunnel_stops_the_accept_loop_and_reports_the_stop(
+    harness: Harness,
+) -> None:
+    with harness.open("last") as sock:
+        assert harness.started.get(timeout=WAIT) == "last"
+        harness.release["last"].set()
+        assert sock.recv(16) == b"bye last"
+    assert isinstance(harness.events.get(timeout=WAIT), Failed)
+    harness.stop()  # returns once run_acceptor returned
+    rest = [harness.events.get(timeout=WAIT) for _ in range(2)]
+    assert rest == [Stopping(open=0, drain_timeout=1.0), Stopped(cut=0)]
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((LOOPBACK, harness.port), timeout=WAIT).close()
