@@ -1,10 +1,12 @@
 """The accept loop both tunnel ends share (tunnel/acceptor.py), in-process: the worker
 pool, the connection limit (a reset and a counted refusal over it, room again once a
-connection ends), a failing handler, and the stop when the trust watch ends the tunnel."""
+connection ends), a failing handler, the stop when the trust watch ends the tunnel, and
+SIGTERM: drain for the timeout, then cut what is still open."""
 
 from __future__ import annotations
 
 import queue
+import signal
 import socket
 import threading
 import time
@@ -19,7 +21,7 @@ from certpair.tunnel.acceptor import _Workers, listen, run_acceptor
 from certpair.tunnel.events import Failed, Stopped, Stopping, TunnelEvent
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch
 from tests.trustedutil import Devices, make_devices
-from tests.tunnelpipe import LOOPBACK, WAIT, in_thread, what_the_end_saw
+from tests.tunnelpipe import LOOPBACK, WAIT, in_thread, make_pipe, what_the_end_saw
 
 
 def test_the_pool_runs_every_submitted_job_at_the_same_time() -> None:
@@ -176,3 +178,48 @@ def test_the_watch_ending_the_tunnel_stops_the_accept_loop_and_reports_the_stop(
     assert rest == [Stopping(open=0, drain_timeout=1.0), Stopped(cut=0)]
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection((LOOPBACK, harness.port), timeout=WAIT).close()
+
+
+def test_a_signal_drains_for_the_timeout_then_cuts_what_is_still_open(
+    tmp_path: Path,
+) -> None:
+    devices = make_devices(tmp_path)
+    pipe = make_pipe(devices)  # a live connection the accept loop's handler carries
+    events: queue.Queue[TunnelEvent] = queue.Queue()
+    carried = threading.Event()
+    with open_store(devices.home("alpha")) as store:
+        connections = Connections(limit=4)
+        refusals = Refusals(lambda *_: None)
+        watch = TrustWatch(store, connections, refusals, lambda d: d)
+        beta = next(p.device_id for p in store.peers() if p.name == "beta")
+
+        def handle(sock: socket.socket, remote: str) -> TunnelEvent | None:
+            sock.close()
+            tracked = connections.track(beta, pipe.b)
+            carried.set()
+            try:
+                return Failed(remote=remote, reason=str(pipe.ended_b()))
+            finally:
+                connections.untrack(tracked)
+
+        listener = listen(LOOPBACK, 0)
+        port = listener.getsockname()[1]
+        main = threading.main_thread().ident
+        assert main is not None and threading.current_thread().ident == main
+
+        def client() -> None:
+            socket.create_connection((LOOPBACK, port), timeout=WAIT).close()
+            assert carried.wait(WAIT)
+            signal.pthread_kill(main, signal.SIGTERM)  # as `kill` would, to the loop
+
+        started = in_thread(client)
+        run_acceptor(listener, handle, connections=connections, refusals=refusals,
+                     watch=watch, on_event=events.put, drain_timeout=0.3)
+        started()
+    seen = [events.get(timeout=WAIT) for _ in range(3)]
+    assert seen[0] == Stopping(open=1, drain_timeout=0.3)
+    assert Stopped(cut=1) in seen[1:]  # the open connection did not end by itself
+    assert any(isinstance(e, Failed) and e.reason == "shutdown" for e in seen[1:])
+    assert what_the_end_saw(pipe.app_b) == "reset"
+    assert what_the_end_saw(pipe.app_a) == "reset"
+    pipe.close()
