@@ -123,7 +123,7 @@ class Pair:
     def trust(self, who: str, whom: Identity) -> None:
         with open_store(self.home(who)) as store:
             store.commit_pairing(name=whom.name, cert_der=whom.cert_der, mode="cpace",
-                                 role="offerer", remote=f"{LOOPBACK}:47820")
+                                 role="offerer", remote=f"{LOOPBACK}:4490")
 
     def untrust(self, who: str, whom: Identity) -> None:
         with open_store(self.home(who)) as store:

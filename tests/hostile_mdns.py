@@ -34,7 +34,7 @@ def packet() -> bytes:
     txt = b"".join(bytes([len(item)]) + item for item in (b"v=1", b"mode=cpace", b"name=evil"))
     answers = [
         _record(SERVICE, _PTR, _IN, _name(INSTANCE)),
-        _record(INSTANCE, _SRV, _IN_FLUSH, struct.pack("!HHH", 0, 0, 47820) + _name(HOST)),
+        _record(INSTANCE, _SRV, _IN_FLUSH, struct.pack("!HHH", 0, 0, 4490) + _name(HOST)),
         _record(INSTANCE, _TXT, _IN_FLUSH, txt),
         _record(HOST, _A, _IN_FLUSH, socket.inet_aton("127.0.0.1")),
     ]

@@ -62,7 +62,8 @@ def test_wrong_code_exits_1_on_both_sides_and_stores_nothing(homes: tuple[Path, 
 
     with sqlite3.connect(a / "trust.db") as db:
         rows = db.execute("SELECT outcome, reason FROM events").fetchall()
-    assert rows == [("failed", "pairing failed")]
+    # the log says what it cost: one row, in words (issue 24)
+    assert rows == [("failed", "wrong code (or a tampered connection); the code is burned")]
 
 
 def test_wrong_code_reports_failed_then_a_fresh_code_that_pairs(

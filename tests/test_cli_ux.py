@@ -65,16 +65,16 @@ def test_every_number_is_bounded_and_a_bad_one_exits_2_naming_its_option(tmp_pat
     "host:\uff18\uff10", "[::1]x", "a b", "host:0", "host:123456"])
 def test_addresses_that_are_not_host_port_are_refused(text: str) -> None:
     with pytest.raises(BadInput):
-        parse_host_port(text, 47820)
+        parse_host_port(text, 4490)
 
 
 @pytest.mark.parametrize(("text", "expected"), [
-    ("192.0.2.1", ("192.0.2.1", 47820)), ("192.0.2.1:5300", ("192.0.2.1", 5300)),
-    ("::1", ("::1", 47820)), ("[::1]:5300", ("::1", 5300)), ("[::1]", ("::1", 47820)),
+    ("192.0.2.1", ("192.0.2.1", 4490)), ("192.0.2.1:5300", ("192.0.2.1", 5300)),
+    ("::1", ("::1", 4490)), ("[::1]:5300", ("::1", 5300)), ("[::1]", ("::1", 4490)),
     ("alpha.local:80", ("alpha.local", 80)),
 ])
 def test_addresses_in_every_accepted_form_parse(text: str, expected: tuple[str, int]) -> None:
-    assert parse_host_port(text, 47820) == expected
+    assert parse_host_port(text, 4490) == expected
 
 
 MISTAKES = [
@@ -120,7 +120,7 @@ def _add_peer(home: Path, name: str, tmp_path: Path) -> None:
     other = create_identity(tmp_path / f"peer-{name}", "peer")
     with open_store(home) as store:
         store.commit_pairing(name=name, cert_der=other.cert_der, mode="cpace", role="joiner",
-                             remote="192.0.2.9:47820")
+                             remote="192.0.2.9:4490")
 
 
 def test_init_force_over_an_identity_with_peers_needs_yes_off_a_terminal(tmp_path: Path) -> None:
@@ -281,12 +281,39 @@ def test_peers_and_log_print_aligned_columns_and_escape_peer_names(tmp_path: Pat
     column = peer_lines[0].index("FINGERPRINT")
     assert all(line[column:].startswith("sha256:") for line in peer_lines[1:])
     assert "mallory\\u202egpj.exe" in shown.stdout
-    assert "a-very-long-device-name…" in shown.stdout
+    assert "a-very-long-device-…" in shown.stdout
     assert "goes-on-and-on" not in shown.stdout
     log_lines = logged.stdout.splitlines()
     outcome = log_lines[0].index("OUTCOME")
     assert {line[outcome:].split()[0] for line in log_lines[1:]} == {"paired", "refused"}
-    assert "mallory\\u202egpj.exe" in logged.stdout
+    assert "mallory\\u20…" in logged.stdout  # cut to the PEER column
+    wide = run(home, "log", "--wide")
+    assert "mallory\\u202egpj.exe" in wide.stdout and "\u202e" not in wide.stdout
+    assert "a-very-long-device-name…" in run(home, "peers", "--wide").stdout
+
+
+def test_peers_and_log_fit_80_columns_and_wide_prints_every_field(tmp_path: Path) -> None:
+    home = tmp_path / "a"
+    init(home, "alpha")
+    _add_peer(home, "a-very-long-device-name-that-goes-on-and-on-and-on", tmp_path)
+    with open_store(home) as store:
+        for role in ("tunnel-server", "tunnel-client"):
+            store.record_event(kind="connection", role=role, mode="mtls", outcome="accepted",
+                               remote="[2001:db8:aaaa:bbbb:cccc:dddd:eeee:ffff]:51000",
+                               reason="", peer_name="a-very-long-device-name")
+    for command in ("peers", "log"):
+        narrow = run(home, command)
+        assert narrow.returncode == 0, narrow.stderr
+        assert max(len(line) for line in narrow.stdout.splitlines()) <= 80, narrow.stdout
+        wide = run(home, command, "--wide")
+        assert max(len(line) for line in wide.stdout.splitlines()) > 80
+    logged = run(home, "log").stdout
+    assert "tunnel, incoming" in logged and "tunnel, outgoing" in logged
+    wide_log = run(home, "log", "--wide").stdout
+    assert "tunnel-server" in wide_log and "tunnel-client" in wide_log
+    fingerprint = run(home, "peers", "--json").stdout.split('"fingerprint": "')[1][:71]
+    assert fingerprint in run(home, "peers", "--wide").stdout
+    assert fingerprint not in run(home, "peers").stdout
 
 
 @pytest.mark.parametrize(("raw", "shown"), [
@@ -364,7 +391,7 @@ def test_join_to_a_serve_port_and_ping_to_a_pairing_port_fail_at_once_and_say_so
     assert joined.returncode == 4, joined.stderr
     assert "is a trusted certpair port" in joined.stderr and "not a pairing port" in joined.stderr
     assert pinged.returncode == 4, pinged.stderr
-    assert "is a certpair pairing port" in pinged.stderr and "47821" in pinged.stderr
+    assert "is a certpair pairing port" in pinged.stderr and "4491" in pinged.stderr
     # The offer is untouched: the right joiner still pairs with it.
     assert run(b, "join", offerer.address, offerer.code).returncode == 0
 

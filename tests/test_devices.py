@@ -87,7 +87,7 @@ def test_tunnel_connect_finds_the_pairing_address_after_the_peer_rotated(
         tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.commit_pairing(name="a", cert_der=OLD, mode="cpace", role="joiner",
-                             remote="192.0.2.7:47820")
+                             remote="192.0.2.7:4490")
         store.learn_successor(fingerprint(OLD), NEW, remote="t")
         peer = store.admit(fingerprint(NEW))  # the log's pairing row holds the old key
         assert peer is not None

@@ -73,7 +73,7 @@ def link() -> Iterator[list[str]]:
 # ---------------------------------------------------------------- choosing, pure
 
 def _found(name: str, mode: Mode = Mode.CPACE, host: str = "10.0.0.1") -> DiscoveredOfferer:
-    return DiscoveredOfferer(instance=name, name=name, addresses=(host,), port=47820, mode=mode,
+    return DiscoveredOfferer(instance=name, name=name, addresses=(host,), port=4490, mode=mode,
                              version="1", fingerprint=None)
 
 
@@ -212,7 +212,10 @@ def test_discover_lists_the_offerer_with_address_mode_and_fingerprint(
     a, b = homes
     offerer = Offerer(a, "--mode", "hmac", prefix=link)
     offerers.append(offerer)
-    assert offerer.next_event()["event"] == "advertised"
+    advertised = offerer.next_event()
+    assert advertised["event"] == "advertised"
+    # announced only where it listens, and it says where
+    assert advertised["where"] == f"{LOOPBACK} only: this machine, not the local network"
     result = run(b, "discover", "--json", "--interface", LOOPBACK, "--timeout", "2",
                  prefix=link)
     assert result.returncode == 0, result.stderr

@@ -187,7 +187,8 @@ def test_reading_commands_work_on_a_full_disk_and_writers_say_it_is_full(
                            outcome="accepted", reason="", peer_fingerprint=beta.fingerprint,
                            peer_name="beta")
     _leave_free(disk, free_kib)
-    for args, says in ((("peers",), beta.fingerprint), (("peers", "--json"), '"beta"'),
+    for args, says in ((("peers",), beta.fingerprint[:20]), (("peers", "--wide"), beta.fingerprint),
+                       (("peers", "--json"), '"beta"'),
                        (("rotate", "--status"), "No rotation pending"),
                        (("log",), "10.0.0.7"), (("show",), "alpha")):
         result = run(home, *args)

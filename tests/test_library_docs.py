@@ -44,5 +44,5 @@ def test_every_code_block_of_library_md_runs_and_prints_what_it_says(tmp_path: P
     assert out.count("'hello': 'beta'") + out.count('"hello": "beta"') == 5, out
     assert "refused this device: it is not paired there" in out
     assert "alpha no longer trusts beta" in out
-    assert "have not learned the new certificate" in out
+    assert "not learned the new certificate" in out
     assert "Traceback" not in done.stderr, done.stderr

@@ -57,7 +57,7 @@ async def test_wrong_cpace_code_fails_both_sides_and_burns_code(make_device: Mak
             await asyncio.wait_for(offer.task, 10)
     assert alpha_store.peers() == [] and beta_store.peers() == []
     reasons = [e.reason for e in alpha_store.events() if e.outcome == "failed"]
-    assert reasons == ["pairing failed"]
+    assert reasons == ["wrong code (or a tampered connection); the code is burned"]
 
 
 async def test_burned_code_is_replaced_and_old_code_no_longer_pairs(

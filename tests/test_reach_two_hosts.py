@@ -114,10 +114,10 @@ def test_ping_tunnel_and_sync_find_a_peer_by_name_after_its_address_changed(
     assert ping.returncode == 0, ping.stderr
     reply = _json(ping)[0]
     assert (reply["event"], reply["remote"], reply["address_from"]) == (
-        "reply", f"{first}:47821", "dns-sd")
+        "reply", f"{first}:4491", "dns-sd")
     text = run(b, "ping", "alpha", prefix=lan.on_joiner)  # now from the address book
     assert text.returncode == 0, text.stderr
-    assert f"at {first}:47821 (address from contact)" in text.stdout
+    assert f"at {first}:4491 (address from contact)" in text.stdout
 
     # Second move: a new tunnel connect finds alpha's tunnel serve by its announcement.
     serve.kill()
@@ -126,7 +126,7 @@ def test_ping_tunnel_and_sync_find_a_peer_by_name_after_its_address_changed(
     server = Proc(certpair_argv(a, "tunnel", "serve", "--to", f"{LOOPBACK}:{web_port}",
                                 "--json", prefix=lan.on_offerer))
     offerers.append(server)
-    assert server.next_event()["port"] == 47822
+    assert server.next_event()["port"] == 4492
     assert server.next_event(WAIT)["event"] == "advertised"
     client = Proc(certpair_argv(b, "tunnel", "connect", "alpha", "--listen", "0", "--json",
                                 prefix=lan.on_joiner))
@@ -135,7 +135,7 @@ def test_ping_tunnel_and_sync_find_a_peer_by_name_after_its_address_changed(
     assert _curl(lan, int(listening["port"])) == "from alpha's loopback\n"
     opened = client.next_event()
     assert (opened["event"], opened["far"], opened["address_from"]) == (
-        "opened", f"{second}:47822", "dns-sd")
+        "opened", f"{second}:4492", "dns-sd")
 
     # sync --all reaches alpha's serve (listening on every address) from the book ...
     serve = Proc(certpair_argv(a, "serve", "--json", "--no-advertise", prefix=lan.on_offerer))
@@ -176,13 +176,13 @@ def test_a_pairing_over_ipv6_is_logged_with_brackets_and_the_tunnel_finds_it(
                                 "--listen", "::", "--no-advertise", "--json",
                                 prefix=two_hosts.on_offerer))
     offerers.append(server)
-    assert server.next_event()["port"] == 47822
+    assert server.next_event()["port"] == 4492
     client = Proc(certpair_argv(b, "tunnel", "connect", "alpha", "--listen", "0",
                                 "--discovery-timeout", "0", "--json",
                                 prefix=two_hosts.on_joiner))
     offerers.append(client)
     listening = client.next_event()
     assert (listening["remote"], listening["address_from"]) == (
-        f"[{ALPHA_V6}]:47822", "pairing")
+        f"[{ALPHA_V6}]:4492", "pairing")
     assert _curl(two_hosts, int(listening["port"])) == "from alpha's loopback\n"
-    assert client.next_event()["far"] == f"[{ALPHA_V6}]:47822"
+    assert client.next_event()["far"] == f"[{ALPHA_V6}]:4492"

@@ -120,7 +120,7 @@ def _home_with_a_peer(tmp_path: Path) -> Path:
     other = create_identity(tmp_path / "b", "beta")
     with open_store(home) as store:
         store.commit_pairing(name="beta", cert_der=other.cert_der, mode="cpace", role="joiner",
-                             remote="192.0.2.9:47820")
+                             remote="192.0.2.9:4490")
     return home
 
 
@@ -150,3 +150,23 @@ def test_join_on_a_terminal_says_it_is_looking_before_it_says_none_was_found(
     lines = term.history().splitlines()  # tmux's "Pane is dead" line may scroll the screen
     assert lines[0] == "Looking for offerers on the local network…"
     assert lines[1].startswith("Error: no device offering cpace pairing was found")
+
+
+@pytest.mark.parametrize(("height", "fits"), [(24, True), (20, False)])
+def test_pair_qr_on_80_columns_keeps_the_code_and_countdown_on_screen_or_says_why(
+    homes: tuple[Path, Path], terminals: list[Terminal], tmp_path: Path, height: int,
+    fits: bool,
+) -> None:
+    a, _ = homes
+    term = Terminal(tmp_path, certpair_argv(a, "pair", "--qr", "--listen", "127.0.0.1",
+                                            "--port", "0", "--no-advertise"),
+                    width=80, height=height, env={"LINES": str(height)})
+    # LINES: tmux may start the command before the pane takes its final height
+    terminals.append(term)
+    shown = term.wait_for(lambda s: bool(_COUNTDOWN.search(s)), "the countdown")
+    lines = shown.rstrip("\n").splitlines()
+    assert any(line.startswith("Pairing code: ") for line in lines), shown
+    assert any(line.startswith("On the other device: certpair join") for line in lines)
+    assert "Expires in" in lines[-1]
+    said = "The terminal is too small for the QR code" in term.history()
+    assert said is not fits, term.history()

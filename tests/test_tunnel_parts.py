@@ -92,7 +92,7 @@ def test_connect_finds_the_peer_at_the_address_it_was_paired_from(tmp_path: Path
     create_identity(tmp_path / "beta", "beta")
     with open_store(tmp_path / "beta") as store:
         peer = store.commit_pairing(name="alpha", cert_der=alpha.cert_der, mode="cpace",
-                                    role="joiner", remote="192.0.2.7:47820")
+                                    role="joiner", remote="192.0.2.7:4490")
         assert resolve_far_end(store, peer, None) == ("192.0.2.7", TUNNEL_PORT, "pairing")
         assert resolve_far_end(store, peer, "[2001:db8::2]") == (
             "2001:db8::2", TUNNEL_PORT, "--to")

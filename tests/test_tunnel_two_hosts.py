@@ -2,7 +2,7 @@
 (the fixture of tests/test_two_hosts.py), after a real pairing between them.
 
 alpha pairs, then serves a web page on its own loopback through ``tunnel serve`` with
-the defaults (every address, port 47822); beta, which joined, runs ``tunnel connect
+the defaults (every address, port 4492); beta, which joined, runs ``tunnel connect
 alpha`` without ``--to`` (so the address it paired with is used) and fetches the page
 with curl from its own loopback. Needs root, iproute2 and curl; skipped otherwise.
 """
@@ -47,13 +47,13 @@ def test_tunnel_between_two_hosts_uses_the_pairing_address_and_default_port(
     server = Proc(certpair_argv(a, "tunnel", "serve", "--to", f"{LOOPBACK}:{web_port}",
                                 "--no-advertise", "--json", prefix=two_hosts.on_offerer))
     offerers.append(server)
-    assert server.next_event()["port"] == 47822
+    assert server.next_event()["port"] == 4492
     client = Proc(certpair_argv(b, "tunnel", "connect", "alpha", "--listen", "0", "--json",
                                 prefix=two_hosts.on_joiner))
     offerers.append(client)
     listening = client.next_event()
     assert (listening["remote"], listening["address_from"]) == (
-        f"{OFFERER_ADDRESS}:47822", "pairing")
+        f"{OFFERER_ADDRESS}:4492", "pairing")
     assert CURL is not None
     got = subprocess.run([*two_hosts.on_joiner, CURL, "-sS", "--fail", "--max-time",
                           str(WAIT), f"http://{LOOPBACK}:{listening['port']}/index.txt"],

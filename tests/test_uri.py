@@ -3,6 +3,7 @@ status, and real ``pair --qr`` / ``join URI`` processes on loopback."""
 
 from __future__ import annotations
 
+import base64
 import struct
 import zlib
 from pathlib import Path
@@ -63,8 +64,12 @@ def test_format_then_parse_gives_back_host_port_secret_and_fingerprint(
 
 
 def test_uri_has_the_documented_shape() -> None:
-    uri = format_uri(host="192.168.1.20", port=47820, secret=parse_secret(CODE), fingerprint=FP)
-    assert uri == f"certpair://192.168.1.20:47820/?code={CODE}&fp={FP}"
+    uri = format_uri(host="192.168.1.20", port=4490, secret=parse_secret(CODE), fingerprint=FP)
+    short = base64.urlsafe_b64encode(bytes.fromhex(FP[7:])).decode().rstrip("=")
+    assert uri == f"certpair://192.168.1.20:4490/?code={CODE}&fp={short}"
+    assert len(short) == 43
+    # the long form stays readable: URIs printed by earlier versions still join
+    assert parse_uri(f"certpair://192.168.1.20:4490/?code={CODE}&fp={FP}").fingerprint == FP
     v6 = format_uri(host="fe80::1", port=1, secret=parse_secret(CODE), fingerprint=None)
     assert v6 == f"certpair://[fe80::1]:1/?code={CODE}"
 
@@ -162,8 +167,8 @@ def test_error_messages_never_repeat_the_secret() -> None:
 
 def test_secrets_and_hosts_are_not_taken_for_uris() -> None:
     assert not looks_like_uri(CODE)
-    assert not looks_like_uri("192.168.1.20:47820")
-    assert not looks_like_uri("[fe80::1]:47820")
+    assert not looks_like_uri("192.168.1.20:4490")
+    assert not looks_like_uri("[fe80::1]:4490")
     assert looks_like_uri("certpair://h/?code=1")
     assert looks_like_uri("CertPair:whatever")
     assert looks_like_uri("https://example.invalid/")
@@ -253,10 +258,10 @@ def _decode_terminal_qr(lines: list[str]) -> list[list[int]]:
     return rows
 
 
-def _matrix(uri: str, border: int) -> list[list[int]]:
+def _matrix(uri: str, border: int, error: str = "l") -> list[list[int]]:
     import segno
 
-    qr = segno.make(uri, error="m", micro=False)
+    qr = segno.make(uri, error=error, micro=False)
     size = len(qr.matrix) + 2 * border
     rows = [[0] * size for _ in range(size)]
     for y, row in enumerate(qr.matrix):
@@ -265,23 +270,25 @@ def _matrix(uri: str, border: int) -> list[list[int]]:
     return rows
 
 
-def test_terminal_qr_encodes_the_uri_it_prints(homes: tuple[Path, Path],
-                                               offerers: list[Proc]) -> None:
+def test_terminal_qr_encodes_the_uri_and_fits_80x24_above_the_code(
+        homes: tuple[Path, Path], offerers: list[Proc]) -> None:
     a, _ = homes
     proc = Proc(certpair_argv(a, "pair", "--listen", LOOPBACK, "--port", "0", "--qr",
                               "--no-advertise"))
     offerers.append(proc)
-    first = proc.next_line()
-    assert first.startswith("Pairing code: ")
     block: list[str] = []
-    while not (line := proc.next_line()).startswith("Scan it"):
+    while not (line := proc.next_line()).startswith("Pairing code: "):
         block.append(line.rstrip("\n"))
-    uri = line.rsplit(" ", 1)[1].strip().strip("'")
-    assert parse_uri(uri).secret.display == first.split()[2]
+    code, port = line.split()[2], int(line.rsplit(":", 1)[1])
+    assert proc.next_line().startswith("On the other device: certpair join ")
+    uri = format_uri(host=LOOPBACK, port=port, secret=parse_secret(code),
+                     fingerprint=cert_fingerprint(a))
     decoded = _decode_terminal_qr(block)
-    expected = _matrix(uri, border=4)
+    expected = _matrix(uri, border=2)
     assert decoded[: len(expected)] == expected
     assert len(decoded) - len(expected) in (0, 1)  # an odd size leaves half a text line
+    # 80x24: the QR code, the code line, the join line and the countdown line
+    assert len(block) + 3 <= 24 and max(len(row) for row in block) <= 80
 
 
 def _decode_png(data: bytes) -> list[list[int]]:
@@ -324,7 +331,7 @@ def test_qr_png_encodes_the_uri(tmp_path: Path, homes: tuple[Path, Path],
     assert parse_uri(uri).fingerprint == cert_fingerprint(a)
     pixels = _decode_png(png.read_bytes())
     modules = [row[::8] for row in pixels[::8]]  # scale 8
-    assert modules == _matrix(uri, border=4)
+    assert modules == _matrix(uri, border=4, error="m")
 
 
 @pytest.mark.parametrize(("host", "ok"), [("10.0.0.1", True), ("fe80::1", True),

@@ -74,7 +74,7 @@ class Devices:
     def trust(self, who: str, whom: str) -> None:
         with open_store(self.home(who)) as store:
             store.commit_pairing(name=whom, cert_der=self.ids[whom].cert_der, mode="cpace",
-                                 role="offerer", remote=f"{LOOPBACK}:47820")
+                                 role="offerer", remote=f"{LOOPBACK}:4490")
 
     def serve(self, to: str, *args: str, home: str = "alpha", advertise: bool = False
               ) -> Tunnel:

@@ -27,7 +27,7 @@ _NOT_IN_HOST = frozenset(" \t/\\@?#[]")
 
 
 def format_address(host: str, port: int | None = None) -> str:
-    """Write ``HOST:PORT``, with an IPv6 host in brackets (``[::1]:47821``).
+    """Write ``HOST:PORT``, with an IPv6 host in brackets (``[::1]:4491``).
 
     Args:
         host: a host name or an IP address (an IPv6 one without brackets, a zone allowed).
@@ -55,7 +55,7 @@ def parse_address(text: str, default_port: int | None, *,
     """Read ``HOST``, ``HOST:PORT``, ``[V6]`` or ``[V6]:PORT``.
 
     An IPv6 address without brackets is accepted without a port (``::1``); with a port
-    it must be bracketed (``[::1]:47820``).
+    it must be bracketed (``[::1]:4490``).
 
     Args:
         text: the address as written (by a user or by :func:`format_address`).

@@ -159,6 +159,18 @@ class Advertisement:
             ) from None
         return [str(address)], [str(address)]
 
+    def where(self) -> str:
+        """Where the service is announced, in words (for the user)."""
+        try:
+            interfaces, addresses = self._scope()
+        except DiscoveryError:
+            return "nowhere"
+        if interfaces is None:
+            return "every IPv4 interface of this host (" + ", ".join(addresses) + ")"
+        if ipaddress.IPv4Address(addresses[0]).is_loopback:
+            return f"{addresses[0]} only: this machine, not the local network"
+        return f"{addresses[0]} only"
+
     async def start(self) -> str:
         """Probe for a unique instance name and announce the service.
 

@@ -15,6 +15,7 @@ __all__ = [
     "NetworkError",
     "PairingFailed",
     "PairingUnconfirmed",
+    "counted",
 ]
 
 
@@ -62,3 +63,9 @@ class PairingUnconfirmed(NetworkError):
     def __init__(self, message: str, *, peer: object) -> None:
         super().__init__(message)
         self.peer = peer
+
+
+
+def counted(number: int, noun: str, plural: str | None = None) -> str:
+    """``1 peer``, ``2 peers``: a number with its noun in the right form, for messages."""
+    return f"{number} {noun if number == 1 else plural or noun + 's'}"

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certpair.errors import BadInput, LocalStateError
+from certpair.errors import BadInput, LocalStateError, counted
 from certpair.filemodes import check_private
 from certpair.names import MAX_NAME_BYTES, check_name
 
@@ -286,7 +286,7 @@ def create_identity(
         raise IdentityExists(f"an identity already exists in {home} (use --force to replace it)")
     if directory.exists() and paired_devices > 0 and not unpair_all:
         raise PairedIdentity(
-            f"the identity in {home} is paired with {paired_devices} device(s); a new key "
+            f"the identity in {home} is paired with {counted(paired_devices, 'device')}; a new key "
             "means each must pair again (confirm that to replace it)")
     token = secrets.token_hex(4)
     new, ready, old = (home / f"{prefix}{token}" for prefix in (_NEW, _READY, _OLD))

@@ -1,16 +1,25 @@
 """Default TCP ports and ALPN protocol names (a module of its own so the CLI can show
-them without imports)."""
+them without imports), and the words for a port or address that cannot be used."""
 
 from __future__ import annotations
 
+import errno
+import os
+
+from certpair.errors import NetworkError
+
 __all__ = [
     "ALPN_PAIRING", "ALPN_PREFIX", "ALPN_SERVE", "ALPN_SERVICES", "ALPN_TUNNEL", "PAIRING_PORT",
-    "SERVE_PORT", "TUNNEL_PORT", "alpn_offer", "service_of",
+    "SERVE_PORT", "TUNNEL_PORT", "alpn_offer", "cannot_listen", "cannot_reach", "service_of",
 ]
 
-PAIRING_PORT = 47820
-SERVE_PORT = 47821
-TUNNEL_PORT = 47822
+# Below every common range of ports for outgoing connections (Linux 32768-60999,
+# FreeBSD 10000-65535, macOS, NetBSD and Windows 49152-65535), so an outgoing
+# connection never holds them when `pair`/`serve`/`tunnel serve` start; unassigned in
+# IANA's registry (4489-4499 were free when chosen). docs/PROTOCOL.md §2.
+PAIRING_PORT = 4490
+SERVE_PORT = 4491
+TUNNEL_PORT = 4492
 
 # TLS ALPN names (docs/PROTOCOL.md §2), one per kind of certpair port: they let a
 # connection to the wrong kind of port fail right at the handshake with a precise
@@ -54,3 +63,44 @@ def service_of(selected: str | None, own: str) -> str | None:
     if selected is None or selected == own:
         return None
     return _COMMANDS.get(selected, f"a server of {selected!r}")
+
+
+# One wording per cause, whatever the command (`pair`, `serve`, `tunnel serve`, `join`,
+# `ping`, `sync`, `tunnel connect`): the cause in words, then what to do next. Python's
+# own texts ("Connect call failed ('127.0.0.1', 4490)") name internals.
+_LISTEN_HINTS = {
+    errno.EADDRINUSE: "the port is already in use (another program, or another certpair "
+                      "command); choose another with --port",
+    errno.EACCES: "permission denied (ports below 1024 need privileges); choose another "
+                  "with --port",
+    errno.EADDRNOTAVAIL: "this host has no such address; give one of its own with --listen",
+}
+_REACH_HINTS = {
+    errno.ECONNREFUSED: "nothing is listening on that port; check the address and port, "
+                        "and that certpair is running on the other device",
+    errno.EHOSTUNREACH: "no route to that host; check the address, and that both devices "
+                        "are on networks that reach each other",
+    errno.ENETUNREACH: "no route to that network; check the address, and that this "
+                       "device is connected",
+    errno.ETIMEDOUT: "the other device did not answer; check the address, and that no "
+                     "firewall drops the connection",
+    errno.ECONNRESET: "the connection was cut by the other side",
+}
+
+
+def _cause(error: OSError) -> str:
+    if error.errno:
+        return os.strerror(error.errno).lower()
+    return str(error) or type(error).__name__
+
+
+def cannot_listen(address: str, error: OSError) -> NetworkError:
+    """The error of a listener that cannot be opened on ``address`` (``HOST:PORT``)."""
+    hint = _LISTEN_HINTS.get(error.errno or 0)
+    return NetworkError(f"cannot listen on {address}: {hint or _cause(error)}")
+
+
+def cannot_reach(remote: str, error: OSError) -> NetworkError:
+    """The error of a connection to ``remote`` (``HOST:PORT``) that could not be made."""
+    hint = _REACH_HINTS.get(error.errno or 0)
+    return NetworkError(f"cannot reach {remote}: {hint or _cause(error)}")

@@ -3,14 +3,17 @@
 A pairing URI is what ``certpair pair --qr`` shows as a QR code and what
 ``certpair join URI`` accepts::
 
-    certpair://192.168.1.20:47820/?code=4711-0815-3&fp=sha256:3fa2...
+    certpair://192.168.1.20:4490/?code=4711-0815-3&fp=P6LB1OX2...
 
 * ``HOST`` is an IPv4 address, a bracketed IPv6 address or a DNS name; ``:PORT`` is
-  optional (default 47820).
+  optional (default 4490).
 * ``code`` is the pairing secret in either format (cpace code or hmac key); as
   everywhere, its shape decides the mode.
-* ``fp`` (optional) is the offerer's certificate fingerprint. A joiner given one refuses
-  an offerer whose certificate does not match it, before sending any proof.
+* ``fp`` (optional) is the offerer's certificate fingerprint: the SHA-256 of its DER in
+  unpadded base64url (43 characters, what :func:`format_uri` writes: it keeps the QR code
+  small enough for an 80x24 terminal), or ``sha256:`` and 64 hex digits (also read). A
+  joiner given one refuses an offerer whose certificate does not match it, before
+  sending any proof.
 
 Parsing is strict: anything else (another scheme, user info, a path, a fragment, an
 unknown or repeated parameter, a bad host, port, code or fingerprint) is
@@ -19,6 +22,7 @@ unknown or repeated parameter, a bad host, port, code or fingerprint) is
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import io
 import ipaddress
@@ -50,6 +54,7 @@ SCHEME = "certpair"
 DEFAULT_URI_PORT = PAIRING_PORT
 _MAX_URI_LENGTH = 1024
 _FINGERPRINT_RE = re.compile(r"sha256:[0-9a-f]{64}", re.ASCII)
+_FINGERPRINT_B64_RE = re.compile(r"[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]", re.ASCII)
 _URI_RE = re.compile(
     r"(?i:certpair)://"
     r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)"
@@ -153,7 +158,7 @@ def _params(query: str) -> dict[str, str]:
 
 
 def parse_uri(text: str) -> PairingURI:
-    """Parse a ``certpair://HOST[:PORT]/?code=SECRET[&fp=sha256:HEX]`` URI.
+    """Parse a ``certpair://HOST[:PORT]/?code=SECRET[&fp=FINGERPRINT]`` URI.
 
     Surrounding white space is ignored; everything else must be exact.
 
@@ -176,7 +181,7 @@ def parse_uri(text: str) -> PairingURI:
     match = _URI_RE.fullmatch(text)
     if match is None:
         raise MalformedURI(
-            f"malformed {SCHEME}:// URI (expected {SCHEME}://HOST:PORT/?code=…&fp=sha256:…)"
+            f"malformed {SCHEME}:// URI (expected {SCHEME}://HOST:PORT/?code=…&fp=…)"
         )
     host = _check_host(match["host"])
     port = _check_port(match["port"])
@@ -186,10 +191,26 @@ def parse_uri(text: str) -> PairingURI:
     secret = parse_secret(params["code"])
     fingerprint = params.get("fp")
     if fingerprint is not None:
-        fingerprint = fingerprint.lower()
-        if not _FINGERPRINT_RE.fullmatch(fingerprint):
-            raise MalformedURI("the URI's fp is not sha256: followed by 64 hex digits")
+        fingerprint = _read_fingerprint(fingerprint)
     return PairingURI(host=host, port=port, secret=secret, fingerprint=fingerprint)
+
+
+def _read_fingerprint(text: str) -> str:
+    """``sha256:HEX`` from either form of ``fp`` (see the module documentation)."""
+    if _FINGERPRINT_B64_RE.fullmatch(text):
+        return "sha256:" + base64.urlsafe_b64decode(text + "=").hex()
+    if _FINGERPRINT_RE.fullmatch(text.lower()):
+        return text.lower()
+    raise MalformedURI("the URI's fp is not a SHA-256 fingerprint (43 base64url characters, "
+                       "or sha256: followed by 64 hex digits)")
+
+
+def _write_fingerprint(fingerprint: str) -> str:
+    """The short (base64url) form of a ``sha256:HEX`` fingerprint."""
+    if not _FINGERPRINT_RE.fullmatch(fingerprint):
+        raise MalformedURI("the fingerprint is not in lowercase sha256: form")
+    raw = bytes.fromhex(fingerprint.removeprefix("sha256:"))
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
 def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None) -> str:
@@ -210,7 +231,7 @@ def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None)
     shown = f"[{host}]" if ":" in host else host
     query = f"code={secret.display}"
     if fingerprint is not None:
-        query += f"&fp={fingerprint}"
+        query += f"&fp={_write_fingerprint(fingerprint)}"
     uri = f"{SCHEME}://{shown}:{port}/?{query}"
     parsed = parse_uri(uri)
     if (parsed.port, parsed.fingerprint) != (port, fingerprint):
@@ -219,7 +240,10 @@ def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None)
 
 
 def qr_terminal_text(uri: str) -> str:
-    """Render a URI as a QR code for a terminal (two modules per character cell).
+    """Render a URI as a QR code for a terminal: half blocks, two modules per character
+    cell; error correction L and a two-module quiet zone keep a pairing URI with an IPv4
+    host at 21 lines, so that it fits an 80x24 terminal with the code and the countdown
+    under it (a screen is not a crumpled label: L's 7 % is plenty).
 
     Args:
         uri: the text to encode.
@@ -230,7 +254,7 @@ def qr_terminal_text(uri: str) -> str:
     import segno  # noqa: PLC0415  # only `pair --qr` needs it; keeps start-up fast
 
     buffer = io.StringIO()
-    segno.make(uri, error="m", micro=False).terminal(out=buffer, compact=True)
+    segno.make(uri, error="l", micro=False).terminal(out=buffer, compact=True, border=2)
     return buffer.getvalue()
 
 

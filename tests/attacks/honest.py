@@ -63,6 +63,13 @@ def failures(store: TrustStore) -> list[str]:
     return [e.reason for e in store.events() if e.outcome == "failed"]
 
 
+def burned(store: TrustStore) -> list[str]:
+    """The offerer's rows for failed proofs that burned the secret (log words, issue 24)."""
+    return [r for r in failures(store) if r in {
+        "wrong code (or a tampered connection); the code is burned",
+        "wrong key (or a tampered connection); the key is burned"}]
+
+
 def assert_nobody_trusted(*stores: TrustStore) -> None:
     for store in stores:
         assert store.peers() == []

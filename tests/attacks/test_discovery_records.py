@@ -27,7 +27,7 @@ FP_B = "sha256:" + "cd" * 32
 
 def _info(properties: dict[str, str], *, instance: str = "alpha",
           host: str = "10.0.0.1") -> AsyncServiceInfo:
-    return AsyncServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=47820,
+    return AsyncServiceInfo(SERVICE_TYPE, f"{instance}.{SERVICE_TYPE}", port=4490,
                             properties=properties, addresses=[socket.inet_aton(host)])
 
 

@@ -248,7 +248,7 @@ def _recipe(root: Path, port: int) -> dict[str, str]:
                           "--out", str(root / "export"), "--json"],
                          capture_output=True, text=True, timeout=60, check=True)
     recipes: dict[str, str] = json.loads(out.stdout)["recipes"]
-    return {tool: line.replace("ADDRESS", "127.0.0.1").replace(":47821", f":{port}")
+    return {tool: line.replace("ADDRESS", "127.0.0.1").replace(":4491", f":{port}")
             for tool, line in recipes.items()}
 
 

@@ -56,7 +56,7 @@ def test_export_recipes_are_words_a_shell_reads_back_as_certpair_s_own_values(
     assert curl[0] == "curl"
     assert str(out.resolve() / "peers.pem") in curl  # one word, however odd the path
     assert not any("touch" in word or "\x1b" in word for word in curl)
-    assert "HOST:47821:ADDRESS" in curl  # the peer's "names" are not host names
+    assert "HOST:4491:ADDRESS" in curl  # the peer's "names" are not host names
     openssl = found["recipes"]["openssl"]
     assert "touch" not in openssl and "\x1b" not in openssl
     first = shlex.split(openssl.split(" </dev/null")[0])

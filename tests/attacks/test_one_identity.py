@@ -218,9 +218,12 @@ def test_a_name_mixing_scripts_is_marked_in_peers(fleet: Fleet, tmp_path: Path) 
     listed = {p["fingerprint"]: p for p in fleet.json_lines("beta", "peers")}
     assert listed[look_alike.fingerprint]["mixed_script"] is True
     assert listed[fleet.ids["gamma"].fingerprint]["mixed_script"] is False
-    rows = [line for line in fleet.run("beta", "peers").stdout.splitlines()
+    rows = [line for line in fleet.run("beta", "peers", "--wide").stdout.splitlines()
             if look_alike.fingerprint in line]
     assert rows and "MIXES SCRIPTS" in rows[0]
+    narrow = [line for line in fleet.run("beta", "peers").stdout.splitlines()
+              if look_alike.fingerprint[:20] in line]
+    assert narrow and narrow[0].endswith("MIXED SCRIPTS")  # 80 columns keep the mark
 
 
 def test_pairing_says_which_dns_names_a_device_claims_beyond_its_name(

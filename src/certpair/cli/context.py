@@ -169,6 +169,12 @@ def store_of(ctx: click.Context, *, read_only: bool = False,
     from certpair.store.schema import open_store_for_reading  # noqa: PLC0415
 
     home = home_of(ctx)
+    if not (home / "trust.db").exists() and not (home / "identity" / "cert.pem").exists():
+        # Before `init` there is nothing to read or write: say what to do, as `show` does.
+        from certpair.identity import NotInitialised  # noqa: PLC0415
+
+        raise NotInitialised(
+            f"no identity in {home}; run '{command_hint(ctx, 'init')}' first")
     try:
         # A reader works on a full disk too; a writer says the disk is full.
         store = open_store_for_reading(home) if read_only else open_store(home)

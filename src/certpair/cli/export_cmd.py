@@ -18,7 +18,7 @@ import click
 from certpair.cli.context import emit_json, find_peer, home_of, identity_of, store_of
 from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import host_name_or, printable, shell_command
-from certpair.errors import LocalStateError, PairingFailed
+from certpair.errors import LocalStateError, PairingFailed, counted
 
 if TYPE_CHECKING:
     from certpair.store import Peer
@@ -122,7 +122,8 @@ def _word(word: str) -> str:
 def _render(out: dict[str, Any]) -> None:
     click.echo(f"Certificate:  {printable(out['cert'])}")
     click.echo(f"Private key:  {printable(out['key'])}  (not copied; keep it private)")
-    click.echo(f"Peers:        {printable(out['peers'])}  ({len(out['devices'])} devices)")
+    devices = counted(len(out["devices"]), "device")
+    click.echo(f"Peers:        {printable(out['peers'])}  ({devices})")
     for device in out["devices"]:
         names = " ".join(printable(n) for n in device["dns_names"]) or "(no DNS name)"
         click.echo(f"  {printable(device['name'])}  {device['fingerprint']}  {names}")

@@ -63,6 +63,10 @@ def _is_secret(text: str) -> bool:
     return True
 
 
+def _is_port(arg: str) -> bool:
+    return arg.isascii() and arg.isdigit() and len(arg) <= 5 and 0 < int(arg) <= 65535
+
+
 def _check_shape(args: tuple[str, ...]) -> None:
     """Catch the usual mistakes with a hint; never repeat the secret in the message."""
     for arg in args:
@@ -79,6 +83,11 @@ def _check_shape(args: tuple[str, ...]) -> None:
     if (len(args) == 2 and _is_secret(args[0]) and not _is_secret(args[1])
             and _looks_like_address(args[1])):
         raise BadInput(f"the address comes first: join {args[1]} CODE")
+    if (len(args) == 3 and _looks_like_address(args[0]) and _is_port(args[1])
+            and _is_secret(args[2])):
+        host = f"[{args[0]}]" if ":" in args[0] else args[0]
+        raise BadInput(f"the port goes with the address, after a colon: join "
+                       f"{host}:{args[1]} CODE")
     if len(args) >= 3:
         spaced = args[1:] if not _is_secret("".join(args)) else args
         if _is_secret("".join(spaced)):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import shutil
 import signal
 import socket
 import time
@@ -148,11 +149,18 @@ class _Show:
         # On a terminal the countdown is the live status line; elsewhere it is said once.
         expiry = ("" if self.screen.live else
                   f"     (expires in {clock_text(event.expires_at - time.time())})")
+        if self.qr and uri is not None:
+            # The QR code first, then the code and the command under it: what scrolls
+            # off a small terminal is the top of the code, never the code line.
+            drawing = qr_terminal_text(uri)
+            self.screen.echo(drawing, nl=False)
+            rows, lines = shutil.get_terminal_size().lines, drawing.count("\n") + 3
+            if self.screen.live and rows < lines:
+                self.screen.echo(f"The terminal is too small for the QR code ({rows} lines; "
+                                 f"it needs {lines}): enlarge it, or use --qr-png FILE.",
+                                 err=True)
         self.screen.echo(f"{what}: {event.code}{expiry}   listening on "
                          f"{format_address(event.host, event.port)}")
-        if self.qr and uri is not None:
-            self.screen.echo(qr_terminal_text(uri), nl=False)
-            self.screen.echo(f"Scan it, or on the other device: certpair join '{uri}'")
         self.screen.echo(_join_line(_join_hosts(event.host), event.port, event.code))
         if self.qr_png is not None:
             self.screen.echo(f"QR code written to {self.qr_png}")
@@ -189,9 +197,11 @@ class _Show:
             self.screen.echo(f"Warning: not discoverable on the local network: {reason}",
                              err=True)
         elif self.as_json:
-            emit_json({"event": "advertised", "name": task.result()})
+            emit_json({"event": "advertised", "name": task.result(),
+                       "where": self.advertisement.where() if self.advertisement else ""})
         else:
-            self.screen.echo(f"Discoverable on the local network as {task.result()!r}.")
+            where = self.advertisement.where() if self.advertisement else "here"
+            self.screen.echo(f"Discoverable as {task.result()!r} on {where}.")
 
     async def stop_advertising(self) -> None:
         self.ended = True

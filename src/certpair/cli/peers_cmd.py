@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json, store_of
-from certpair.cli.render import Columns
+from certpair.cli.render import TERMINAL_COLUMNS, Columns
 from certpair.cli.terminal import printable
 
 if TYPE_CHECKING:
@@ -18,10 +18,13 @@ __all__ = ["NAME_COLUMNS", "command"]
 # Names are up to 64 bytes and chosen by the peer: cut in the table (the JSON has them
 # whole), so that the fingerprints stay aligned.
 NAME_COLUMNS = 24
-# Fixed widths (a fingerprint is 71 characters, a time 20), so that rows are printed as
-# they are read, page by page, however many peers there are.
-_COLUMNS = Columns(("NAME", "FINGERPRINT", "MODE", "PAIRED", "STATE"),
-                   (NAME_COLUMNS, 71, 5, 20))
+# Fixed widths, so that rows are printed as they are read, page by page, however many
+# peers there are. By default a line fits 80 columns: the fingerprint is cut after 15 hex
+# digits (more than `unpair` needs to pick a device), the date shown without the time;
+# --wide prints everything whole (a fingerprint is 71 characters, a time 20).
+_HEADERS = ("NAME", "FINGERPRINT", "MODE", "PAIRED", "STATE")
+_NARROW = Columns(_HEADERS, (20, 23, 5, 10), fit=TERMINAL_COLUMNS)
+_WIDE = Columns(_HEADERS, (NAME_COLUMNS, 71, 5, 20))
 
 
 @click.command("peers", short_help="List the devices this one trusts.")
@@ -29,17 +32,21 @@ _COLUMNS = Columns(("NAME", "FINGERPRINT", "MODE", "PAIRED", "STATE"),
               show_default="all", help="Show at most N devices.")
 @click.option("--offset", type=click.IntRange(min=0), default=0, metavar="N",
               show_default=True, help="Skip the first N devices (oldest pairing first).")
+@click.option("--wide", is_flag=True,
+              help="Print every field whole (lines wider than 80 columns).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
-def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -> None:
+def command(ctx: click.Context, limit: int | None, offset: int, wide: bool,
+            as_json: bool) -> None:
     """List the devices this one trusts: name, fingerprint, mode, when paired (UTC), and
     whether both sides know the pairing completed (an unconfirmed one settles on the
     next ping or serve connection), and a key rotation pending or completed. A name that
     mixes scripts (a look-alike of another name) is marked, and so is a device whose key
     signed two different rotations (its key may be stolen: unpair it and pair again).
 
-    Long names are cut with an ellipsis, and control or escape characters in a name
-    are shown as escapes (\\x1b); --json prints names whole.
+    Lines fit 80 columns: long names and fingerprints are cut with an ellipsis (--wide
+    or --json print them whole), and control or escape characters in a name are shown
+    as escapes (\\x1b).
 
     \b
     Examples:
@@ -67,25 +74,19 @@ def command(ctx: click.Context, limit: int | None, offset: int, as_json: bool) -
                        "flagged": flagged, "rotation": rotation, "intact": peer.intact,
                        "mixed_script": mixed, "key_conflict": alarm})
         else:
+            columns = _WIDE if wide else _NARROW
             if not shown:
-                click.echo(_COLUMNS.header())
-            state = "confirmed" if peer.confirmed else "unconfirmed (settle with ping/serve)"
-            if rotation and rotation["state"] == "pending":
-                state += f"; rotating to {rotation['successor'][:23]}…"
-            elif rotation:
-                state += f"; rotated from {rotation['previous'][:23]}…"
-            if mixed:
-                state += "; NAME MIXES SCRIPTS (a look-alike?)"
-            if alarm:
-                state += "; KEY CONFLICT: two rotations signed by its key"
+                click.echo(columns.header())
+            state = _state(peer.confirmed, rotation, wide=wide, mixed=mixed,
+                           alarm=alarm is not None)
             if not peer.intact:
                 state = "CORRUPT"
                 click.echo(f"Warning: the stored row of {printable(peer.name)} is corrupt: its "
                            "fingerprint does not match its certificate; it is not exported. "
                            f"Remove it with 'certpair unpair {peer.fingerprint}' and pair "
                            "again.", err=True)
-            click.echo(_COLUMNS.row((peer.name, peer.fingerprint, peer.mode, peer.paired_at,
-                                     state)))
+            paired = peer.paired_at if wide else peer.paired_at[:10]
+            click.echo(columns.row((peer.name, peer.fingerprint, peer.mode, paired, state)))
             if alarm:
                 click.echo(f"Warning: {printable(peer.name)} signed two different key rotations "
                            "with one key: its key may be stolen. Unpair it ('certpair unpair "
@@ -109,6 +110,32 @@ def _alarms(store: TrustStore) -> dict[str, dict[str, str]]:
     return {a.peer_fingerprint: {"kept_successor": a.kept_successor,
                                  "refused_successor": a.other_successor, "seen_at": a.seen_at}
             for a in alarms}
+
+
+def _state(confirmed: bool, rotation: dict[str, Any] | None, *, wide: bool, mixed: bool,
+           alarm: bool) -> str:
+    """The STATE cell: short words by default (a warning first), the hints and
+    fingerprints with --wide."""
+    if not wide:
+        if alarm:
+            return "KEY CONFLICT"
+        if mixed:
+            return "MIXED SCRIPTS"
+        if not confirmed:
+            return "unconfirmed"
+        if rotation:
+            return "rotating" if rotation["state"] == "pending" else "rotated"
+        return "confirmed"
+    state = "confirmed" if confirmed else "unconfirmed (settle with ping/serve)"
+    if rotation and rotation["state"] == "pending":
+        state += f"; rotating to {rotation['successor'][:23]}…"
+    elif rotation:
+        state += f"; rotated from {rotation['previous'][:23]}…"
+    if mixed:
+        state += "; NAME MIXES SCRIPTS (a look-alike?)"
+    if alarm:
+        state += "; KEY CONFLICT: two rotations signed by its key"
+    return state
 
 
 def _rotations(store: TrustStore) -> dict[str, dict[str, Any]]:

@@ -81,7 +81,7 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
     Examples:
       certpair ping alpha
       certpair ping 192.168.1.20
-      certpair ping '[fe80::1%eth0]:47821' --json
+      certpair ping '[fe80::1%eth0]:4491' --json
     """
     from certpair.reach import CONTACT, SERVE  # noqa: PLC0415
     from certpair.trusted import NotPaired, check_service  # noqa: PLC0415

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from certpair.cli.terminal import printable
 
-__all__ = ["ELLIPSIS", "Columns", "truncate", "width"]
+__all__ = ["ELLIPSIS", "TERMINAL_COLUMNS", "Columns", "truncate", "width"]
 
 ELLIPSIS = "…"
 
@@ -38,14 +38,23 @@ def truncate(text: str, columns: int) -> str:
     return "".join(out) + ELLIPSIS
 
 
-class Columns:
-    """A table layout: headers and the width of every column but the last (unbounded)."""
+TERMINAL_COLUMNS = 80  # what a listing fits by default; --wide prints every field whole
 
-    def __init__(self, headers: Sequence[str], widths: Sequence[int]) -> None:
+
+class Columns:
+    """A table layout: headers and the width of every column but the last, which is
+    unbounded, or cut so that a line fits ``fit`` columns."""
+
+    def __init__(self, headers: Sequence[str], widths: Sequence[int], *,
+                 fit: int | None = None) -> None:
         """``widths`` has one entry per column except the last."""
         assert len(widths) == len(headers) - 1
         self.headers = tuple(headers)
         self.widths = tuple(max(w, width(h)) for w, h in zip(widths, headers, strict=False))
+        self.last: int | None = None
+        if fit is not None:
+            self.last = fit - sum(self.widths) - 2 * len(self.widths)
+            assert self.last >= width(self.headers[-1])
 
     def header(self) -> str:
         """The header line."""
@@ -55,7 +64,8 @@ class Columns:
         """One row: every cell made printable, cut to its column, padded; no trailing space."""
         safe = [printable(cell) for cell in cells]
         cut = [truncate(cell, w) for cell, w in zip(safe, self.widths, strict=False)]
-        return self._line([*cut, safe[-1]])
+        last = safe[-1] if self.last is None else truncate(safe[-1], self.last)
+        return self._line([*cut, last])
 
     def _line(self, cells: Sequence[str]) -> str:
         padded = [cell + " " * (w - width(cell)) for cell, w in

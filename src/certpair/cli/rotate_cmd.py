@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 import click
 
 from certpair.cli.context import emit_json, home_of, store_of
+from certpair.cli.render import Columns
 from certpair.cli.terminal import printable
+from certpair.errors import counted
 
 if TYPE_CHECKING:
     from certpair.rotation.status import RotationStatus
@@ -35,12 +37,17 @@ def _show_status(status: RotationStatus, as_json: bool) -> None:
         click.echo("No rotation pending.")
         return
     click.echo(f"Pending certificate  {pending.fingerprint}")
+    # Aligned columns, peer names made harmless and cut (see `certpair peers`).
+    columns = Columns(("  STATE", "NAME", "FINGERPRINT"), (13, 20))
+    if status.learned or status.missing:
+        click.echo(columns.header())
     for peer in status.learned:
-        click.echo(f"  learned      {peer.name}  {peer.fingerprint}")
+        click.echo(columns.row(("  learned", peer.name, peer.fingerprint)))
     for peer in status.missing:
-        click.echo(f"  not learned  {peer.name}  {peer.fingerprint}")
+        click.echo(columns.row(("  not learned", peer.name, peer.fingerprint)))
     total = len(status.learned) + len(status.missing)
-    click.echo(f"{len(status.learned)} of {total} peers have learned it.")
+    click.echo(f"{len(status.learned)} of {counted(total, 'peer')} "
+               f"{'has' if len(status.learned) == 1 else 'have'} learned it.")
 
 
 @click.command("rotate", short_help="Replace this device's key without pairing again.")
@@ -88,7 +95,8 @@ def command(ctx: click.Context, action: str | None, force: bool, as_json: bool) 
         else:
             click.echo(f"This device is now {done.pending.fingerprint}.")
             if left:
-                click.echo(f"{len(left)} peer(s) never learned it and will refuse this device.")
+                click.echo(f"{counted(len(left), 'peer')} never learned it and will refuse "
+                           "this device.")
         _unlogged(done, "the switch")
         return
     if action == "abort":

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import click
 
 from certpair.addresses import format_address
-from certpair.cli.context import home_of, identity_of, store_of
+from certpair.cli.context import command_hint, home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
 from certpair.cli.terminal import printable
 from certpair.errors import LocalStateError
@@ -245,6 +245,11 @@ def command(ctx: click.Context, host: str, port: int, no_advertise: bool,
         for line in key_alarm_lines(server.store, as_json):
             server.output.put(line)
         advertisement = None if no_advertise else _advertise(server, host, bound)
+        if not server.store.count_peers():
+            # It serves all the same (a device paired later is let in without a restart).
+            server.note("No device is paired yet, so nobody can connect: pair one first "
+                        f"('{command_hint(ctx, 'pair')}' here, 'certpair join' on the "
+                        "other device).")
         try:
             listener.serve_forever()
         finally:

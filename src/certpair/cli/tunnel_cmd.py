@@ -16,6 +16,7 @@ from certpair.addresses import format_address
 from certpair.cli.context import home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
 from certpair.cli.params import Finite
+from certpair.errors import counted
 from certpair.ports import TUNNEL_PORT
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
     return {"event": "stopped", "cut": event.cut}
 
 
-def _as_text(data: dict[str, Any]) -> str:
+def _as_text(data: dict[str, Any], *, serving: bool) -> str:
     kind = data["event"]
     peer = data.get("peer") or {}
     if kind == "listening":
@@ -86,7 +87,10 @@ def _as_text(data: dict[str, Any]) -> str:
     if kind == "opened":
         via = (f" (at {data['far']}, address from {data['address_from']})"
                if "far" in data else "")
-        return f"#{data['id']} {peer['name']} from {data['remote']}: open{via}"
+        if serving:  # the remote is the paired device's own address
+            return f"#{data['id']} {peer['name']} from {data['remote']}: open{via}"
+        # connecting: the remote is the local application that connected to this port
+        return f"#{data['id']} local client {data['remote']} to {peer['name']}: open{via}"
     if kind == "closed":
         return (f"#{data['id']} {peer['name']}: closed ({data['reason']}), "
                 f"{data['bytes_up']} bytes up, {data['bytes_down']} down, "
@@ -96,19 +100,20 @@ def _as_text(data: dict[str, Any]) -> str:
     if kind == "refused":
         return f"Refused {data['remote']}: {data['reason']} ({data['count']})"
     if kind == "stopping":
-        return f"Stopping: draining {data['open']} connections (at most {data['drain_timeout']} s)"
+        return (f"Stopping: draining {counted(data['open'], 'connection')} "
+                f"(at most {data['drain_timeout']} s)")
     return f"Stopped ({data['cut']} cut)"
 
 
 @contextmanager
-def _renderer(as_json: bool) -> Iterator[Callable[[TunnelEvent], None]]:
+def _renderer(as_json: bool, *, serving: bool) -> Iterator[Callable[[TunnelEvent], None]]:
     """Events from every connection's thread, rendered and queued for the one writer:
     a connection never waits for stdout (cli/output.py)."""
     writer = LineWriter(as_json=as_json)
 
     def render(event: TunnelEvent) -> None:
         data = _as_json(event)
-        writer.put(data if as_json else _as_text(data))
+        writer.put(data if as_json else _as_text(data, serving=serving))
 
     try:
         yield render
@@ -196,7 +201,7 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
         max_connections=max_connections, connect_timeout=connect_timeout,
         idle_timeout=idle_timeout or None, half_close_timeout=half_close_timeout or None,
         drain_timeout=drain_timeout)
-    with _renderer(as_json) as render:
+    with _renderer(as_json, serving=True) as render:
         serve_tunnel(options, render, listener=systemd_listener())
 
 
@@ -254,5 +259,5 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
         connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
         half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout)
-    with _renderer(as_json) as render:
+    with _renderer(as_json, serving=False) as render:
         connect_tunnel(options, render)

@@ -11,12 +11,17 @@ from collections.abc import Callable
 
 from certpair.addresses import format_address
 from certpair.codes import Mode, Secret
-from certpair.errors import Expired, NetworkError, PairingFailed, PairingUnconfirmed
+from certpair.errors import (
+    Expired,
+    NetworkError,
+    PairingFailed,
+    PairingUnconfirmed,
+)
 from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer, why_peer_refused_us
 from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import Conversation
-from certpair.ports import ALPN_PAIRING, PAIRING_PORT, service_of
+from certpair.ports import ALPN_PAIRING, PAIRING_PORT, cannot_reach, service_of
 from certpair.profile import CertificateRefused
 from certpair.protocol.events import Failed, FailureReason, Role, Unconfirmed
 from certpair.protocol.session import JoinerSession
@@ -196,7 +201,7 @@ async def run_join(
             try:
                 reader, writer = await asyncio.open_connection(host, port)
             except OSError as exc:
-                raise NetworkError(f"cannot reach {remote}: {exc.strerror or exc}") from exc
+                raise cannot_reach(remote, exc) from exc
             conv = Conversation(reader, writer, tls)
             try:
                 reach(JoinStage.HANDSHAKE)

@@ -27,7 +27,6 @@ from certpair.errors import (
     BadInput,
     CertpairError,
     Expired,
-    NetworkError,
     PairingFailed,
     PairingUnconfirmed,
 )
@@ -43,7 +42,7 @@ from certpair.net.offer_events import (
     PeerPaired,
     ProofRejected,
 )
-from certpair.ports import PAIRING_PORT
+from certpair.ports import PAIRING_PORT, cannot_listen
 from certpair.profile import CertificateRefused
 from certpair.protocol.events import (
     Confirmed,
@@ -75,6 +74,14 @@ MAX_CODES = 10
 CONVERSATION_TIMEOUT = 10.0
 
 
+def _spent(reason: FailureReason, text: str, offer_: Offer) -> str:
+    """The log's words for a failed proof that spent an attempt: why, and what it cost."""
+    what = "code" if offer_.mode is Mode.CPACE else "key"
+    if reason is FailureReason.PAIRING_FAILED:
+        text = f"wrong {what} (or a tampered connection)"
+    if offer_.state is OfferState.BURNED:
+        return f"{text}; the {what} is burned"
+    return f"{text}; {offer_.max_failures - offer_.failures} tries left"
 
 
 @dataclass(kw_only=True)
@@ -231,7 +238,7 @@ class _Offerer:
         if session.attempt_spent:  # at most max_failures of these per code
             self.store.record_event(kind="pairing", role=Role.OFFERER.value,
                                     remote=run.remote, mode=mode, outcome="failed",
-                                    reason=reason)
+                                    reason=_spent(event.reason, reason, session.offer))
         else:  # spent nothing, so anyone can repeat it: counted per source and minute
             self.store.record_refusal(kind="pairing", role=Role.OFFERER.value,
                                       remote=run.remote, mode=mode, outcome="failed",
@@ -259,7 +266,7 @@ class _Offerer:
         try:
             if isinstance(event, Confirmed):
                 self.store.confirm_peer(peer.fingerprint, remote=run.remote,
-                                        reason="the joiner stored it too")
+                                        reason="the joiner stored it too", same_pairing=True)
                 peer = dataclasses.replace(peer, confirmed=True)
                 self.result.set_result(peer)
                 self.on_event(PeerPaired(peer=peer))
@@ -289,8 +296,7 @@ class _Offerer:
             # A deep backlog: a flood of connections must not drop the real joiner's SYN.
             server = await asyncio.start_server(self.handle, host, port, backlog=1024)
         except OSError as exc:
-            raise NetworkError(f"cannot listen on {format_address(host, port)}: "
-                               f"{exc.strerror}") from exc
+            raise cannot_listen(format_address(host, port), exc) from exc
         try:
             bound_port = int(server.sockets[0].getsockname()[1])
             deadline = None if timeout is None else self.clock() + timeout

@@ -13,7 +13,7 @@ import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from certpair.errors import LocalStateError
+from certpair.errors import LocalStateError, counted
 from certpair.identity import Identity, load_identity
 from certpair.rotation.pending import (
     NoRotationPending,
@@ -81,7 +81,8 @@ def finish(home: Path, store: TrustStore, *, force: bool) -> RotationStatus:
         raise NoRotationPending("no rotation is pending (start one with 'certpair rotate')")
     if status.missing and not force:
         raise PeersNotTold(
-            f"{len(status.missing)} peer(s) have not learned the new certificate: "
+            f"{counted(len(status.missing), 'peer')} "
+            f"{'has' if len(status.missing) == 1 else 'have'} not learned the new certificate: "
             f"{_named(status.missing)}; run 'certpair sync --all' (or ping them), "
             "or use --force: they will refuse this device until paired again")
     finish_rotation(home)
@@ -108,7 +109,7 @@ def abort(home: Path, store: TrustStore, *, force: bool) -> RotationStatus:
         raise NoRotationPending("no rotation is pending")
     if status.learned and not force:
         raise PeersNotTold(
-            f"{len(status.learned)} peer(s) already learned the new certificate: "
+            f"{counted(len(status.learned), 'peer')} already learned the new certificate: "
             f"{_named(status.learned)}; they would refuse any later rotation of this "
             "device; finish it instead, or use --force")
     abort_rotation(home)

@@ -21,7 +21,7 @@ class Confirmations(StoreBase):
     """Settling a pairing whose outcome on the peer was unknown."""
 
     def confirm_peer(self, fingerprint_: str, *, remote: str, reason: str,
-                     at: float | None = None) -> bool:
+                     at: float | None = None, same_pairing: bool = False) -> bool:
         """Mark an unconfirmed peer confirmed (it showed it trusts this device) and log it.
 
         Args:
@@ -29,6 +29,9 @@ class Confirmations(StoreBase):
             remote: the peer's address.
             reason: how it showed it (its COMMITTED frame, a trusted connection).
             at: time of the change (seconds since the epoch); now if omitted.
+            same_pairing: the confirmation ends the very pairing that stored the peer
+                (the joiner's COMMITTED): the log keeps one row for that outcome, the
+                pairing's own, no longer marked unconfirmed, instead of a second row.
 
         Returns:
             Whether the peer was unconfirmed (False: confirmed already, or not stored).
@@ -42,6 +45,8 @@ class Confirmations(StoreBase):
                 peer = self.peer(fingerprint_)
                 if peer is None or not peers_sql.set_confirmed(self._db, fingerprint_):
                     return False
+                if same_pairing and _settle_pairing_row(self._db, fingerprint_, reason):
+                    return True
                 events_sql.insert_event(self._db, Event(
                     at=when, kind="pairing", role="local", remote=remote, mode=peer.mode,
                     outcome="confirmed", reason=reason, peer_fingerprint=peer.fingerprint,
@@ -50,3 +55,17 @@ class Confirmations(StoreBase):
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
         return True
+
+
+def _settle_pairing_row(db: sqlite3.Connection, fingerprint_: str, reason: str) -> bool:
+    """Turn the newest ``paired`` row of this peer, marked unconfirmed, into the row of a
+    confirmed pairing; False when there is none (then a row of its own is written)."""
+    row = db.execute(
+        "SELECT id, reason FROM events WHERE kind = 'pairing' AND outcome = 'paired'"
+        " AND peer_fingerprint = ? ORDER BY id DESC LIMIT 1", (fingerprint_,)).fetchone()
+    if row is None or "unconfirmed" not in row[1].split("; "):
+        return False
+    notes = [note for note in row[1].split("; ") if note != "unconfirmed"]
+    db.execute("UPDATE events SET reason = ? WHERE id = ?", ("; ".join([reason, *notes]),
+                                                              row[0]))
+    return True

@@ -14,6 +14,7 @@ from certpair.ports import (
     PAIRING_PORT,
     SERVE_PORT,
     TUNNEL_PORT,
+    cannot_reach,
     service_of,
 )
 from certpair.trusted.contexts import NotPaired
@@ -38,6 +39,10 @@ _LISTENERS = {
 # What a client offering only trusted certpair ALPN names reads from a pairing port
 # (Python leaves `reason` empty for this alert with some OpenSSL versions: the text too).
 _PAIRING_PORT_ALERT = "TLSV1_ALERT_NO_APPLICATION_PROTOCOL"
+
+# What OpenSSL says when the other end answers with something that is not TLS.
+_NOT_TLS = frozenset({"WRONG_VERSION_NUMBER", "HTTP_REQUEST", "PACKET_LENGTH_TOO_LONG",
+                      "RECORD_LAYER_FAILURE", "UNKNOWN_PROTOCOL"})
 
 # Alerts a TLS 1.3 client reads when the server did not accept its certificate.
 _REFUSED_ALERTS = frozenset({
@@ -115,10 +120,13 @@ def connection_error(error: BaseException, remote: str) -> CertpairError:
     if isinstance(error, _CUT) or (isinstance(error, ssl.SSLError)
                                    and reason in _CUT_REASONS):
         return connection_cut(remote)
+    if isinstance(error, ssl.SSLError) and reason in _NOT_TLS:
+        return NetworkError(f"{remote} does not speak TLS: it is not a certpair port; "
+                            "check the port")
     if isinstance(error, ssl.SSLError):
         return NetworkError(f"TLS with {remote} failed: {_text(error)}")
     if isinstance(error, OSError):
-        return NetworkError(f"cannot reach {remote}: {error.strerror or error}")
+        return cannot_reach(remote, error)
     return NetworkError(f"the connection to {remote} failed")
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from certpair.addresses import format_address
 from certpair.errors import CertpairError, NetworkError
+from certpair.ports import SERVE_PORT, cannot_listen
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.contexts import (
     REFUSALS,
@@ -44,7 +45,7 @@ __all__ = [
     "start_server",
 ]
 
-DEFAULT_SERVE_PORT = 47821
+DEFAULT_SERVE_PORT = SERVE_PORT
 HANDSHAKE_TIMEOUT = 10.0
 _LINGER = 2.0
 
@@ -196,8 +197,7 @@ async def start_server(
     try:
         server = await asyncio.start_server(accept, host, port)
     except OSError as exc:
-        raise NetworkError(f"cannot listen on {format_address(host, port)}: "
-                           f"{exc.strerror or exc}") from exc
+        raise cannot_listen(format_address(host, port), exc) from exc
     opened.start_polling(server.is_serving)
     return server
 
@@ -406,8 +406,7 @@ def make_server(
         return TrustedServer(handler, (host, port), tls, _store_of(tls, home), timeout,
                              on_refused)
     except OSError as exc:
-        raise NetworkError(f"cannot listen on {format_address(host, port)}: "
-                           f"{exc.strerror or exc}") from exc
+        raise cannot_listen(format_address(host, port), exc) from exc
 
 
 def measure_handshake(

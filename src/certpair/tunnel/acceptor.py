@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from certpair.addresses import format_address, host_of
-from certpair.errors import NetworkError
+from certpair.ports import cannot_listen
 from certpair.tunnel.events import Failed, OnEvent, Stopped, Stopping, TunnelEvent
 from certpair.tunnel.link import reset
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch
@@ -56,8 +56,7 @@ def listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family, backlog=_BACKLOG,
                                     reuse_port=False)
     except OSError as exc:
-        raise NetworkError(f"cannot listen on {address_of((host, port))}: "
-                           f"{exc.strerror or exc}") from exc
+        raise cannot_listen(address_of((host, port)), exc) from exc
 
 
 def systemd_listener() -> socket.socket | None:
