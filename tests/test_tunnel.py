@@ -249,24 +249,30 @@ def test_drain_timeout_cuts_what_is_still_open(devices: Devices,
     assert rest[-1] == {"event": "stopped", "cut": 1}
 
 
-def test_service_down_gives_the_client_a_clean_end_and_leaks_nothing(
+def test_service_down_is_told_as_unavailable_never_as_done_and_leaks_nothing(
     devices: Devices,
 ) -> None:
     with socket.create_server((LOOPBACK, 0)) as taken:
         port = taken.getsockname()[1]
     server, client = devices.pipe(f"{LOOPBACK}:{port}")
-    with dial(client.port) as sock:
-        assert read_all(sock) == b""
+    # Checked at start, without a connection: a warning, and the tunnel serves.
+    warned = server.event("target_unreachable")
+    assert warned["to"] == f"{LOOPBACK}:{port}" and "refused" in warned["reason"]
+    with dial(client.port) as sock, pytest.raises(ConnectionResetError):
+        read_all(sock)  # a failure to the application (curl: reset), never an empty reply
     failed = server.event("failed")
     assert failed["peer"]["name"] == "beta"
     assert failed["reason"].startswith(f"the service {LOOPBACK}:{port} is unreachable")
+    closed = client.event("closed")
+    assert closed["reason"].startswith("service unavailable: alpha's tunnel"), closed
     before = server.fds(), client.fds()
     for _ in range(50):
-        with dial(client.port) as sock:
-            assert read_all(sock) == b""
+        with dial(client.port) as sock, pytest.raises(ConnectionResetError):
+            read_all(sock)
     for _ in range(50):
         server.event("failed")
-    assert {client.event("closed")["reason"] for _ in range(51)} == {"done"}
+    reasons = {client.event("closed")["reason"] for _ in range(50)}
+    assert len(reasons) == 1 and "service unavailable" in reasons.pop()
     assert (server.fds(), client.fds()) == before
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from certpair.tunnel.serve import PROBE
 from tests.cliutil import LOOPBACK, run
 from tests.test_cli_trust import Server
 from tests.tunnelutil import WAIT, Devices, Service, dial, make_devices
@@ -75,8 +76,9 @@ def test_ping_to_a_tunnel_port_fails_at_once_and_the_service_gets_no_byte(
         assert pinged.returncode == 4, pinged.stderr
         assert "is a `certpair tunnel serve` port, not a `certpair serve` one" in pinged.stderr
         assert "4491" in pinged.stderr
-        server.event("closed")
-        assert received in ([], [b""])
+        # The preamble (tunnel/preamble.py): no intent, no service connection at all.
+        server.event("refused", reason=PROBE)
+        assert received == []
     finally:
         service.close()
 

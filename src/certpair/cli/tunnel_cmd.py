@@ -20,8 +20,10 @@ from certpair.errors import counted
 from certpair.ports import TUNNEL_PORT
 
 if TYPE_CHECKING:
-    from certpair.store import Peer
-    from certpair.tunnel import TunnelEvent
+    from pathlib import Path
+
+    from certpair.store import Peer, TrustStore
+    from certpair.tunnel import KeySync, TunnelEvent
 
 __all__ = ["command"]
 
@@ -30,6 +32,28 @@ TUNNEL_SERVICE = "_certpair-tunnel._tcp"
 
 def _peer(peer: Peer | None) -> dict[str, str] | None:
     return None if peer is None else {"name": peer.name, "fingerprint": peer.fingerprint}
+
+
+def _key_sync(home: Path) -> KeySync:
+    """The key-rotation sync the tunnel carries (docs/PROTOCOL.md §8 and §9): certpair's
+    rotation drivers, handed to the tunnel (which sits beside them, not above)."""
+    from certpair.rotation.exchange import run_sync  # noqa: PLC0415
+    from certpair.rotation.pending import load_pending  # noqa: PLC0415
+    from certpair.tunnel import KeySync  # noqa: PLC0415
+
+    def run(recv: Callable[[int], bytes], send: Callable[[bytes], None], peer: Peer,
+            peer_cert: bytes, store: TrustStore, remote: str) -> tuple[str | None, str | None]:
+        done = run_sync(recv, send, peer=peer, peer_cert=peer_cert, home=home, store=store,
+                        remote=remote, initiator=False)
+        return (None if done.told is None else done.told.name,  # ACCEPTED is 0: falsy
+                None if done.heard is None else done.heard.name)
+
+    def to_tell(peer: Peer, store: TrustStore) -> bool:
+        pending = load_pending(home)
+        return pending is not None and peer.fingerprint not in store.told_peers(
+            pending.fingerprint)
+
+    return KeySync(run=run, to_tell=to_tell)
 
 
 def _as_json(event: TunnelEvent) -> dict[str, Any]:
@@ -42,6 +66,8 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
         Refused,
         Stopped,
         Stopping,
+        Synced,
+        TargetDown,
     )
 
     if isinstance(event, Listening):
@@ -67,6 +93,11 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
                 "count": event.count}
     if isinstance(event, Stopping):
         return {"event": "stopping", "open": event.open, "drain_timeout": event.drain_timeout}
+    if isinstance(event, TargetDown):
+        return {"event": "target_unreachable", "to": event.target, "reason": event.reason}
+    if isinstance(event, Synced):
+        return {"event": "synced", "remote": event.remote, "peer": _peer(event.peer),
+                "told": event.told, "heard": event.heard, "error": event.error}
     assert isinstance(event, Stopped)
     return {"event": "stopped", "cut": event.cut}
 
@@ -99,6 +130,15 @@ def _as_text(data: dict[str, Any], *, serving: bool) -> str:
         return f"Failed {data['remote']}: {data['reason']}"
     if kind == "refused":
         return f"Refused {data['remote']}: {data['reason']} ({data['count']})"
+    if kind == "target_unreachable":
+        return (f"Warning: the service {data['to']} does not answer now ({data['reason']}); "
+                "serving anyway: connecting devices are told \"service unavailable\"")
+    if kind == "synced":
+        if data["error"]:
+            return f"Key sync with {peer['name']} failed: {data['error']}"
+        said = [f"told our new key: {data['told'].lower()}"] if data["told"] else []
+        said += [f"its new key: {data['heard'].lower()}"] if data["heard"] else []
+        return f"Key sync with {peer['name']}: {'; '.join(said) or 'nothing to tell'}"
     if kind == "stopping":
         return (f"Stopping: draining {counted(data['open'], 'connection')} "
                 f"(at most {data['drain_timeout']} s)")
@@ -200,7 +240,7 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
         proxy_protocol=proxy_protocol, advertise=not no_advertise,
         max_connections=max_connections, connect_timeout=connect_timeout,
         idle_timeout=idle_timeout or None, half_close_timeout=half_close_timeout or None,
-        drain_timeout=drain_timeout)
+        drain_timeout=drain_timeout, key_sync=_key_sync(home_of(ctx)))
     with _renderer(as_json, serving=True) as render:
         serve_tunnel(options, render, listener=systemd_listener())
 
@@ -258,6 +298,7 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
         candidates=tuple(candidates), discover=discover,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
         connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
-        half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout)
+        half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout,
+        key_sync=_key_sync(home_of(ctx)))
     with _renderer(as_json, serving=False) as render:
         connect_tunnel(options, render)

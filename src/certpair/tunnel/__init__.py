@@ -24,8 +24,11 @@ from certpair.tunnel.events import (
     Refused,
     Stopped,
     Stopping,
+    Synced,
+    TargetDown,
     TunnelEvent,
 )
+from certpair.tunnel.preamble import KeySync
 from certpair.tunnel.serve import ServeOptions, serve_tunnel
 from certpair.tunnel.targets import Target, parse_listen, parse_target
 
@@ -34,6 +37,7 @@ __all__ = [
     "Closed",
     "ConnectOptions",
     "Failed",
+    "KeySync",
     "Listening",
     "OnEvent",
     "Opened",
@@ -41,7 +45,9 @@ __all__ = [
     "ServeOptions",
     "Stopped",
     "Stopping",
+    "Synced",
     "Target",
+    "TargetDown",
     "TunnelEvent",
     "connect_tunnel",
     "far_end_candidates",

@@ -41,7 +41,9 @@ from certpair.trusted import (
 from certpair.trusted.dial import Discover, Reached, dial
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
+from certpair.tunnel.far_end import FarEnd
 from certpair.tunnel.link import TlsLink, reset
+from certpair.tunnel.preamble import Intent, KeySync, client_protocols, speaks_preamble
 from certpair.tunnel.pump import HALF_CLOSE_TIMEOUT, Relay, arm_reset
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
@@ -57,6 +59,7 @@ class ConnectOptions:
     ``source`` says where ``host:port`` came from (``--to``, ``pairing``, ``dns-sd``).
     Each connection races ``candidates`` (``host:port`` alone if empty) and, until one
     connection has succeeded, what ``discover`` finds (``trusted/dial.py``).
+    ``key_sync`` carries the key-rotation sync over the tunnel (tunnel/preamble.py).
     """
 
     home: Path
@@ -73,6 +76,7 @@ class ConnectOptions:
     idle_timeout: float | None = None
     half_close_timeout: float | None = HALF_CLOSE_TIMEOUT
     drain_timeout: float = 10.0
+    key_sync: KeySync | None = None
 
 
 class _Client:
@@ -81,7 +85,8 @@ class _Client:
         self.context = client_context(options.home, peer=options.peer)
         # Names the protocol, so that a port of another kind (a pairing port, a serve
         # port) refuses, or names itself, at once: never serve's protocol handed on.
-        self.context.set_alpn_protocols(alpn_offer(ALPN_TUNNEL))
+        # On certpair/1-tunnel the preamble follows (tunnel/preamble.py).
+        self.context.set_alpn_protocols(client_protocols())
         self.remote = address_of((options.host, options.port))
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(
@@ -95,6 +100,7 @@ class _Client:
         self.discover = options.discover
         self.noted: Candidate | None = None
         self.lock = threading.Lock()
+        self.truth = FarEnd(self.options, self.store, self._open, on_event)
 
     def _dial(self, deadline: float) -> Reached:
         """Race the far end's addresses; the winner goes first for the next connection."""
@@ -117,6 +123,12 @@ class _Client:
             self.discover = None  # found: no more lookups on every connection
         return reached
 
+    def _must_tell(self, key_sync: KeySync) -> bool:
+        """Whether this device has a rotation PEER has not acknowledged (PEER's current
+        record: it may have rotated too)."""
+        peer = self.store.peer_by_device(self.options.peer.device_id)
+        return peer is not None and key_sync.to_tell(peer, self.store)
+
     def _ending(self, paired: frozenset[str]) -> str | None:
         if self.options.peer.device_id in paired:
             return None
@@ -131,8 +143,10 @@ class _Client:
                                     peer_name=self.options.peer.name)
         self.on_event(Failed(remote=remote, reason=reason, peer=self.options.peer))
 
-    def _open(self, deadline: float) -> tuple[TlsLink, Peer, Candidate]:
-        """Connect, handshake and check the far end (raises a CertpairError)."""
+    def _open(self, deadline: float, intent: Intent = Intent.DATA
+              ) -> tuple[TlsLink, Peer, Candidate]:
+        """Connect, handshake and check the far end (raises a CertpairError); with the
+        preamble, the intent byte goes out with the first data."""
         options = self.options
         reached = self._dial(deadline)
         raw, used = reached.sock, reached.candidate
@@ -164,6 +178,8 @@ class _Client:
             with contextlib.suppress(CertpairError):  # the address book is only a hint
                 self.store.note_address(peer, used.host, used.port, service=TUNNEL,
                                         source=CONTACT)
+        if speaks_preamble(link):
+            link.tls.write(bytes([intent]))
         return link, peer, used
 
     def handle(self, local: socket.socket, remote: str) -> Closed | None:
@@ -172,6 +188,8 @@ class _Client:
         arm_reset(local)  # killed from here on, the client sees a reset, not an EOF
         with contextlib.suppress(OSError):
             local.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if options.key_sync is not None and self._must_tell(options.key_sync):
+            self.truth.sync()  # this device's rotation, before its new key is needed
         try:
             link, peer, used = self._open(time.monotonic() + options.connect_timeout)
         except CertpairError as exc:
@@ -181,6 +199,8 @@ class _Client:
                       half_close_timeout=options.half_close_timeout)
         # The far end answered: it accepted this device's certificate.
         relay.on_data = lambda: settle_pairing(self.store, peer, self.remote)
+        if speaks_preamble(link):
+            relay.on_status = self.truth.on_status
         tracked = self.connections.track(peer.device_id, relay)
         try:
             if not self.watch.admits(peer.device_id) or not relay.attach(local):
@@ -190,7 +210,7 @@ class _Client:
             self.on_event(Opened(id=conn_id, remote=remote, peer=peer, far=str(used),
                                  far_from=used.source))
             start = time.monotonic()
-            reason = relay.run()
+            reason = self.truth.of_end(relay.run(), relay)
             return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.sent,
                           bytes_down=relay.received, duration=time.monotonic() - start,
                           reason=reason)

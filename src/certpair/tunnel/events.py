@@ -21,6 +21,8 @@ __all__ = [
     "Refused",
     "Stopped",
     "Stopping",
+    "Synced",
+    "TargetDown",
     "TunnelEvent",
 ]
 
@@ -102,5 +104,31 @@ class Stopped:
     cut: int
 
 
-TunnelEvent = Listening | Advertised | Opened | Closed | Failed | Refused | Stopping | Stopped
+@dataclass(frozen=True, kw_only=True)
+class TargetDown:
+    """At start, nothing listened at ``tunnel serve``'s service (a warning: the tunnel
+    serves all the same, and tells each connecting device "service unavailable")."""
+
+    target: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Synced:
+    """A key-rotation sync (docs/PROTOCOL.md §8) ran over the tunnel with ``peer``.
+
+    ``told`` is the peer's answer to this device's rotation, ``heard`` the answer this
+    device gave to the peer's (result names such as ``ACCEPTED``; None: nothing to say),
+    ``error`` why the exchange failed.
+    """
+
+    remote: str
+    peer: Peer
+    told: str | None = None
+    heard: str | None = None
+    error: str | None = None
+
+
+TunnelEvent = (Listening | Advertised | Opened | Closed | Failed | Refused | Stopping | Stopped
+               | TargetDown | Synced)
 OnEvent = Callable[[TunnelEvent], None]

@@ -92,6 +92,10 @@ class Relay:
         self._cut: str | None = None
         self._closed = False
         self._wake: tuple[int, int] | None = None
+        # The preamble (tunnel/preamble.py): called once with the far end's status byte
+        # (None: it closed first), which is not carried; a reason it returns ends the
+        # relay as broken (the plain side is reset).
+        self.on_status: Callable[[int | None], str | None] | None = None
 
     @property
     def cut_reason(self) -> str | None:
@@ -132,6 +136,15 @@ class Relay:
                 else:
                     reset(self.plain)
             self.link.sock.close()
+
+    def _take_status(self, data: bytes) -> bytes:
+        """Take the status byte off the stream; raise what it means if not ready."""
+        on_status, self.on_status = self.on_status, None
+        assert on_status is not None
+        verdict = on_status(data[0] if data else None)
+        if verdict is not None:
+            raise _Broken(verdict)
+        return data[1:]
 
     def run(self) -> str:
         """Carry bytes until both directions ended, or the connection broke or was cut.
@@ -177,6 +190,10 @@ class Relay:
                     data = b""
                 except ssl.SSLError as exc:
                     raise _Broken(_tls_reason(exc)) from exc
+                if self.on_status is not None:
+                    data = self._take_status(data)
+                    if not data:
+                        continue
                 if not data:
                     tls_done = True
                     break

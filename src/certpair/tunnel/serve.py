@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from certpair.addresses import host_of
+from certpair.errors import CertpairError
 from certpair.identity import load_identity
 from certpair.ports import ALPN_TUNNEL
 from certpair.store import Event, Peer, TrustStore, open_store
 from certpair.store.records import iso_time
 from certpair.trusted import (
     NotPaired,
+    PeerRefused,
     admitted_peer,
     peer_of,
     refusal_reason,
@@ -41,16 +43,30 @@ from certpair.tunnel.events import (
     OnEvent,
     Opened,
     Refused,
+    Synced,
+    TargetDown,
 )
 from certpair.tunnel.link import TlsLink, wait_for
+from certpair.tunnel.preamble import (
+    ROTATION_FLAG,
+    Intent,
+    KeySync,
+    LinkStream,
+    Status,
+    read_exactly,
+    speaks_preamble,
+)
 from certpair.tunnel.proxy_v2 import encode_header
 from certpair.tunnel.pump import HALF_CLOSE_TIMEOUT, Relay, arm_reset
+from certpair.tunnel.target_check import target_problem
 from certpair.tunnel.targets import Target
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
 __all__ = ["ServeOptions", "serve_tunnel"]
 
 _ROLE = "tunnel-server"
+# Counted like refusals: a handshake, then nothing asked (no service was connected to).
+PROBE = "probe: the client closed without asking for anything"
 _CLOSING = 2.0
 _RECORD = 16384
 
@@ -62,7 +78,8 @@ class ServeOptions:
     ``allow`` holds the device ids of the only peers let through (None: every paired
     device): a device id survives the peer's key rotations (store/devices.py).
     ``advertise`` publishes the tunnel with DNS-SD. Timeouts are in seconds;
-    ``idle_timeout`` and ``half_close_timeout`` None never time out.
+    ``idle_timeout`` and ``half_close_timeout`` None never time out. ``key_sync``
+    carries the key-rotation sync over the tunnel (tunnel/preamble.py; None: not).
     """
 
     home: Path
@@ -77,6 +94,7 @@ class ServeOptions:
     idle_timeout: float | None = None
     half_close_timeout: float | None = HALF_CLOSE_TIMEOUT
     drain_timeout: float = 10.0
+    key_sync: KeySync | None = None
 
 
 class _Server:
@@ -85,6 +103,7 @@ class _Server:
         self.context = server_context(options.home)
         # A joiner or a ping that reached this port by mistake learns it from ALPN at once
         # (docs/PROTOCOL.md §2); clients offering no ALPN are served as before.
+        # On certpair/1-tunnel the preamble tells the connecting side the truth.
         self.context.set_alpn_protocols([ALPN_TUNNEL])
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(self._report_refused)
@@ -117,8 +136,11 @@ class _Server:
                                       mode="mtls", reason=reason, count=count)
         self.on_event(Refused(remote=host, reason=reason, count=count))
 
-    def _refuse(self, link: TlsLink, remote: str, reason: str) -> None:
+    def _refuse(self, link: TlsLink, remote: str, reason: str,
+                status: Status | None = None) -> None:
         self.refusals.add(host_of(remote), reason)
+        if status is not None and speaks_preamble(link):
+            _answer(link, status)  # the refused device learns why (tunnel/preamble.py)
         link.linger_close()
 
     def handle(self, sock: socket.socket, remote: str) -> Closed | None:
@@ -133,7 +155,9 @@ class _Server:
         try:
             link.handshake(deadline)
         except (OSError, ssl.SSLError) as exc:
-            self._refuse(link, remote, refusal_reason(exc))
+            # A device refused after OpenSSL's handshake gets no alert: tell it instead.
+            refused = Status.NOT_PAIRED if isinstance(exc, PeerRefused) else None
+            self._refuse(link, remote, refusal_reason(exc), refused)
             return None
         try:
             # certpair.trusted admits a connection's peer once, in its handshake (one
@@ -153,10 +177,10 @@ class _Server:
                 try:
                     peer = peer_of(link.tls)
                 except NotPaired as exc:
-                    self._refuse(link, remote, refusal_reason(exc))
+                    self._refuse(link, remote, refusal_reason(exc), Status.NOT_PAIRED)
                     return None
             if not self._allowed(frozenset({peer.device_id})):
-                self._refuse(link, remote, "not allowed by --allow")
+                self._refuse(link, remote, "not allowed by --allow", Status.NOT_ALLOWED)
                 return None
             # Confirmed once the client sends data over the accepted connection, not at
             # its handshake: a client may complete that and then reject this device.
@@ -166,6 +190,8 @@ class _Server:
                 if self._hosts.get(peer.fingerprint) != host:
                     self._hosts[peer.fingerprint] = host
                     self._seen[peer.fingerprint] = (peer, host)
+            if speaks_preamble(link) and not self._intent_is_data(link, remote, peer, deadline):
+                return None
             return self._carry(relay, remote, peer, deadline)
         finally:
             self.connections.untrack(tracked)
@@ -175,6 +201,8 @@ class _Server:
         try:
             plain = self._dial(relay, peer, deadline)
         except OSError as exc:
+            if speaks_preamble(relay.link):  # "service unavailable", not "done"
+                relay.link.tls.write(bytes([Status.SERVICE_UNAVAILABLE]))
             _close_notify(relay.link)
             self.on_event(Failed(remote=remote, peer=peer, reason=(
                 f"the service {options.target} is unreachable: {exc.strerror or exc}")))
@@ -182,6 +210,10 @@ class _Server:
         if not relay.attach(plain):
             relay.close(clean=False)
             return None
+        if speaks_preamble(relay.link):
+            sync = options.key_sync
+            rotation = sync is not None and sync.to_tell(peer, self.store)
+            relay.link.tls.write(bytes([Status.READY | (ROTATION_FLAG if rotation else 0)]))
         conn_id = next(self.ids)
         self.on_event(Opened(id=conn_id, remote=remote, peer=peer))
         start = time.monotonic()
@@ -199,6 +231,41 @@ class _Server:
         return Closed(id=conn_id, remote=remote, peer=peer, bytes_up=relay.received,
                       bytes_down=relay.sent, duration=time.monotonic() - start, reason=reason)
 
+
+    def _intent_is_data(self, link: TlsLink, remote: str, peer: Peer,
+                        deadline: float) -> bool:
+        """Read the client's intent byte; serve a CHECK or a SYNC here (False: done)."""
+        try:
+            intent = read_exactly(link, 1, deadline)
+        except (OSError, ssl.SSLError):
+            intent = b""
+        if not intent:  # a client of another kind (ping at this port), or one that left
+            self.refusals.add(host_of(remote), PROBE)
+            link.sock.close()
+            return False
+        # Data over the accepted connection: the client accepted this device (issue 19).
+        settle_pairing(self.store, peer, remote)
+        if intent == bytes([Intent.DATA]):
+            return True
+        sync = self.options.key_sync
+        if intent != bytes([Intent.SYNC]) or sync is None:
+            _answer(link, Status.READY)  # CHECK: the device is let through, nothing more
+            link.linger_close()
+            return False
+        link.tls.write(bytes([Status.READY]))
+        stream = LinkStream(link, deadline)
+        try:
+            told, heard = sync.run(stream.recv, stream.send, peer,
+                                   link.tls.getpeercert(binary_form=True) or b"",
+                                   self.store, remote)
+        except (CertpairError, OSError) as exc:
+            self.on_event(Synced(remote=remote, peer=peer, error=str(exc)))
+            link.sock.close()
+            return False
+        if told is not None or heard is not None:
+            self.on_event(Synced(remote=remote, peer=peer, told=told, heard=heard))
+        _close_notify(link)
+        return False
 
     def _dial(self, relay: Relay, peer: Peer, deadline: float) -> socket.socket:
         """Connect to the service and send the PROXY header if asked for."""
@@ -220,6 +287,14 @@ def _fingerprints(store: TrustStore, devices: frozenset[str] | None) -> list[str
     if devices is None:
         return None
     return sorted(p.fingerprint for d in devices if (p := store.peer_by_device(d)))
+
+
+def _answer(link: TlsLink, status: Status) -> None:
+    """Write a status byte and close_notify (sent by the close that follows)."""
+    with contextlib.suppress(OSError, ssl.SSLError):
+        link.tls.write(bytes([status]))
+        with contextlib.suppress(ssl.SSLWantReadError):
+            link.tls.unwrap()
 
 
 def _close_notify(link: TlsLink) -> None:
@@ -280,6 +355,10 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
             "allow": _fingerprints(store, options.allow),
             "proxy_protocol": options.proxy_protocol,
             "max_connections": options.max_connections}))
+        # Checked once, without a connection the service would see: a warning only.
+        problem = target_problem(options.target, min(options.connect_timeout, 2.0))
+        if problem is not None:
+            on_event(TargetDown(target=str(options.target), reason=problem))
         if ready is not None:
             ready()
         advertisement = None
