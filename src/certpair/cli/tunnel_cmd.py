@@ -49,8 +49,11 @@ def _key_sync(home: Path) -> KeySync:
                 None if done.heard is None else done.heard.name)
 
     def to_tell(peer: Peer, store: TrustStore) -> bool:
-        pending = load_pending(home)
-        return pending is not None and peer.fingerprint not in store.told_peers(
+        pending = load_pending(home)  # a stat when none is pending: checked first
+        if pending is None:
+            return False
+        current = store.peer_by_device(peer.device_id) if peer.device_id else peer
+        return current is not None and current.fingerprint not in store.told_peers(
             pending.fingerprint)
 
     return KeySync(run=run, to_tell=to_tell)

@@ -43,7 +43,11 @@ def explain_certificate(store: TrustStore, fp: str, *, expected: Peer | None = N
     if own_fingerprint is not None and fp == own_fingerprint:
         return f"{head}, this device's own certificate"
     if expected is not None:
-        return (f"{head}, which is not a certificate of {expected.name} this device knows "
-                f"(if {expected.name} rotated its key without this device learning it, "
-                "pair again)")
+        pending = [f for f, state in store.device_fingerprints(expected.device_id).items()
+                   if state == "pending"] if expected.device_id else []
+        known = (f"; its new key {pending[0]} is pending here (learned from a rotation), "
+                 "and this is not it either" if pending else "")
+        return (f"{head}, which is not a certificate of {expected.name} this device knows"
+                f"{known} (if {expected.name} rotated its key without this device learning "
+                "it, pair again)")
     return head

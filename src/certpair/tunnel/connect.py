@@ -124,10 +124,9 @@ class _Client:
         return reached
 
     def _must_tell(self, key_sync: KeySync) -> bool:
-        """Whether this device has a rotation PEER has not acknowledged (PEER's current
-        record: it may have rotated too)."""
-        peer = self.store.peer_by_device(self.options.peer.device_id)
-        return peer is not None and key_sync.to_tell(peer, self.store)
+        """Whether this device has a rotation PEER has not acknowledged (one ``stat``
+        when no rotation is pending: no store read on the connection's path)."""
+        return key_sync.to_tell(self.options.peer, self.store)
 
     def _ending(self, paired: frozenset[str]) -> str | None:
         if self.options.peer.device_id in paired:

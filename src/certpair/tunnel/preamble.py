@@ -75,7 +75,8 @@ class KeySync:
 
     ``run`` runs the exchange on a connection whose peer was verified (raising a
     ``CertpairError`` or ``OSError`` on failure); ``to_tell(peer, store)`` says whether
-    this device has a pending rotation ``peer`` has not acknowledged.
+    this device has a pending rotation ``peer``'s device has not acknowledged (cheap
+    when none is pending: it is asked on every connection).
     """
 
     run: SyncRun
