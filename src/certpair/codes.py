@@ -10,6 +10,11 @@ which mode to use:
 
 Anything of 13 characters or fewer is a cpace code; anything longer is an hmac key,
 so a short code can never be used as an hmac key. Spaces and dashes are ignored.
+
+A secret met at a relay carries a **nameplate** in front, separated by ``+``
+(``57218+4711-0815-3``): 4 random digits and a Damm check digit of their own, drawn
+apart from the secret. It is public (it names the meeting point at the relay) and
+never enters the proof; ``+`` appears in no secret, so the two parts never mix.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ __all__ = [
     "CPACE_MIN_DIGITS",
     "HMAC_DEFAULT_BITS",
     "HMAC_MIN_BITS",
+    "NAMEPLATE_DIGITS",
     "MalformedSecret",
     "Mode",
     "Secret",
@@ -35,7 +41,9 @@ __all__ = [
     "damm_check_digit",
     "generate_code",
     "generate_hmac_key",
+    "generate_nameplate",
     "parse_secret",
+    "with_nameplate",
 ]
 
 CPACE_MIN_DIGITS = 6
@@ -43,6 +51,10 @@ CPACE_DEFAULT_DIGITS = 8
 CPACE_MAX_DIGITS = 12
 HMAC_MIN_BITS = 64
 HMAC_DEFAULT_BITS = 80
+# Random digits of a nameplate (a check digit is added): 10,000 meeting points per
+# relay (docs/SECURITY.md, "What a relay can do", for what that means on a busy one).
+NAMEPLATE_DIGITS = 4
+NAMEPLATE_SEPARATOR = "+"
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Crockford's decoding aliases: letters people confuse with digits.
@@ -92,6 +104,7 @@ class Secret:
     value: bytes = field(repr=False)
     display: str = field(repr=False)
     bits: float
+    nameplate: str | None = None
 
 
 def damm_check_digit(digits: str) -> int:
@@ -187,11 +200,47 @@ def generate_hmac_key(
     return parse_secret(_group(body + _luhn32_check(body)))
 
 
+def generate_nameplate(*, randbelow: Callable[[int], int] | None = None) -> str:
+    """Draw a fresh nameplate: public, random, and independent of any secret.
+
+    Args:
+        randbelow: source of uniform integers; ``secrets.randbelow`` if None.
+
+    Returns:
+        ``NAMEPLATE_DIGITS`` random digits followed by their Damm check digit.
+    """
+    draw = randbelow or _secure_randbelow
+    body = "".join(str(draw(10)) for _ in range(NAMEPLATE_DIGITS))
+    return body + str(damm_check_digit(body))
+
+
+def with_nameplate(secret: Secret, nameplate: str) -> Secret:
+    """The same secret, to be met at a relay under ``nameplate``.
+
+    Raises:
+        MalformedSecret: the nameplate is not digits with a right check digit.
+    """
+    _check_nameplate(nameplate)
+    plain = secret.display.rsplit(NAMEPLATE_SEPARATOR, 1)[-1]
+    return Secret(mode=secret.mode, value=secret.value, bits=secret.bits,
+                  display=f"{nameplate}{NAMEPLATE_SEPARATOR}{plain}", nameplate=nameplate)
+
+
+def _check_nameplate(compact: str) -> None:
+    if not compact.isascii() or not compact.isdigit() or len(compact) != NAMEPLATE_DIGITS + 1:
+        raise MalformedSecret(f"the part before {NAMEPLATE_SEPARATOR!r} (the relay's meeting "
+                              f"point) is {NAMEPLATE_DIGITS + 1} digits")
+    if damm_check_digit(compact) != 0:
+        raise WrongCheckCharacter("the meeting point's check digit (before "
+                                  f"{NAMEPLATE_SEPARATOR!r}) is wrong (typo?)")
+
+
 def parse_secret(text: str) -> Secret:
     """Parse what a user typed into a :class:`Secret`, deciding the mode by its shape.
 
     Args:
-        text: the secret as typed; spaces and dashes are ignored, case does not matter.
+        text: the secret as typed; spaces and dashes are ignored, case does not matter;
+            a nameplate may stand in front, separated by ``+``.
 
     Returns:
         The parsed secret.
@@ -203,6 +252,13 @@ def parse_secret(text: str) -> Secret:
     """
     if not text.isascii():
         raise MalformedSecret("a pairing secret is made of ASCII letters and digits")
+    if NAMEPLATE_SEPARATOR in text:
+        nameplate, _, rest = text.partition(NAMEPLATE_SEPARATOR)
+        nameplate = "".join(ch for ch in nameplate if ch not in " -\t")
+        _check_nameplate(nameplate)
+        if NAMEPLATE_SEPARATOR in rest:
+            raise MalformedSecret(f"a pairing secret has at most one {NAMEPLATE_SEPARATOR!r}")
+        return with_nameplate(parse_secret(rest), nameplate)
     compact = "".join(ch for ch in text.upper() if ch not in " -\t")
     if not compact:
         raise MalformedSecret("the pairing secret is empty")

@@ -14,6 +14,9 @@ A pairing URI is what ``certpair pair --qr`` shows as a QR code and what
   small enough for an 80x24 terminal), or ``sha256:`` and 64 hex digits (also read). A
   joiner given one refuses an offerer whose certificate does not match it, before
   sending any proof.
+* ``relay`` and ``nameplate`` (optional; ``pair --relay``): the transit relay where the
+  offerer also waits (``tcp:HOST:PORT``, percent-encoded brackets for IPv6) and the
+  code's public meeting point there. A ``relay`` needs a ``nameplate``.
 
 Parsing is strict: anything else (another scheme, user info, a path, a fragment, an
 unknown or repeated parameter, a bad host, port, code or fingerprint) is
@@ -33,9 +36,10 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from certpair.codes import Secret, parse_secret
+from certpair.codes import Secret, parse_secret, with_nameplate
 from certpair.errors import BadInput
 from certpair.ports import PAIRING_PORT
+from certpair.relay import RelayAddress, parse_relay
 
 __all__ = [
     "DEFAULT_URI_PORT",
@@ -66,7 +70,7 @@ _URI_RE = re.compile(
 _PARAM_RE = re.compile(r"(?P<key>[a-z]+)=(?P<value>(?:[A-Za-z0-9:._~-]|%[0-9A-Fa-f]{2})+)",
                        re.ASCII)
 _LABEL_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
-_KNOWN_PARAMS = frozenset({"code", "fp"})
+_KNOWN_PARAMS = frozenset({"code", "fp", "relay", "nameplate"})
 
 
 class MalformedURI(BadInput):
@@ -85,6 +89,7 @@ class PairingURI:
     port: int
     secret: Secret = field(repr=False)
     fingerprint: str | None
+    relay: RelayAddress | None = None
 
 
 def looks_like_uri(text: str) -> bool:
@@ -192,7 +197,20 @@ def parse_uri(text: str) -> PairingURI:
     fingerprint = params.get("fp")
     if fingerprint is not None:
         fingerprint = _read_fingerprint(fingerprint)
-    return PairingURI(host=host, port=port, secret=secret, fingerprint=fingerprint)
+    relay = None
+    if "relay" in params:
+        if "nameplate" not in params:
+            raise MalformedURI("the URI names a relay but no nameplate to meet at")
+        try:
+            relay = parse_relay(params["relay"])
+        except BadInput as exc:
+            raise MalformedURI(f"the URI's relay: {exc}") from None
+    if "nameplate" in params:
+        if secret.nameplate is not None:
+            raise MalformedURI("the URI gives the nameplate twice")
+        secret = with_nameplate(secret, params["nameplate"])
+    return PairingURI(host=host, port=port, secret=secret, fingerprint=fingerprint,
+                      relay=relay)
 
 
 def _read_fingerprint(text: str) -> str:
@@ -213,7 +231,8 @@ def _write_fingerprint(fingerprint: str) -> str:
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
 
-def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None) -> str:
+def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None,
+               relay: RelayAddress | None = None) -> str:
     """Build the pairing URI that :func:`parse_uri` reads back unchanged.
 
     Args:
@@ -221,6 +240,7 @@ def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None)
         port: the offerer's TCP port.
         secret: the active secret; its display form goes into ``code``.
         fingerprint: the offerer's certificate fingerprint, or None to leave ``fp`` out.
+        relay: the relay where the offerer also waits (the secret's nameplate goes too).
 
     Returns:
         The URI text.
@@ -229,9 +249,13 @@ def format_uri(*, host: str, port: int, secret: Secret, fingerprint: str | None)
         MalformedURI: the host, port or fingerprint cannot be put in a URI.
     """
     shown = f"[{host}]" if ":" in host else host
-    query = f"code={secret.display}"
+    query = f"code={secret.display.rsplit('+', 1)[-1]}"
     if fingerprint is not None:
         query += f"&fp={_write_fingerprint(fingerprint)}"
+    if relay is not None:
+        query += f"&relay={urllib.parse.quote(str(relay), safe=':')}"
+    if secret.nameplate is not None:
+        query += f"&nameplate={secret.nameplate}"
     uri = f"{SCHEME}://{shown}:{port}/?{query}"
     parsed = parse_uri(uri)
     if (parsed.port, parsed.fingerprint) != (port, fingerprint):

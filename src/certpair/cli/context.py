@@ -229,10 +229,11 @@ def iso_time(at: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def report_paired(peer: Peer, *, as_json: bool) -> None:
+def report_paired(peer: Peer, *, as_json: bool, path: str | None = None) -> None:
     """Say that a pairing succeeded; under which name when the peer's (or a look-alike
-    of it) was taken; and which DNS names its certificate claims beyond its device name
-    (a tool trusting an unpinned ``peers.pem`` accepts it under those: docs/TRUST.md)."""
+    of it) was taken; which DNS names its certificate claims beyond its device name
+    (a tool trusting an unpinned ``peers.pem`` accepts it under those: docs/TRUST.md);
+    and ``path`` (``direct`` or ``relay``), the way the pairing went, when one is known."""
     from certpair.profile import extra_dns_names  # noqa: PLC0415  # keeps start-up fast
 
     extra = extra_dns_names(peer.cert_der, peer.given_name or peer.name)
@@ -242,11 +243,15 @@ def report_paired(peer: Peer, *, as_json: bool) -> None:
             line["given_name"] = peer.given_name
         if extra:
             line["extra_dns_names"] = extra
-        emit_json({"event": "paired", "peer": line})
+        event: dict[str, Any] = {"event": "paired", "peer": line}
+        if path is not None:
+            event["path"] = path
+        emit_json(event)
         return
     from certpair.cli.terminal import printable  # noqa: PLC0415  # keeps start-up fast
 
-    click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}")
+    how = {"relay": "  (through the relay)", "direct": "  (direct)"}.get(path or "", "")
+    click.echo(f"Paired with {printable(peer.name)}  {peer.fingerprint}{how}")
     if peer.given_name is not None:
         click.echo(f"Another paired device is already called '{printable(peer.given_name)}' "
                    f"(or a name that looks the same); this one is stored as "

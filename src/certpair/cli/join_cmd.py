@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from certpair.cli.discover_cmd import interface_option
-from certpair.cli.params import Finite
+from certpair.cli.params import Finite, relay_option
+from certpair.relay import RelayAddress
 
 __all__ = ["command"]
 
@@ -21,11 +22,12 @@ __all__ = ["command"]
 @click.option("--discovery-timeout", type=Finite(0.1, 600), default=5, metavar="SECONDS",
               show_default=True, help="Seconds to look for the offerer on the network.")
 @interface_option
+@relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, args: tuple[str, ...], timeout: float, peer_name: str | None,
             no_discovery: bool, discovery_timeout: float, interfaces: tuple[str, ...],
-            as_json: bool) -> None:
+            relay: RelayAddress | None, as_json: bool) -> None:
     """Pair with the device showing SECRET.
 
     The secret's format decides the mode: a digit code runs cpace, a long key hmac.
@@ -38,15 +40,20 @@ def command(ctx: click.Context, args: tuple[str, ...], timeout: float, peer_name
     A SECRET of - is read from standard input (asked for without echo on a terminal),
     so that it does not appear in the process list; `join -` also reads a URI there.
 
+    A code from `pair --relay` has a meeting point in front (57218+4711-0815-3): with
+    --relay (or CERTPAIR_RELAY, or the relay a URI names) the offerer is met there,
+    after a short try of the direct address when one is given.
+
     \b
     Examples:
       certpair join 192.168.1.20 4711-0815-3
       certpair join 4711-0815-3
       certpair join 192.168.1.20:5000 -
       certpair join - < uri.txt
+      certpair join --relay tcp:relay.example:4001 57218+4711-0815-3
     """
     from certpair.cli.join_run import run_join_command  # noqa: PLC0415  # fast start-up
 
     run_join_command(ctx, args=args, timeout=timeout, peer_name=peer_name,
                      no_discovery=no_discovery, discovery_timeout=discovery_timeout,
-                     interfaces=interfaces, as_json=as_json)
+                     interfaces=interfaces, as_json=as_json, relay=relay)

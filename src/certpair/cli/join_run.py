@@ -24,8 +24,9 @@ from certpair.discovery import (
 )
 from certpair.errors import BadInput, CertpairError, PairingFailed
 from certpair.net import run_join
-from certpair.net.join import JoinStage
+from certpair.net.join import JoinStage, Route
 from certpair.ports import PAIRING_PORT
+from certpair.relay import RELAY_ENV, RelayAddress
 from certpair.uri import looks_like_uri, parse_uri
 
 __all__ = ["run_join_command"]
@@ -41,6 +42,7 @@ class _Target:
     secret: Secret
     address: tuple[str, int] | None
     fingerprint: str | None
+    relay: RelayAddress | None = None
 
 
 def _looks_like_address(text: str) -> bool:
@@ -105,7 +107,7 @@ def _target(args: tuple[str, ...], ctx: click.Context) -> _Target:
     if len(args) == 1 and looks_like_uri(args[0]):
         uri = parse_uri(args[0])
         return _Target(secret=uri.secret, address=(uri.host, uri.port),
-                       fingerprint=uri.fingerprint)
+                       fingerprint=uri.fingerprint, relay=uri.relay)
     if any(looks_like_uri(arg) for arg in args):
         raise BadInput("a certpair:// URI already holds the address and the secret; "
                        "give it alone")
@@ -182,12 +184,42 @@ def _discover(target: _Target, *, peer_name: str | None, timeout: float,
     return chosen
 
 
+def _relay_for(target: _Target, relay: RelayAddress | None) -> RelayAddress | None:
+    """The relay to meet at: the URI's, else the configured one, and only for a code
+    that carries a meeting point (a plain code was never waiting at any relay)."""
+    if target.secret.nameplate is None:
+        return None
+    chosen = target.relay or relay
+    if chosen is None and target.address is None:
+        raise BadInput("this code meets at a relay (the digits before '+'): give the relay "
+                       f"the other device uses, with --relay tcp:HOST:PORT or {RELAY_ENV}")
+    return chosen
+
+
+def _route_shown(as_json: bool, taken: list[Route], *, shown: bool) -> Callable[[Route], None]:
+    """Keep the route the pairing took in ``taken``; say it when a relay was in play."""
+    def show(route: Route) -> None:
+        taken.append(route)
+        if not shown:
+            return
+        if as_json:
+            emit_json({"event": "connected", "path": route.path, "remote": route.remote})
+        elif route.path == "relay":
+            click.echo(f"Connected through the {route.remote}.", err=True)
+        else:
+            click.echo(f"Connected directly to {route.remote}.", err=True)
+
+    return show
+
+
 def run_join_command(
     ctx: click.Context, *, args: tuple[str, ...], timeout: float, peer_name: str | None,
     no_discovery: bool, discovery_timeout: float, interfaces: tuple[str, ...], as_json: bool,
+    relay: RelayAddress | None = None,
 ) -> None:
     """Run ``certpair join`` with parsed options (see its help)."""
     target = _target(args, ctx)
+    relay = _relay_for(target, relay)
     if target.address is not None and (peer_name is not None or interfaces):
         raise BadInput("--peer-name and --interface only apply when looking for the offerer")
     if target.address is None and no_discovery:
@@ -197,23 +229,29 @@ def run_join_command(
     store = store_of(ctx)
     try:
         address, pin = target.address, target.fingerprint
-        if address is None:
+        route: list[Route] = []
+        if address is None and relay is None:
             found = _discover(target, peer_name=peer_name, timeout=discovery_timeout,
                               interfaces=checked, as_json=as_json)
             # The advertised fingerprint proves nothing, but pinning it means an
             # impostor answering at that address gets no proof to guess against.
             address, pin = (found.host, found.port), found.fingerprint
-        remote = f"[{address[0]}]:{address[1]}" if ":" in address[0] else \
-            f"{address[0]}:{address[1]}"
+        if address is None:
+            remote = f"relay {relay}"
+        else:
+            remote = f"[{address[0]}]:{address[1]}" if ":" in address[0] else \
+                f"{address[0]}:{address[1]}"
         try:
             peer = asyncio.run(run_join(
-                identity=identity, store=store, host=address[0], port=address[1],
+                identity=identity, store=store, host=None if address is None else address[0],
+                port=PAIRING_PORT if address is None else address[1],
                 secret=target.secret, timeout=timeout, expected_fingerprint=pin,
-                on_progress=_progress(as_json, remote, target.secret)))
+                on_progress=_progress(as_json, remote, target.secret), relay=relay,
+                on_route=_route_shown(as_json, route, shown=relay is not None)))
         except PairingFailed as exc:
             raise _explain(exc, target.secret) from exc
     except CertpairError as exc:
         if as_json:
             emit_json(failure_json(exc))
         raise
-    report_paired(peer, as_json=as_json)
+    report_paired(peer, as_json=as_json, path=None if relay is None else route[0].path)

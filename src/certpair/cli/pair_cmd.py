@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from certpair.advice import DEFAULT_RISK
-from certpair.cli.params import Finite
+from certpair.cli.params import Finite, relay_option
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
     CPACE_MAX_DIGITS,
@@ -18,6 +18,7 @@ from certpair.codes import (
 )
 from certpair.errors import BadInput
 from certpair.ports import PAIRING_PORT
+from certpair.relay import RelayAddress
 
 __all__ = ["MAX_SECONDS", "command"]
 
@@ -57,12 +58,13 @@ HMAC_MAX_BITS = 256
 @click.option("--force", is_flag=True, help="Let --qr-png replace an existing FILE.")
 @click.option("--no-advertise", is_flag=True,
               help="Do not announce this offer on the local network (mDNS/DNS-SD).")
+@relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(
     ctx: click.Context, mode: str, host: str, port: int, ttl: float, timeout: float | None,
     digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, force: bool,
-    no_advertise: bool, as_json: bool,
+    no_advertise: bool, relay: RelayAddress | None, as_json: bool,
 ) -> None:
     """Show a pairing secret and wait for the device that types or scans it.
 
@@ -71,11 +73,17 @@ def command(
     finds it without an address. A wrong code burns it and a new one is shown (at
     most 10 per run).
 
+    With --relay (or CERTPAIR_RELAY) the offer also waits at that magic-wormhole
+    transit relay, and each code gets a public meeting point in front of it
+    (57218+4711-0815-3); the other device joins with the same relay. The relay only
+    carries encrypted bytes: it cannot read them, nor pair, nor learn the code.
+
     \b
     Examples:
       certpair pair
       certpair pair --qr --ttl 120
       certpair pair --mode hmac --listen 192.168.1.20 --port 0
+      certpair pair --relay tcp:relay.example:4001
     """
     if timeout is not None and timeout > ttl:
         # The secret expires after --ttl and the run ends with it: a longer --timeout
@@ -91,7 +99,7 @@ def command(
 
     run_pair(ctx, mode=mode, host=host, port=port, ttl=ttl, timeout=timeout, digits=digits,
              bits=bits, once=once, qr=qr, qr_png=qr_png, force=force, no_advertise=no_advertise,
-             as_json=as_json)
+             as_json=as_json, relay=relay)
 
 
 def _check_hmac_bits(bits: int, ttl: float) -> None:

@@ -28,8 +28,16 @@ from certpair.codes import Mode, parse_secret
 from certpair.discovery import Advertisement, DiscoveryError, best_local_address
 from certpair.errors import CertpairError, PairingFailed
 from certpair.identity import Identity
-from certpair.net import JoinerRefused, Listening, OfferEvent, PeerPaired, run_offer
+from certpair.net import (
+    JoinerRefused,
+    Listening,
+    OfferEvent,
+    PeerPaired,
+    RelayStatus,
+    run_offer,
+)
 from certpair.ports import PAIRING_PORT
+from certpair.relay import RelayAddress
 from certpair.store import TrustStore
 from certpair.uri import format_uri, qr_terminal_text, valid_host, write_qr_png
 
@@ -48,12 +56,13 @@ def _join_hosts(listen_host: str) -> list[str]:
     return found or [socket.gethostname() or "localhost"]
 
 
-def _join_line(hosts: list[str], port: int, code: str) -> str:
+def _join_line(hosts: list[str], port: int, code: str, relay: str | None = None) -> str:
     """The command to type on the other device, with the real address in it."""
     def where(host: str) -> str:
         return format_address(host, None if port == PAIRING_PORT else port)
 
-    line = f"On the other device: certpair join {where(hosts[0])} {code}"
+    option = "" if relay is None else f"--relay {relay} "
+    line = f"On the other device: certpair join {option}{where(hosts[0])} {code}"
     if len(hosts) > 1:
         line += f"   (or instead of {where(hosts[0])}: {', '.join(map(where, hosts[1:4]))})"
     return line
@@ -88,6 +97,8 @@ class _Show:
     expires_at: float = 0.0
     codes_shown: int = 0
     mode: Mode = Mode.CPACE
+    relay: RelayAddress | None = None
+    relay_trouble: bool = False
 
     def on_event(self, event: OfferEvent) -> None:
         if isinstance(event, Listening):
@@ -99,7 +110,10 @@ class _Show:
             self.ended = True
             if not self.as_json:
                 self.screen.close()
-            report_paired(event.peer, as_json=self.as_json)
+            report_paired(event.peer, as_json=self.as_json,
+                          path=None if self.relay is None else event.path)
+        elif isinstance(event, RelayStatus):
+            self.relay_status(event)
         elif isinstance(event, JoinerRefused):
             # Refused before any proof: the code shown is still valid.
             if self.as_json:
@@ -123,11 +137,29 @@ class _Show:
             tail = "the secret is burned" if event.burned else f"{event.attempts_left} tries left"
             self.screen.echo(f"A wrong secret was tried from {event.remote}; {tail}.", err=True)
 
+    def relay_status(self, event: RelayStatus) -> None:
+        """The wait at the relay: said when it starts, and when it fails (once per
+        failure in text; every retry in JSON)."""
+        if self.as_json:
+            line: dict[str, object] = {"event": "relay", "relay": event.relay,
+                                       "status": "waiting" if event.waiting else "retrying"}
+            if not event.waiting:
+                line.update(reason=event.reason, retry_in=event.retry_in)
+            emit_json(line)
+        elif event.waiting:
+            self.relay_trouble = False
+            self.screen.echo(f"Also waiting at the relay {event.relay}.")
+        elif not self.relay_trouble:
+            self.relay_trouble = True
+            self.screen.echo(f"Warning: {event.reason}; trying again (the direct address "
+                             "still works).", err=True)
+
     def listening(self, event: Listening) -> None:
         uri = None
         if self.qr or self.qr_png is not None:
             uri = format_uri(host=_uri_host(event.host), port=event.port,
-                             secret=parse_secret(event.code), fingerprint=self.identity.fingerprint)
+                             secret=parse_secret(event.code), fingerprint=self.identity.fingerprint,
+                             relay=self.relay)
         if self.qr_png is not None and uri is not None:
             # A later code replaces this run's own image; the first write replaces a
             # file only under --force.
@@ -137,6 +169,8 @@ class _Show:
             line = {"event": "listening", "host": event.host, "port": event.port,
                     "mode": event.mode.value, "code": event.code,
                     "expires_at": iso_time(event.expires_at)}
+            if event.relay is not None:
+                line.update(relay=event.relay, nameplate=event.nameplate)
             if uri is not None:
                 line["uri"] = uri
             emit_json(line)
@@ -161,7 +195,7 @@ class _Show:
                                  err=True)
         self.screen.echo(f"{what}: {event.code}{expiry}   listening on "
                          f"{format_address(event.host, event.port)}")
-        self.screen.echo(_join_line(_join_hosts(event.host), event.port, event.code))
+        self.screen.echo(_join_line(_join_hosts(event.host), event.port, event.code, event.relay))
         if self.qr_png is not None:
             self.screen.echo(f"QR code written to {self.qr_png}")
         self.tick()
@@ -215,7 +249,7 @@ class _Show:
 
 async def _offer(show: _Show, *, identity: Identity, store: TrustStore, mode: Mode, host: str,
                  port: int, ttl: float, timeout: float | None, once: bool, digits: int,
-                 bits: int) -> None:
+                 bits: int, relay: RelayAddress | None) -> None:
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
     if main is not None:
@@ -226,7 +260,7 @@ async def _offer(show: _Show, *, identity: Identity, store: TrustStore, mode: Mo
     try:
         await run_offer(identity=identity, store=store, mode=mode, host=host, port=port, ttl=ttl,
                         timeout=timeout, once=once, digits=digits, bits=bits,
-                        on_event=show.on_event)
+                        on_event=show.on_event, relay=relay)
     finally:
         if ticker is not None:
             ticker.cancel()
@@ -237,17 +271,18 @@ async def _offer(show: _Show, *, identity: Identity, store: TrustStore, mode: Mo
 def run_pair(
     ctx: click.Context, *, mode: str, host: str, port: int, ttl: float, timeout: float | None,
     digits: int, bits: int, once: bool, qr: bool, qr_png: Path | None, force: bool,
-    no_advertise: bool, as_json: bool,
+    no_advertise: bool, as_json: bool, relay: RelayAddress | None = None,
 ) -> None:
     """Run ``certpair pair`` with parsed options (see its help)."""
     identity = identity_of(ctx)
     store = store_of(ctx)
     show = _Show(identity=identity, as_json=as_json, qr=qr, qr_png=qr_png, force=force,
-                 advertise=not no_advertise, screen=Screen.for_stdout(as_json=as_json))
+                 advertise=not no_advertise, screen=Screen.for_stdout(as_json=as_json),
+                 relay=relay)
     try:
         asyncio.run(_offer(show, identity=identity, store=store, mode=Mode(mode), host=host,
                            port=port, ttl=ttl, timeout=timeout, once=once, digits=digits,
-                           bits=bits))
+                           bits=bits, relay=relay))
     except CertpairError as exc:
         if as_json and not (isinstance(exc, PairingFailed) and show.failure_reported):
             emit_json(failure_json(exc))

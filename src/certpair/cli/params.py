@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import math
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from certpair.addresses import parse_address
 from certpair.codes import Secret, parse_secret
+from certpair.errors import BadInput
+from certpair.relay import RELAY_ENV, RelayAddress, parse_relay
 
-__all__ = ["Finite", "HostPort", "SecretParam", "parse_host_port", "read_stdin_secret"]
+__all__ = [
+    "Finite", "HostPort", "RelayParam", "SecretParam", "parse_host_port", "read_stdin_secret",
+    "relay_option",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
@@ -68,6 +77,38 @@ def read_stdin_secret() -> str:
                                  err=True, default="", show_default=False)
         return text.strip()
     return sys.stdin.readline().strip()
+
+
+class RelayParam(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is not generic
+    """``tcp:HOST:PORT``, a magic-wormhole transit relay; ``none`` (or empty) for none."""
+
+    name = "relay"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> RelayAddress | None:
+        if value is None or isinstance(value, RelayAddress):
+            return value
+        text = str(value).strip()
+        if text.lower() in {"", "none"}:
+            return None
+        try:
+            return parse_relay(text)
+        except BadInput as exc:
+            if param is not None and param.name and ctx is not None and \
+                    ctx.get_parameter_source(param.name) is ParameterSource.ENVIRONMENT:
+                raise BadInput(f"{RELAY_ENV}: {exc}") from None
+            raise
+
+
+def relay_option(func: F) -> F:
+    """``--relay tcp:HOST:PORT`` (else ``CERTPAIR_RELAY``); nothing contacts a relay
+    unless one is given."""
+    return click.option(
+        "--relay", type=RelayParam(), envvar=RELAY_ENV, default=None, show_envvar=True,
+        metavar="tcp:HOST:PORT",
+        help="A magic-wormhole transit relay to meet the other device at, when no direct "
+             "route works (docs/RELAY.md); `none` turns off one set in CERTPAIR_RELAY.",
+    )(func)
 
 
 class HostPort(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is not generic

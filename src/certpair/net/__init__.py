@@ -17,6 +17,7 @@ from certpair.net.offer import (
     OfferEvent,
     PeerPaired,
     ProofRejected,
+    RelayStatus,
     run_offer,
 )
 from certpair.ports import PAIRING_PORT
@@ -30,6 +31,7 @@ __all__ = [
     "OfferEvent",
     "PeerPaired",
     "ProofRejected",
+    "RelayStatus",
     "run_join",
     "run_offer",
 ]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from certpair.addresses import format_address
 from certpair.codes import Mode, Secret
 from certpair.errors import (
+    BadInput,
     Expired,
     NetworkError,
     PairingFailed,
@@ -21,14 +22,16 @@ from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer, why_peer_refused_us
 from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import Conversation
-from certpair.ports import ALPN_PAIRING, PAIRING_PORT, cannot_reach, service_of
+from certpair.ports import ALPN_PAIRING, PAIRING_PORT, service_of
 from certpair.profile import CertificateRefused
 from certpair.protocol.events import Failed, FailureReason, Role, Unconfirmed
 from certpair.protocol.session import JoinerSession
+from certpair.relay import RelayAddress, pairing_token
+from certpair.relay.race import RELAY_DELAY, Route, connect_first
 from certpair.store import Peer, StoreUnusable, TrustStore
 from certpair.tls import PairingTLS, TLSFailure
 
-__all__ = ["JoinStage", "run_join", "unconfirmed_message"]
+__all__ = ["JoinStage", "Route", "run_join", "unconfirmed_message"]
 
 
 class JoinStage(enum.Enum):
@@ -48,6 +51,9 @@ _TIMEOUT_CAUSES = {
     JoinStage.PROVING: "while proving the code: the offerer did not answer the proof; it "
                        "may have stopped or be busy with another joiner",
 }
+_RELAY_TIMEOUT = ("while waiting at {relay}: the offerer never came there; is `certpair "
+                  "pair --relay` running with that code (the digits before '+' name the "
+                  "meeting point)?")
 
 
 _FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
@@ -68,12 +74,15 @@ _FAILURES: dict[FailureReason, tuple[type[Exception], str]] = {
 }
 
 
-def unconfirmed_message(name: str, remote: str, ping_host: str) -> str:
+def unconfirmed_message(name: str, remote: str, ping_host: str,
+                        relay: str | None = None) -> str:
     """The one line that says a pairing is unconfirmed and how to settle it."""
+    ping = f"--relay {relay} {shlex.quote(name)}" if relay else shlex.quote(ping_host)
+    serve = f"`certpair serve --relay {relay}`" if relay else "`certpair serve`"
     return (f"pairing with {name} is unconfirmed: the connection to {remote} ended before "
             f"{name} said it stored this device. {name} is kept, marked unconfirmed; "
-            f"settle it with `certpair ping {shlex.quote(ping_host)}` while {name} runs "
-            "`certpair serve` (or the other way round), or pair again")
+            f"settle it with `certpair ping {ping}` while {name} runs "
+            f"{serve} (or the other way round), or pair again")
 
 
 async def _converse(conv: Conversation, session: JoinerSession, store: TrustStore,
@@ -110,6 +119,10 @@ class _Progress:
     def __init__(self, report: Callable[[JoinStage], None]) -> None:
         self.report = report
         self.stage = JoinStage.CONNECTING
+        self.route: Route | None = None  # the last route tried
+
+    def tried(self, route: Route) -> None:
+        self.route = route
 
     def __call__(self, stage: JoinStage) -> None:
         self.stage = stage
@@ -152,10 +165,22 @@ async def _admit(conv: Conversation, session: JoinerSession, store: TrustStore,
         raise
 
 
+def _first_remote(host: str | None, port: int, relay: RelayAddress | None,
+                  secret: Secret) -> str:
+    if relay is not None and secret.nameplate is None:
+        raise BadInput("to meet at a relay the code needs its meeting point: the digits "
+                       "before '+' that `certpair pair --relay` shows")
+    if relay is None and host is None:
+        raise BadInput("give the offerer's address, or a relay to meet it at")
+    return format_address(host, port) if host is not None else f"relay {relay}"
+
+
 async def run_join(
-    *, identity: Identity, store: TrustStore, host: str, port: int = PAIRING_PORT,
+    *, identity: Identity, store: TrustStore, host: str | None, port: int = PAIRING_PORT,
     secret: Secret, timeout: float = 30.0, expected_fingerprint: str | None = None,
     on_progress: Callable[[JoinStage], None] = lambda stage: None,
+    relay: RelayAddress | None = None, relay_delay: float = RELAY_DELAY,
+    on_route: Callable[[Route], None] = lambda route: None,
 ) -> Peer:
     """Join an offerer: connect, prove the secret, and trust the offerer on success.
 
@@ -164,16 +189,24 @@ async def run_join(
     docs/PROTOCOL.md); if the connection ends after the proof but before that word,
     the offerer is stored marked unconfirmed and :class:`PairingUnconfirmed` is raised.
 
+    With a ``relay`` (and a secret carrying a nameplate) the offerer is also met at the
+    relay, under the nameplate's token: the direct address first, the relay after
+    ``relay_delay`` seconds or as soon as the direct attempt failed; the first that is
+    up carries the pairing (the protocol is the same on both).
+
     Args:
         identity: this device.
         store: where the offerer is committed on success.
-        host: offerer's address.
+        host: offerer's address (None: through the relay only).
         port: offerer's port.
         secret: the parsed secret the user typed.
         timeout: overall limit in seconds for connecting and pairing.
         expected_fingerprint: if given, the offerer's certificate must have this
             fingerprint, or the joiner stops before sending any proof.
         on_progress: called with each :class:`JoinStage` as the join reaches it.
+        relay: the transit relay where the offerer also waits.
+        relay_delay: how long the direct attempt has alone.
+        on_route: told of the route that carries the pairing, once it is up.
 
     Returns:
         The stored peer.
@@ -190,7 +223,7 @@ async def run_join(
             the port is a trusted certpair port (serve, tunnel), not a pairing one.
         StoreUnusable: this device could not store the pairing (the offerer was told).
     """
-    remote = format_address(host, port)
+    remote = _first_remote(host, port, relay, secret)
     reach = _Progress(on_progress)
     tls = PairingTLS(identity, server_side=False)
     session: JoinerSession | None = None
@@ -198,10 +231,12 @@ async def run_join(
     try:
         async with asyncio.timeout(timeout):
             reach(JoinStage.CONNECTING)
-            try:
-                reader, writer = await asyncio.open_connection(host, port)
-            except OSError as exc:
-                raise cannot_reach(remote, exc) from exc
+            (reader, writer), route = await connect_first(
+                direct=None if host is None else (host, port), relay=relay,
+                token=None if secret.nameplate is None else pairing_token(secret.nameplate),
+                relay_delay=relay_delay, on_route=reach.tried)
+            remote = route.remote
+            on_route(route)
             conv = Conversation(reader, writer, tls)
             try:
                 reach(JoinStage.HANDSHAKE)
@@ -228,6 +263,9 @@ async def run_join(
             store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
                                mode=secret.mode.value, outcome="failed", reason="timed out")
             cause = _TIMEOUT_CAUSES[reach.stage]
+            if reach.stage is JoinStage.CONNECTING and reach.route is not None \
+                    and reach.route.path == "relay":
+                cause = _RELAY_TIMEOUT.format(relay=reach.route.remote)
             raise Expired(f"pairing with {remote} timed out {cause}") from None
     if isinstance(outcome, Peer):
         return outcome
@@ -237,7 +275,9 @@ async def run_join(
             name=outcome.peer_name, cert_der=outcome.peer_cert_der, mode=outcome.mode.value,
             role=Role.JOINER.value, remote=remote, confirmed=False,
         )
-        raise PairingUnconfirmed(unconfirmed_message(peer.name, remote, host), peer=peer)
+        relayed = remote.removeprefix("relay ") if remote.startswith("relay ") else None
+        raise PairingUnconfirmed(unconfirmed_message(peer.name, remote, host or "", relayed),
+                                 peer=peer)
     store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
                        mode=secret.mode.value, outcome="failed", reason=outcome.reason.text)
     error, message = _FAILURES[outcome.reason]

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
-from certpair.addresses import format_address, host_of
+from certpair.addresses import format_address
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
     HMAC_DEFAULT_BITS,
@@ -22,38 +20,40 @@ from certpair.codes import (
     Secret,
     generate_code,
     generate_hmac_key,
+    generate_nameplate,
+    with_nameplate,
 )
 from certpair.errors import (
     BadInput,
     CertpairError,
     Expired,
     PairingFailed,
-    PairingUnconfirmed,
 )
 from certpair.identity import Identity, fingerprint
 from certpair.net.admission import check_new_peer
 from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
-from certpair.net.join import unconfirmed_message
 from certpair.net.offer_events import (
     JoinerRefused,
     Listening,
     OfferEvent,
     PeerPaired,
     ProofRejected,
+    RelayStatus,
 )
+from certpair.net.offer_outcome import Run, conclude_stored
+from certpair.net.offer_relay import OfferRelay
 from certpair.ports import PAIRING_PORT, cannot_listen
 from certpair.profile import CertificateRefused
 from certpair.protocol.events import (
-    Confirmed,
     Failed,
     FailureReason,
     Paired,
     Role,
-    Unconfirmed,
 )
 from certpair.protocol.offer import Offer, OfferState
 from certpair.protocol.session import Event, OffererSession
+from certpair.relay import RelayAddress
 from certpair.store import Peer, StoreUnusable, TrustStore
 from certpair.tls import PairingTLS, TLSFailure, starts_like_tls
 
@@ -65,6 +65,7 @@ __all__ = [
     "OfferEvent",
     "PeerPaired",
     "ProofRejected",
+    "RelayStatus",
     "run_offer",
 ]
 
@@ -84,21 +85,12 @@ def _spent(reason: FailureReason, text: str, offer_: Offer) -> str:
     return f"{text}; {offer_.max_failures - offer_.failures} tries left"
 
 
-@dataclass(kw_only=True)
-class _Run:
-    """What one conversation has stored, for its conclusion."""
-
-    remote: str
-    peer: Peer | None = None
-    existed: bool = False
-    error: CertpairError | None = None
-
-
 class _Offerer:
     def __init__(
         self, *, identity: Identity, store: TrustStore, mode: Mode, ttl: float,
         digits: int, bits: int, once: bool, on_event: Callable[[OfferEvent], None],
         clock: Callable[[], float], wall_clock: Callable[[], float], secret: Secret | None,
+        relay: RelayAddress | None,
     ) -> None:
         self.identity = identity
         self.store = store
@@ -117,6 +109,7 @@ class _Offerer:
         self.changed = asyncio.Event()
         self.result: asyncio.Future[Peer] = asyncio.get_running_loop().create_future()
         self.handlers: set[asyncio.Task[object]] = set()
+        self.relay = None if relay is None else OfferRelay(relay, self.handle, on_event)
 
     def new_offer(self) -> Offer:
         if self.fixed_secret is not None and self.codes_issued == 0:
@@ -125,20 +118,26 @@ class _Offerer:
             secret = generate_code(self.digits)
         else:
             secret = generate_hmac_key(self.bits)
+        if self.relay is not None:
+            # Public and drawn apart from the secret: the relay's meeting point.
+            secret = with_nameplate(secret, secret.nameplate or generate_nameplate())
+            self.relay.follow(secret.nameplate or "")
         self.codes_issued += 1
         self.current = Offer(secret=secret, expires_at=self.clock() + self.ttl,
                              max_failures=1 if self.once else None)
         return self.current
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     relayed: str | None = None) -> None:
         task = asyncio.current_task()
         if task is not None:
             self.handlers.add(task)
             task.add_done_callback(self.handlers.discard)
-        remote = remote_of(writer)
+        remote = relayed or remote_of(writer)
         conv: Conversation | None = None
         session: OffererSession | None = None
-        run = _Run(remote=remote)
+        run = Run(remote=remote, relay=None if self.relay is None or relayed is None
+                   else str(self.relay.relay))
         try:
             async with asyncio.timeout(CONVERSATION_TIMEOUT):
                 first = await reader.read(READ_SIZE)
@@ -208,7 +207,7 @@ class _Offerer:
         )
         self.on_event(JoinerRefused(remote=remote, reason=str(exc)))
 
-    def commit(self, session: OffererSession, events: list[Event], run: _Run) -> list[Event]:
+    def commit(self, session: OffererSession, events: list[Event], run: Run) -> list[Event]:
         """Store the joiner on Paired, before the session may say so to the joiner."""
 
         def store_joiner(paired: Paired) -> Peer:
@@ -226,10 +225,11 @@ class _Offerer:
             run.error = done.error  # another run stored a device with its names meanwhile
         return done.events
 
-    def conclude(self, session: OffererSession, event: Event, run: _Run) -> None:
+    def conclude(self, session: OffererSession, event: Event, run: Run) -> None:
         mode = session.offer.mode.value
         if run.error is not None or run.peer is not None:
-            self.conclude_stored(event, run)
+            conclude_stored(event, run, store=self.store, result=self.result,
+                            on_event=self.on_event)
             return
         assert isinstance(event, Failed)
         reason = event.reason.text
@@ -252,40 +252,11 @@ class _Offerer:
             ))
         self.changed.set()
 
-    def conclude_stored(self, event: Event, run: _Run) -> None:
-        """The proof checked: end the run with what became of the commit."""
-        if self.result.done():
-            return
-        peer = run.peer
-        if run.error is not None:
-            # This side's store failed: end the offer with that error (exit 5) instead
-            # of waiting on an offer that can no longer pair anyone.
-            self.result.set_exception(run.error)
-            return
-        assert peer is not None
-        try:
-            if isinstance(event, Confirmed):
-                self.store.confirm_peer(peer.fingerprint, remote=run.remote,
-                                        reason="the joiner stored it too", same_pairing=True)
-                peer = dataclasses.replace(peer, confirmed=True)
-                self.result.set_result(peer)
-                self.on_event(PeerPaired(peer=peer))
-            elif isinstance(event, Unconfirmed):
-                host = host_of(run.remote)
-                self.result.set_exception(PairingUnconfirmed(
-                    unconfirmed_message(peer.name, run.remote, host), peer=peer))
-            else:
-                assert isinstance(event, Failed)
-                # Only the joiner's ERROR says it stored nothing: undo this side's commit
-                # (a peer that was already trusted before this run stays, unconfirmed).
-                if not run.existed:
-                    self.store.undo_pairing(peer.fingerprint, remote=run.remote,
-                                            reason=f"the joiner: {event.reason.text}")
-                self.result.set_exception(PairingFailed(
-                    f"pairing failed: {peer.name} could not store the pairing "
-                    f"({event.reason.text}); nothing is kept here: pair again"))
-        except CertpairError as exc:
-            self.result.set_exception(exc)
+    def listening(self, host: str, port: int, offer_: Offer) -> Listening:
+        return Listening(host=host, port=port, mode=self.mode, code=offer_.secret.display,
+                         expires_at=self.wall_time(offer_.expires_at),
+                         relay=None if self.relay is None else str(self.relay.relay),
+                         nameplate=offer_.secret.nameplate)
 
     def wall_time(self, at: float) -> float:
         """The wall-clock time (for people and JSON) of ``at`` on the expiry clock."""
@@ -301,9 +272,7 @@ class _Offerer:
             bound_port = int(server.sockets[0].getsockname()[1])
             deadline = None if timeout is None else self.clock() + timeout
             offer_ = self.new_offer()
-            self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
-                                   code=offer_.secret.display,
-                                   expires_at=self.wall_time(offer_.expires_at)))
+            self.on_event(self.listening(host, bound_port, offer_))
             while not self.result.done():
                 if offer_.state is OfferState.BURNED:
                     if self.once or self.mode is Mode.HMAC or self.codes_issued >= MAX_CODES:
@@ -312,9 +281,7 @@ class _Offerer:
                     offer_ = self.new_offer()
                     if deadline is not None:
                         offer_.expires_at = min(offer_.expires_at, deadline)
-                    self.on_event(Listening(host=host, port=bound_port, mode=self.mode,
-                                           code=offer_.secret.display,
-                                           expires_at=self.wall_time(offer_.expires_at)))
+                    self.on_event(self.listening(host, bound_port, offer_))
                     continue
                 end = offer_.expires_at if deadline is None else min(offer_.expires_at, deadline)
                 remaining = end - self.clock()
@@ -341,6 +308,8 @@ class _Offerer:
             return self.result.result()
         finally:
             server.close()
+            if self.relay is not None:
+                await self.relay.close()
             # End every open conversation here, so that none is still running (and
             # cancelled by asyncio.run) after the offer is over.
             for handler in list(self.handlers):
@@ -357,7 +326,7 @@ async def run_offer(
     once: bool = False, digits: int = CPACE_DEFAULT_DIGITS, bits: int = HMAC_DEFAULT_BITS,
     on_event: Callable[[OfferEvent], None] = lambda event: None,
     clock: Callable[[], float] = time.monotonic, wall_clock: Callable[[], float] = time.time,
-    secret: Secret | None = None,
+    secret: Secret | None = None, relay: RelayAddress | None = None,
 ) -> Peer:
     """Offer pairing: listen, show a secret, and trust the first joiner that proves it.
 
@@ -381,6 +350,8 @@ async def run_offer(
         wall_clock: the time source of :attr:`Listening.expires_at` (wall-clock time,
             computed as wall-now + the time remaining on ``clock``).
         secret: use this secret first instead of generating one.
+        relay: also wait for the joiner at this transit relay, under a fresh public
+            nameplate put in front of each code (:attr:`Listening.nameplate`).
 
     Returns:
         The stored peer.
@@ -396,6 +367,6 @@ async def run_offer(
     offerer = _Offerer(
         identity=identity, store=store, mode=mode, ttl=ttl, digits=digits, bits=bits,
         once=once, on_event=on_event, clock=clock, wall_clock=wall_clock,
-        secret=secret,
+        secret=secret, relay=relay,
     )
     return await offerer.serve(host, port, timeout)

@@ -9,7 +9,9 @@ from certpair.codes import Mode
 from certpair.protocol.events import FailureReason
 from certpair.store import Peer
 
-__all__ = ["JoinerRefused", "Listening", "OfferEvent", "PeerPaired", "ProofRejected"]
+__all__ = [
+    "JoinerRefused", "Listening", "OfferEvent", "PeerPaired", "ProofRejected", "RelayStatus",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,6 +23,8 @@ class Listening:
     mode: Mode
     code: str = field(repr=False)
     expires_at: float  # wall-clock (time.time) seconds, for display
+    relay: str | None = None  # where the code is also met (``tcp:HOST:PORT``)
+    nameplate: str | None = None  # the code's public meeting point there
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -46,9 +50,21 @@ class JoinerRefused:
 
 @dataclass(frozen=True, kw_only=True)
 class PeerPaired:
-    """The offerer trusted a joiner."""
+    """The offerer trusted a joiner; ``path`` is ``direct`` or ``relay``."""
 
     peer: Peer
+    path: str = "direct"
 
 
-OfferEvent = Listening | ProofRejected | JoinerRefused | PeerPaired
+@dataclass(frozen=True, kw_only=True)
+class RelayStatus:
+    """The offerer's wait at the relay: taken (``waiting``), or failed and retried in
+    ``retry_in`` seconds (``reason`` says why)."""
+
+    relay: str
+    waiting: bool
+    reason: str
+    retry_in: float
+
+
+OfferEvent = Listening | ProofRejected | JoinerRefused | PeerPaired | RelayStatus
