@@ -99,6 +99,12 @@ def _tunnel(which: str) -> Callable[[Options], Figure]:
     return run
 
 
+def _relay_pairing(options: Options) -> Figure:
+    from bench.relayed import relay_pairing
+
+    return relay_pairing(quick=options.quick)
+
+
 GROUPS: tuple[Group, ...] = (
     Group("cli_start", ("cli_version_ms", "cli_help_ms", "cli_show_ms"), _cli),
     Group("pairing", ("cpace_ms_per_side", "pair_vs_tls_ratio", "joiner_rtts",
@@ -120,6 +126,7 @@ GROUPS: tuple[Group, ...] = (
     Group("tunnel_cut", ("tunnel_unpair_cut_ms",), _tunnel("tunnel_cut")),
     Group("tunnel_fds", ("tunnel_fds_leaked_10000_conns",), _tunnel("tunnel_fds")),
     Group("log_growth", ("log_rows_per_5000_refused", "log_bytes_per_5000_refused"), _log),
+    Group("relay_pairing", ("relay_pair_extra_rtts",), _relay_pairing),
 )
 
 

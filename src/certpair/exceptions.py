@@ -12,7 +12,8 @@ family                 exit  members
                              PairedIdentity, RotationPending, NoRotationPending
 ``PairingFailed``      1     NotPaired, CertificateRefused
 ``Expired``            3     NoOfferer
-``NetworkError``       4     PairingUnconfirmed, DiscoveryError, SyncNotSupported
+``NetworkError``       4     PairingUnconfirmed, DiscoveryError, SyncNotSupported,
+                             RelayError, RelayClosed
 ``LocalStateError``    5     NotInitialised, IdentityExists, StoreUnusable, PeersNotTold,
                              InsecurePath
 =====================  ====  ==============================================================
@@ -39,6 +40,7 @@ from certpair.filemodes import InsecurePath
 from certpair.identity import IdentityExists, NotInitialised, PairedIdentity
 from certpair.names import BadName
 from certpair.profile import CertificateRefused
+from certpair.relay.connect import RelayClosed, RelayError
 from certpair.rotation.exchange import SyncNotSupported
 from certpair.rotation.pending import NoRotationPending, RotationPending
 from certpair.rotation.status import PeersNotTold
@@ -70,6 +72,8 @@ __all__ = [
     "PairingUnconfirmed",
     "PeerNotFound",
     "PeersNotTold",
+    "RelayClosed",
+    "RelayError",
     "RotationPending",
     "StoreUnusable",
     "SyncNotSupported",

@@ -121,6 +121,13 @@ class _Progress:
         self.stage = JoinStage.CONNECTING
         self.route: Route | None = None  # the last route tried
 
+    def timeout_cause(self) -> str:
+        """What a timeout in the current stage most likely means."""
+        if self.stage is JoinStage.CONNECTING and self.route is not None \
+                and self.route.path == "relay":
+            return _RELAY_TIMEOUT.format(relay=self.route.remote)
+        return _TIMEOUT_CAUSES[self.stage]
+
     def tried(self, route: Route) -> None:
         self.route = route
 
@@ -262,10 +269,7 @@ async def run_join(
         if not isinstance(outcome, Unconfirmed):
             store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
                                mode=secret.mode.value, outcome="failed", reason="timed out")
-            cause = _TIMEOUT_CAUSES[reach.stage]
-            if reach.stage is JoinStage.CONNECTING and reach.route is not None \
-                    and reach.route.path == "relay":
-                cause = _RELAY_TIMEOUT.format(relay=reach.route.remote)
+            cause = reach.timeout_cause()
             raise Expired(f"pairing with {remote} timed out {cause}") from None
     if isinstance(outcome, Peer):
         return outcome

@@ -1,0 +1,141 @@
+"""Through a magic-wormhole transit relay against direct, in one run (issue 22).
+
+The relay is the real one (``twistd transitrelay`` of the test extra) on loopback.
+
+* ``relay_pair_extra_rtts``: how many round trips pairing through the relay adds for
+  the joiner. The joiner reaches what it connects to (the offerer, or the relay) through
+  a ``DelayProxy`` adding ``delay`` each way; the offerer waits at the relay over
+  loopback. Each pairing time is divided by the RTT measured through an identical proxy
+  in the same run (as ``joiner_rtts`` of the pairing group); the figure is the median
+  of the relay runs minus the median of the direct runs, interleaved. The relay's
+  handshake (``please relay …`` / ``ok``) is one round trip, so 1 is the expectation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bench.proxy import DelayProxy
+from bench.stats import Figure, summary
+from bench.tunnel_ends import LOOPBACK
+from certpair.codes import generate_code, parse_secret
+from certpair.identity import create_identity
+from certpair.net import Listening, OfferEvent, RelayStatus, run_join, run_offer
+from certpair.relay import RelayAddress
+from certpair.store import open_store
+
+_MIB = 1 << 20
+_WAIT = 120.0
+_STARTED = re.compile(r"starting on (\d+)")
+
+__all__ = ["relay_pairing"]
+
+
+@contextlib.contextmanager
+def _relay() -> Iterator[tuple[RelayAddress, int]]:
+    """The real transit relay on loopback (its address and pid), for the block."""
+    twistd = Path(sys.executable).with_name("twistd")
+    proc = subprocess.Popen([str(twistd), "-n", "--pidfile=", "transitrelay",
+                             f"--port=tcp:0:interface={LOOPBACK}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if match := _STARTED.search(line):
+                break
+        else:
+            raise RuntimeError("the transit relay did not start")
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield RelayAddress(host=LOOPBACK, port=int(match[1])), proc.pid
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+async def _rtt(delay: float) -> float:
+    """A 1-byte echo through a fresh DelayProxy, median of 5."""
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while data := await reader.read(1):
+            writer.write(data)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, LOOPBACK, 0)
+    times = []
+    async with DelayProxy(LOOPBACK, server.sockets[0].getsockname()[1], delay) as proxy:
+        reader, writer = await asyncio.open_connection(LOOPBACK, proxy.port)
+        for _ in range(5):
+            start = time.perf_counter()
+            writer.write(b"x")
+            await reader.readexactly(1)
+            times.append(time.perf_counter() - start)
+        writer.close()
+    server.close()
+    return statistics.median(times)
+
+
+async def _pair_once(root: Path, relay: RelayAddress, delay: float, through: bool) -> float:
+    """One cpace pairing of two fresh devices; the joiner's time, in seconds."""
+    alpha = create_identity(root / f"a{time.monotonic_ns()}", "alpha")
+    beta = create_identity(root / f"b{time.monotonic_ns()}", "beta")
+    with open_store(alpha.cert_path.parent.parent) as a_store, \
+            open_store(beta.cert_path.parent.parent) as b_store:
+        ready: asyncio.Future[Listening] = asyncio.get_running_loop().create_future()
+        listening: list[Listening] = []
+
+        def on_event(event: OfferEvent) -> None:
+            if isinstance(event, Listening):
+                listening.append(event)
+            if (isinstance(event, RelayStatus) and event.waiting and listening
+                    and not ready.done()):
+                ready.set_result(listening[0])
+
+        secret = generate_code()
+        task = asyncio.ensure_future(run_offer(
+            identity=alpha, store=a_store, host=LOOPBACK, port=0, on_event=on_event,
+            secret=secret, relay=relay))
+        event = await ready
+        target = (relay.host, relay.port) if through else (LOOPBACK, event.port)
+        async with DelayProxy(*target, delay) as proxy:
+            start = time.perf_counter()
+            if through:
+                await run_join(identity=beta, store=b_store, host=None,
+                               secret=parse_secret(event.code),
+                               relay=RelayAddress(host=LOOPBACK, port=proxy.port))
+            else:
+                await run_join(identity=beta, store=b_store, host=LOOPBACK, port=proxy.port,
+                               secret=secret)
+            took = time.perf_counter() - start
+            await task
+    return took
+
+
+def relay_pairing(quick: bool = False, delay: float = 0.05) -> Figure:
+    """Joiner round trips of a pairing through the relay and direct (see the module)."""
+    repeats = 3 if quick else 7
+
+    async def run(relay: RelayAddress, root: Path) -> Figure:
+        direct, through, rtts = [], [], []
+        for _ in range(repeats):
+            rtt = await _rtt(delay)
+            direct.append(await _pair_once(root, relay, delay, through=False) / rtt)
+            through.append(await _pair_once(root, relay, delay, through=True) / rtt)
+            rtts.append(rtt)
+        return {"direct_rtts": summary(direct), "relay_rtts": summary(through),
+                "measured_rtt_ms": summary(rtts, 1000),
+                "extra_rtts": round(statistics.median(through) - statistics.median(direct),
+                                    3)}
+
+    with _relay() as (relay, _), tempfile.TemporaryDirectory(prefix="certpair-bench-") as tmp:
+        figures = asyncio.run(run(relay, Path(tmp)))
+    return {"relay_pair_extra_rtts": figures["extra_rtts"], "relay_pairing": figures}
