@@ -14,6 +14,7 @@ import socket
 from collections.abc import Callable
 
 from certpair.errors import NetworkError
+from certpair.ports import cannot_reach
 from certpair.relay.address import RelayAddress, handshake_line
 
 __all__ = ["RelayClosed", "RelayError", "connect_relay", "open_relay"]
@@ -31,7 +32,7 @@ class RelayClosed(RelayError):
 
 
 def _unreachable(relay: RelayAddress, exc: OSError) -> RelayError:
-    return RelayError(f"cannot reach the relay {relay}: {exc.strerror or exc}")
+    return RelayError(str(cannot_reach(f"the relay {relay}", exc)))
 
 
 def _check_answer(relay: RelayAddress, answer: bytes) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from certpair.errors import NetworkError
+from certpair.ports import cannot_reach
 from certpair.relay.address import CONNECTING_SIDE, RelayAddress
 from certpair.relay.connect import open_relay
 
@@ -43,7 +44,7 @@ async def _direct(host: str, port: int) -> Streams:
     try:
         return await asyncio.open_connection(host, port)
     except OSError as exc:
-        raise NetworkError(f"cannot reach {_shown(host, port)}: {exc.strerror or exc}") from exc
+        raise cannot_reach(_shown(host, port), exc) from exc
 
 
 async def connect_first(
