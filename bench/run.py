@@ -89,6 +89,12 @@ def _log(options: Options) -> Figure:
     return log_growth(1000 if options.quick else 5000)
 
 
+def _flood(options: Options) -> Figure:
+    from bench.flood import handshake_flood
+
+    return handshake_flood(quick=options.quick)
+
+
 def _tunnel(which: str) -> Callable[[Options], Figure]:
     def run(options: Options) -> Figure:
         from bench import tunnel
@@ -125,6 +131,7 @@ GROUPS: tuple[Group, ...] = (
           _tunnel("tunnel_rss")),
     Group("tunnel_cut", ("tunnel_unpair_cut_ms",), _tunnel("tunnel_cut")),
     Group("tunnel_fds", ("tunnel_fds_leaked_10000_conns",), _tunnel("tunnel_fds")),
+    Group("handshake_flood", ("flood_tunnel_ms", "flood_ping_ms"), _flood),
     Group("log_growth", ("log_rows_per_5000_refused", "log_bytes_per_5000_refused"), _log),
     Group("relay_pairing", ("relay_pair_extra_rtts",), _relay_pairing),
 )

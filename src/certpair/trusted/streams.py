@@ -30,6 +30,8 @@ from certpair.trusted.contexts import (
 )
 from certpair.trusted.cuts import OpenConnections
 from certpair.trusted.failures import close_notify, connection_error, refusal_reason
+from certpair.trusted.handshakes import DEADLINE as HANDSHAKE_DEADLINE
+from certpair.trusted.handshakes import HandshakeSlots, Slot
 from certpair.trusted.peers import _store_of, peer_of
 
 __all__ = [
@@ -276,10 +278,13 @@ class _TrustedReader(asyncio.StreamReader):
 class TrustedServer(socketserver.ThreadingTCPServer):
     """A threading TCP server that lets only paired devices through to its handler.
 
-    At most ``MAX_CONNECTIONS`` connections are served at once (one thread each);
-    beyond that a new connection is closed at once and reported as refused, so a flood
-    cannot grow the threads without bound. The listen backlog is deep (1,024, like
-    ``pair``), so a burst does not drop a paired device's SYN.
+    A connection first holds a slot for unproven connections
+    (:class:`~certpair.trusted.handshakes.HandshakeSlots`: bounded per source and in
+    total, expiring with the whole handshake), so idle sockets of an unpaired host
+    cannot take the places of paired devices. Once its peer is known, it takes one of
+    ``MAX_CONNECTIONS`` (one thread each); beyond that it is closed and reported as
+    refused. The listen backlog is deep (1,024, like ``pair``), so a burst does not
+    drop a paired device's SYN.
     """
 
     daemon_threads = True
@@ -294,6 +299,7 @@ class TrustedServer(socketserver.ThreadingTCPServer):
         self.io_timeout, self.on_refused = timeout, on_refused
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._slots = threading.BoundedSemaphore(self.MAX_CONNECTIONS)
+        self.handshakes = HandshakeSlots(deadline=min(timeout, HANDSHAKE_DEADLINE))
         self.opened = OpenConnections(store)
         super().__init__(address, socketserver.BaseRequestHandler)
         self.opened.start_polling(lambda: not self._closed)
@@ -303,29 +309,33 @@ class TrustedServer(socketserver.ThreadingTCPServer):
     def server_close(self) -> None:
         """Stop listening, and stop watching the store for unpaired devices."""
         self._closed = True
+        self.handshakes.stop()
         super().server_close()
 
+    def _refused(self, client_address: Any, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(_address(client_address), reason)
+
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Serve the connection in a thread of its own, if a slot is free."""
-        if not self._slots.acquire(blocking=False):
+        """Serve the connection in a thread of its own, if it gets an unproven slot."""
+        slot = self.handshakes.admit(_address(client_address).rsplit(":", 1)[0], request)
+        if isinstance(slot, str):
             self.shutdown_request(request)
-            if self.on_refused is not None:
-                self.on_refused(_address(client_address), "too many connections")
+            self._refused(client_address, slot)
             return
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
+        threading.Thread(target=self._serve_one, args=(request, client_address, slot),
+                         daemon=True, name="certpair-serve-connection").start()
 
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        """Run the connection, then give its slot back."""
+    def _serve_one(self, request: Any, client_address: Any, slot: Slot) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            self._finish(request, client_address, slot)
+        except Exception:
+            self.handle_error(request, client_address)
         finally:
-            self._slots.release()
+            slot.leave()  # before the close: a cut never reaches a reused descriptor
+            self.shutdown_request(request)
 
-    def finish_request(self, request: Any, client_address: Any) -> None:
+    def _finish(self, request: socket.socket, client_address: Any, slot: Slot) -> None:
         """Run the handshake in the connection's thread, then the handler.
 
         The handler's exceptions go to ``handle_error``, as in any socketserver.
@@ -337,19 +347,27 @@ class TrustedServer(socketserver.ThreadingTCPServer):
             tls.do_handshake()
             peer = peer_of(tls, self.store)
         except (OSError, CertpairError) as exc:  # a damaged store too: never a traceback
-            if self.on_refused is not None:
-                self.on_refused(_address(client_address), refusal_reason(exc))
+            self._refused(client_address, slot.reason or refusal_reason(exc))
             close_notify(tls, _LINGER)  # refused after the handshake: closed on purpose
-            _linger(tls)
+            _linger(tls, slot.leave)
             return
-        with tls, self.opened.track(peer, lambda why: _cut_socket(tls)):
-            try:
-                self.handler(tls, peer)
-            finally:
-                # close_notify: OpenSSL 3 clients treat a bare TCP close as an error.
-                with contextlib.suppress(OSError, ValueError):
-                    tls.settimeout(min(self.io_timeout, _LINGER))
-                    tls.unwrap()
+        slot.leave()  # proven: from here on an authenticated connection
+        if not self._slots.acquire(blocking=False):
+            self._refused(client_address, "too many connections")
+            close_notify(tls, _LINGER)
+            _linger(tls, None)
+            return
+        try:
+            with tls, self.opened.track(peer, lambda why: _cut_socket(tls)):
+                try:
+                    self.handler(tls, peer)
+                finally:
+                    # close_notify: OpenSSL 3 clients treat a bare TCP close as an error.
+                    with contextlib.suppress(OSError, ValueError):
+                        tls.settimeout(min(self.io_timeout, _LINGER))
+                        tls.unwrap()
+        finally:
+            self._slots.release()
 
 
 def _cut_socket(tls: ssl.SSLSocket) -> None:
@@ -360,7 +378,7 @@ def _cut_socket(tls: ssl.SSLSocket) -> None:
         socket.socket.shutdown(tls, socket.SHUT_RDWR)
 
 
-def _linger(tls: ssl.SSLSocket) -> None:
+def _linger(tls: ssl.SSLSocket, before_close: Callable[[], None] | None) -> None:
     # Closing with unread bytes (a TLS 1.3 client sends data right after its Finished)
     # makes the kernel reset the connection, which can destroy the alert just sent;
     # half-close and drain briefly instead, so the client reads why it was refused.
@@ -372,6 +390,8 @@ def _linger(tls: ssl.SSLSocket) -> None:
                 raw.settimeout(left)
                 if not raw.recv(16384):
                     break
+        if before_close is not None:
+            before_close()
 
 
 def make_server(

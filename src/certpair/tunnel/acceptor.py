@@ -2,6 +2,13 @@
 thread per connection, and the stop on SIGINT/SIGTERM (stop accepting, drain the open
 connections for a bounded time, cut the rest).
 
+With :class:`~certpair.trusted.handshakes.HandshakeSlots` (``tunnel serve``), a
+connection first holds an unproven slot, bounded per source and in total and expiring
+with the handshake's deadline; the handler leaves it once the peer is proven and takes
+one of ``--max-connections`` then. So idle sockets of an unpaired host never take the
+places of paired devices. Without (``tunnel connect``, whose clients are local), the
+connection takes its slot at the accept.
+
 The listener may also come from systemd socket activation (``LISTEN_FDS``).
 """
 
@@ -21,11 +28,15 @@ from types import FrameType
 
 from certpair.addresses import format_address, host_of
 from certpair.ports import cannot_listen
+from certpair.trusted.handshakes import HandshakeSlots, Slot
 from certpair.tunnel.events import Failed, OnEvent, Stopped, Stopping, TunnelEvent
 from certpair.tunnel.link import reset
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch
 
-__all__ = ["Stop", "address_of", "listen", "run_acceptor", "systemd_listener"]
+__all__ = ["Handler", "Stop", "address_of", "listen", "run_acceptor", "systemd_listener"]
+
+# handle(sock, remote, slot): slot is the unproven one (None without HandshakeSlots).
+Handler = Callable[[socket.socket, str, Slot | None], TunnelEvent | None]
 
 _BACKLOG = 1024
 _SD_LISTEN_FDS_START = 3
@@ -125,34 +136,25 @@ class _Workers:
 
 
 def run_acceptor(
-    listener: socket.socket, handle: Callable[[socket.socket, str], TunnelEvent | None], *,
+    listener: socket.socket, handle: Handler, *,
     connections: Connections, refusals: Refusals, watch: TrustWatch, on_event: OnEvent,
-    drain_timeout: float,
+    drain_timeout: float, handshakes: HandshakeSlots | None = None,
 ) -> None:
     """Accept until a signal, each connection in its own thread, then drain and stop.
 
     Args:
         listener: the listening socket (closed on return).
-        handle: ``handle(sock, remote)`` runs in the connection's thread; it owns the
-            socket, and may return a last event to report once its slot is free.
+        handle: ``handle(sock, remote, slot)`` runs in the connection's thread; it owns
+            the socket, and may return a last event to report once its slot is free.
+            With ``handshakes`` it must :meth:`Slot.leave` before closing the socket and
+            take a slot of ``connections`` once the peer is proven.
         connections: the limit and the open connections.
-        refusals: where a connection over the limit is counted.
+        refusals: where a connection over a limit is counted.
         watch: the trust watch, started here and stopped on return.
         on_event: receives :class:`Stopping` and :class:`Stopped`.
         drain_timeout: seconds open connections get to finish after the signal.
+        handshakes: slots for connections not proven yet (see the module docs).
     """
-    def run(sock: socket.socket, remote: str) -> None:
-        last: TunnelEvent | None = None
-        try:
-            last = handle(sock, remote)
-        except Exception as exc:  # e.g. the store became unusable
-            sock.close()
-            last = Failed(remote=remote, reason=f"internal error: {exc}")
-        finally:
-            connections.release_slot()
-        if last is not None:  # reported once the slot is free again
-            on_event(last)
-
     workers = _Workers()
     # The watch may end the tunnel (its peer unpaired here): that wakes accept() up.
     watch.on_end = functools.partial(_wake_listener, listener)
@@ -177,19 +179,52 @@ def run_acceptor(
                     if watch.ended is not None:
                         reset(sock)
                         break
-                    if not connections.take_slot():
+                    slot = _admit(sock, remote, connections, handshakes)
+                    if isinstance(slot, str):
                         reset(sock)
-                        refusals.add(host_of(remote), "too many connections")
+                        refusals.add(host_of(remote), slot)
                         continue
-                    workers.submit(functools.partial(run, sock, remote))
+                    workers.submit(functools.partial(_run_one, handle, connections,
+                                                     on_event, sock, remote, slot))
         except Stop:
             pass
+        if handshakes is not None:
+            handshakes.cut_all("shutdown")
+            handshakes.stop()
         _drain(connections, refusals, watch, on_event, drain_timeout)
+
+
+def _run_one(handle: Handler, connections: Connections, on_event: OnEvent,
+             sock: socket.socket, remote: str, slot: Slot | None) -> None:
+    """One connection in its worker thread; its slot is given back at the end."""
+    last: TunnelEvent | None = None
+    try:
+        last = handle(sock, remote, slot)
+    except Exception as exc:  # e.g. the store became unusable
+        if slot is not None:
+            slot.leave()
+        sock.close()
+        last = Failed(remote=remote, reason=f"internal error: {exc}")
+    finally:
+        if slot is None:
+            connections.release_slot()
+        else:
+            slot.leave()
+    if last is not None:  # reported once the slot is free again
+        on_event(last)
 
 
 def _wake_listener(listener: socket.socket) -> None:
     with contextlib.suppress(OSError):
         listener.shutdown(socket.SHUT_RDWR)  # a blocked accept() returns with EINVAL
+
+
+def _admit(sock: socket.socket, remote: str, connections: Connections,
+           handshakes: HandshakeSlots | None) -> Slot | str | None:
+    """An unproven slot (or None: a slot of ``connections`` taken), or why not."""
+    if handshakes is not None:
+        return handshakes.admit(host_of(remote), sock)
+    return None if connections.take_slot() else "too many connections"
 
 
 def _drain(connections: Connections, refusals: Refusals, watch: TrustWatch,

@@ -16,6 +16,7 @@ import ssl
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 
 from certpair.trusted import PeerRefused
 
@@ -143,10 +144,11 @@ class TlsLink:
             self.flush(deadline)
             return
 
-    def linger_close(self) -> None:
+    def linger_close(self, before_close: Callable[[], None] | None = None) -> None:
         """Close after sending what is queued (such as an alert): half-close, then read
         briefly, so that unread bytes do not turn the close into a reset that would
-        destroy the alert before the other side reads it."""
+        destroy the alert before the other side reads it. ``before_close`` runs just
+        before the descriptor is closed."""
         deadline = time.monotonic() + _LINGER
         with contextlib.suppress(OSError):
             self.flush(deadline)
@@ -155,6 +157,8 @@ class TlsLink:
                 wait_for(self.sock, select.POLLIN, deadline)
                 if not self.sock.recv(CHUNK):
                     break
+        if before_close is not None:
+            before_close()
         self.sock.close()
 
 

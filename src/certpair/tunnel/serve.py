@@ -34,6 +34,7 @@ from certpair.trusted import (
     refusal_reason,
     server_context,
 )
+from certpair.trusted.handshakes import DEADLINE, HandshakeSlots, Slot
 from certpair.tunnel.acceptor import listen, run_acceptor
 from certpair.tunnel.events import (
     Advertised,
@@ -106,6 +107,8 @@ class _Server:
         # On certpair/1-tunnel the preamble tells the connecting side the truth.
         self.context.set_alpn_protocols([ALPN_TUNNEL])
         self.connections = Connections(options.max_connections)
+        # Unpaired hosts' idle sockets wait here, never in --max-connections.
+        self.handshakes = HandshakeSlots(deadline=min(options.connect_timeout, DEADLINE))
         self.refusals = Refusals(self._report_refused)
         self.watch = TrustWatch(store, self.connections, self.refusals, self._allowed,
                                 tick=self.flush_log)
@@ -137,19 +140,26 @@ class _Server:
         self.on_event(Refused(remote=host, reason=reason, count=count))
 
     def _refuse(self, link: TlsLink, remote: str, reason: str,
-                status: Status | None = None) -> None:
+                status: Status | None = None, *, slot: Slot | None = None) -> None:
         self.refusals.add(host_of(remote), reason)
         if status is not None and speaks_preamble(link):
             _answer(link, status)  # the refused device learns why (tunnel/preamble.py)
-        link.linger_close()
+        link.linger_close(slot.leave if slot is not None else None)
 
-    def handle(self, sock: socket.socket, remote: str) -> Closed | None:
-        """One connection, from handshake to close (runs in its own thread)."""
+    def handle(self, sock: socket.socket, remote: str,
+               slot: Slot | None = None) -> Closed | None:
+        """One connection, from handshake to close (runs in its own thread).
+
+        ``slot`` is its unproven slot (see :mod:`certpair.trusted.handshakes`), left
+        once the peer is known and allowed; one of ``--max-connections`` then.
+        """
         options = self.options
         deadline = time.monotonic() + options.connect_timeout
         try:
             link = TlsLink(sock, self.context, server_side=True)
         except OSError:
+            if slot is not None:
+                slot.leave()
             sock.close()
             return None
         try:
@@ -157,14 +167,14 @@ class _Server:
         except (OSError, ssl.SSLError) as exc:
             # A device refused after OpenSSL's handshake gets no alert: tell it instead.
             refused = Status.NOT_PAIRED if isinstance(exc, PeerRefused) else None
-            self._refuse(link, remote, refusal_reason(exc), refused)
+            self._refuse(link, remote, _why(slot, exc), refused, slot=slot)
             return None
         try:
             # certpair.trusted admits a connection's peer once, in its handshake (one
             # store read, the one flagged-peer rule); here it is only looked up.
             peer = admitted_peer(link.tls)
         except NotPaired as exc:
-            self._refuse(link, remote, refusal_reason(exc))
+            self._refuse(link, remote, _why(slot, exc), slot=slot)
             return None
         relay = Relay(link, idle_timeout=options.idle_timeout,
                       half_close_timeout=options.half_close_timeout)
@@ -177,22 +187,33 @@ class _Server:
                 try:
                     peer = peer_of(link.tls)
                 except NotPaired as exc:
-                    self._refuse(link, remote, refusal_reason(exc), Status.NOT_PAIRED)
+                    self._refuse(link, remote, _why(slot, exc), Status.NOT_PAIRED, slot=slot)
                     return None
             if not self._allowed(frozenset({peer.device_id})):
-                self._refuse(link, remote, "not allowed by --allow", Status.NOT_ALLOWED)
+                self._refuse(link, remote, "not allowed by --allow", Status.NOT_ALLOWED,
+                             slot=slot)
                 return None
-            # Confirmed once the client sends data over the accepted connection, not at
-            # its handshake: a client may complete that and then reject this device.
-            relay.on_data = lambda: settle_pairing(self.store, peer, remote)
-            host = host_of(remote)
-            with self._log_lock:  # where it was seen, when that changes: with the log rows
-                if self._hosts.get(peer.fingerprint) != host:
-                    self._hosts[peer.fingerprint] = host
-                    self._seen[peer.fingerprint] = (peer, host)
-            if speaks_preamble(link) and not self._intent_is_data(link, remote, peer, deadline):
-                return None
-            return self._carry(relay, remote, peer, deadline)
+            if slot is not None:  # proven: from here on an authenticated connection
+                slot.leave()
+                if not self.connections.take_slot():
+                    self._refuse(link, remote, "too many connections")
+                    return None
+            try:
+                # Confirmed once the client sends data over the accepted connection, not
+                # at its handshake: a client may complete that and then reject this device.
+                relay.on_data = lambda: settle_pairing(self.store, peer, remote)
+                host = host_of(remote)
+                with self._log_lock:  # where it was seen, when that changes: with the log
+                    if self._hosts.get(peer.fingerprint) != host:
+                        self._hosts[peer.fingerprint] = host
+                        self._seen[peer.fingerprint] = (peer, host)
+                if speaks_preamble(link) and not self._intent_is_data(link, remote, peer,
+                                                                      deadline):
+                    return None
+                return self._carry(relay, remote, peer, deadline)
+            finally:
+                if slot is not None:
+                    self.connections.release_slot()
         finally:
             self.connections.untrack(tracked)
 
@@ -297,6 +318,11 @@ def _answer(link: TlsLink, status: Status) -> None:
             link.tls.unwrap()
 
 
+def _why(slot: Slot | None, error: Exception) -> str:
+    """Why a handshake failed: its slot's cut (displaced, expired), else the error."""
+    return (slot.reason if slot is not None else None) or refusal_reason(error)
+
+
 def _close_notify(link: TlsLink) -> None:
     """End a connection cleanly: close_notify, then read and drop what the client still
     sends until its own close (at most :data:`_CLOSING` seconds). The client sees an
@@ -378,7 +404,7 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
         try:
             run_acceptor(sock, server.handle, connections=server.connections,
                          refusals=server.refusals, watch=server.watch, on_event=on_event,
-                         drain_timeout=options.drain_timeout)
+                         drain_timeout=options.drain_timeout, handshakes=server.handshakes)
         finally:
             server.flush_log()
             if advertisement is not None:
