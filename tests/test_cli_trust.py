@@ -20,8 +20,8 @@ from typing import IO, Any
 import pytest
 
 from certpair import trusted
-from certpair.cli import serve_cmd
 from certpair.identity import Identity, create_identity
+from certpair.ports import SERVE_PORT
 from certpair.store import MIN_PREFIX_DIGITS, open_store
 from tests.test_store import certs_sharing_a_prefix
 
@@ -196,8 +196,13 @@ def test_ping_nobody_listening_exits_4(devices: Devices) -> None:
                           "cannot reach")
 
 
-def test_serve_and_library_agree_on_the_default_port() -> None:
-    assert serve_cmd.DEFAULT_SERVE_PORT == trusted.DEFAULT_SERVE_PORT
+def test_the_serve_port_and_the_sync_request_line_are_each_written_once() -> None:
+    source = Path(trusted.__file__).resolve().parent.parent
+    texts = {p.relative_to(source).as_posix(): p.read_text() for p in source.rglob("*.py")}
+    assert [p for p, t in texts.items() if "= 47821" in t] == ["ports.py"]  # one constant
+    assert [p for p, t in texts.items() if 'b"sync\\n"' in t] == ["rotation/exchange.py"]
+    assert trusted.DEFAULT_SERVE_PORT == SERVE_PORT
+    assert "serving.py" in texts and "class _Server" not in texts["cli/serve_cmd.py"]
 
 
 @pytest.mark.parametrize("args", [["serve", "--port", "0"], ["ping", "127.0.0.1"], ["export"]])

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json, find_peer, home_of, identity_of, store_of
-from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import host_name_or, printable, shell_command
 from certpair.errors import LocalStateError, PairingFailed, counted
+from certpair.ports import SERVE_PORT
 
 if TYPE_CHECKING:
     from certpair.store import Peer
@@ -92,7 +92,7 @@ def _recipes(out: dict[str, Any]) -> dict[str, str]:
     each device under any name a certificate of the bundle claims): export one device
     with ``--peer`` for its recipes.
     """
-    port = str(DEFAULT_SERVE_PORT)
+    port = str(SERVE_PORT)
     tls = ["-connect", f"ADDRESS:{port}", "-tls1_3", "-cert", out["cert"], "-key", out["key"],
            "-CAfile", out["peers"], "-verify_return_error"]
     if len(out["devices"]) != 1:

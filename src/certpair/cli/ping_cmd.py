@@ -10,10 +10,9 @@ import click
 
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
 from certpair.cli.params import Finite, HostPort
-from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import printable
 from certpair.errors import CertpairError, NetworkError, PairingFailed
-from certpair.ports import ALPN_SERVE, alpn_offer
+from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
 
 if TYPE_CHECKING:
     import ssl
@@ -166,14 +165,14 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
     from certpair.trusted.dial import connect_peer, route  # noqa: PLC0415
 
     if named is None:
-        host, port = HostPort(DEFAULT_SERVE_PORT).convert(target, None, ctx)
+        host, port = HostPort(SERVE_PORT).convert(target, None, ctx)
     context = client_context(home, peer=named)
     # Names the protocol, so that a port of another kind refuses, or names itself, at once.
     context.set_alpn_protocols(alpn_offer(ALPN_SERVE))
     if named is None:
         tls, peer = connect(host, port, home, context=context, timeout=timeout)
         return tls, peer, Candidate(host=host, port=port, source=GIVEN)
-    candidates, discover = route(store, named, SERVE, DEFAULT_SERVE_PORT,
+    candidates, discover = route(store, named, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)
     return connect_peer(named, candidates, home, context=context, timeout=timeout,
                         discover=discover)

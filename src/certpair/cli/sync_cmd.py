@@ -9,9 +9,9 @@ import click
 from certpair.addresses import format_address
 from certpair.cli.context import emit_json, home_of, store_of
 from certpair.cli.params import Finite, parse_host_port
-from certpair.cli.serve_cmd import DEFAULT_SERVE_PORT
 from certpair.cli.terminal import printable
 from certpair.errors import BadInput, NetworkError
+from certpair.ports import SERVE_PORT
 
 __all__ = ["command"]
 
@@ -60,7 +60,7 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
         try:
             peer = store.find_peer(target)
         except PeerNotFound:
-            host, port = parse_host_port(target, DEFAULT_SERVE_PORT)
+            host, port = parse_host_port(target, SERVE_PORT)
             outcome = sync_with(host, port, home=home, store=store, timeout=timeout)
             render_sync(outcome, format_address(host, port), as_json)
             if not outcome.key_conflict:
