@@ -199,7 +199,7 @@ def test_ping_nobody_listening_exits_4(devices: Devices) -> None:
 def test_the_serve_port_and_the_sync_request_line_are_each_written_once() -> None:
     source = Path(trusted.__file__).resolve().parent.parent
     texts = {p.relative_to(source).as_posix(): p.read_text() for p in source.rglob("*.py")}
-    assert [p for p, t in texts.items() if "= 47821" in t] == ["ports.py"]  # one constant
+    assert [p for p, t in texts.items() if f"= {SERVE_PORT}\n" in t] == ["ports.py"]  # one
     assert [p for p, t in texts.items() if 'b"sync\\n"' in t] == ["rotation/exchange.py"]
     assert trusted.DEFAULT_SERVE_PORT == SERVE_PORT
     assert "serving.py" in texts and "class _Server" not in texts["cli/serve_cmd.py"]

@@ -83,8 +83,7 @@ class Harness:
             listener, self.handle, connections=self.connections, refusals=self.refusals,
             watch=self.watch, on_event=self.events.put, drain_timeout=1.0))
 
-    def handle(self, sock: socket.socket, remote: str,
-               slot: object = None) -> TunnelEvent | None:
+    def handle(self, sock: socket.socket, remote: str) -> TunnelEvent | None:
         with sock:
             name = sock.recv(16).decode()
             self.started.put(name)

@@ -85,6 +85,7 @@ class HandshakeSlots:
         self._lock = threading.Lock()
         # Per source, its slots oldest first; the dict itself in no particular order.
         self._by_source: dict[str, OrderedDict[Slot, None]] = {}
+        self._by_fd: dict[int, Slot] = {}
         self._count = 0
         self._wake = threading.Condition(self._lock)
         self._reaper: threading.Thread | None = None
@@ -114,12 +115,18 @@ class HandshakeSlots:
                 self._remove(next(iter(self._by_source[busiest])), DISPLACED)
             slot = Slot(self, source, sock.fileno(), time.monotonic() + self.deadline)
             self._by_source.setdefault(source, OrderedDict())[slot] = None
+            self._by_fd[slot._fd] = slot
             self._count += 1
             if self._reaper is None:
                 self._reaper = threading.Thread(target=self._reap, daemon=True,
                                                 name="certpair-handshake-deadline")
                 self._reaper.start()
         return slot
+
+    def slot_for(self, sock: socket.socket) -> Slot | None:
+        """The slot ``sock`` was admitted with (None: not admitted here, or left)."""
+        with self._lock:
+            return self._by_fd.get(sock.fileno())
 
     def cut_all(self, reason: str) -> None:
         """Cut every unproven connection (a server that stops)."""
@@ -147,6 +154,7 @@ class HandshakeSlots:
         if slots is None or slot not in slots:
             return
         del slots[slot]
+        self._by_fd.pop(slot._fd, None)
         if not slots:
             del self._by_source[slot.source]
         self._count -= 1

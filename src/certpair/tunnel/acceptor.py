@@ -35,8 +35,8 @@ from certpair.tunnel.watch import Connections, Refusals, TrustWatch
 
 __all__ = ["Handler", "Stop", "address_of", "listen", "run_acceptor", "systemd_listener"]
 
-# handle(sock, remote, slot): slot is the unproven one (None without HandshakeSlots).
-Handler = Callable[[socket.socket, str, Slot | None], TunnelEvent | None]
+# handle(sock, remote); with HandshakeSlots, HandshakeSlots.slot_for(sock) is its slot.
+Handler = Callable[[socket.socket, str], TunnelEvent | None]
 
 _BACKLOG = 1024
 _SD_LISTEN_FDS_START = 3
@@ -144,10 +144,11 @@ def run_acceptor(
 
     Args:
         listener: the listening socket (closed on return).
-        handle: ``handle(sock, remote, slot)`` runs in the connection's thread; it owns
-            the socket, and may return a last event to report once its slot is free.
-            With ``handshakes`` it must :meth:`Slot.leave` before closing the socket and
-            take a slot of ``connections`` once the peer is proven.
+        handle: ``handle(sock, remote)`` runs in the connection's thread; it owns the
+            socket, and may return a last event to report once its slot is free. With
+            ``handshakes`` its slot is ``handshakes.slot_for(sock)``: it must
+            :meth:`Slot.leave` it before closing the socket and take a slot of
+            ``connections`` once the peer is proven.
         connections: the limit and the open connections.
         refusals: where a connection over a limit is counted.
         watch: the trust watch, started here and stopped on return.
@@ -199,7 +200,7 @@ def _run_one(handle: Handler, connections: Connections, on_event: OnEvent,
     """One connection in its worker thread; its slot is given back at the end."""
     last: TunnelEvent | None = None
     try:
-        last = handle(sock, remote, slot)
+        last = handle(sock, remote)
     except Exception as exc:  # e.g. the store became unusable
         if slot is not None:
             slot.leave()

@@ -39,7 +39,6 @@ from certpair.trusted import (
     explain_certificate,
 )
 from certpair.trusted.dial import Discover, Reached, dial
-from certpair.trusted.handshakes import Slot
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
 from certpair.tunnel.far_end import FarEnd
@@ -182,13 +181,8 @@ class _Client:
             link.tls.write(bytes([intent]))
         return link, peer, used
 
-    def handle(self, local: socket.socket, remote: str,
-               slot: Slot | None = None) -> Closed | None:
-        """One local connection, carried to the device (runs in its own thread).
-
-        ``slot`` is None: local clients prove nothing, they take a slot at the accept.
-        """
-        del slot
+    def handle(self, local: socket.socket, remote: str) -> Closed | None:
+        """One local connection, carried to the device (runs in its own thread)."""
         options = self.options
         arm_reset(local)  # killed from here on, the client sees a reset, not an EOF
         with contextlib.suppress(OSError):

@@ -146,13 +146,13 @@ class _Server:
             _answer(link, status)  # the refused device learns why (tunnel/preamble.py)
         link.linger_close(slot.leave if slot is not None else None)
 
-    def handle(self, sock: socket.socket, remote: str,
-               slot: Slot | None = None) -> Closed | None:
+    def handle(self, sock: socket.socket, remote: str) -> Closed | None:
         """One connection, from handshake to close (runs in its own thread).
 
-        ``slot`` is its unproven slot (see :mod:`certpair.trusted.handshakes`), left
-        once the peer is known and allowed; one of ``--max-connections`` then.
+        Its unproven slot (see :mod:`certpair.trusted.handshakes`) is left once the peer
+        is known and allowed; it takes one of ``--max-connections`` then.
         """
+        slot = self.handshakes.slot_for(sock)
         options = self.options
         deadline = time.monotonic() + options.connect_timeout
         try:
