@@ -106,7 +106,8 @@ def test_protocol_doc_error_reasons_and_sync_results_are_the_codes() -> None:
 
 
 def test_protocol_doc_line_protocol_numbers_are_the_codes() -> None:
-    from certpair.cli import ping_cmd, serve_cmd
+    from certpair import serving as serve_cmd  # serve's server (its numbers)
+    from certpair.cli import ping_cmd
 
     sync = _section("8. Sync")
     assert f"At most {serve_cmd.MAX_LINE} bytes per line" in sync
