@@ -2,10 +2,11 @@
 
 A context refuses an unpaired device from its next handshake; a connection opened
 before the unpairing (an HTTP keep-alive, a long download) would go on. The servers of
-:mod:`certpair.trusted.streams` register each open connection here; one daemon thread
-per server reads the store's ``peers_version`` every :data:`POLL_INTERVAL` seconds (one
-indexed query) and, when it moved, asks the store about each open connection's peer and
-cuts those it no longer holds. A peer that rotated its key is the same device and stays.
+:mod:`certpair.trusted.streams` and :mod:`certpair.trusted.server` register each open
+connection here; one daemon thread per server reads the store's ``peers_version`` every
+:data:`POLL_INTERVAL` seconds (one indexed query) and, when it moved, asks the store
+about each open connection's peer and cuts those it no longer holds. A peer that
+rotated its key is the same device and stays.
 """
 
 from __future__ import annotations
