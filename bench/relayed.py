@@ -9,13 +9,19 @@ The relay is the real one (``twistd transitrelay`` of the test extra) on loopbac
   in the same run (as ``joiner_rtts`` of the pairing group); the figure is the median
   of the relay runs minus the median of the direct runs, interleaved. The relay's
   handshake (``please relay …`` / ``ok``) is one round trip, so 1 is the expectation.
+* ``relay_tunnel_throughput_vs_direct``: one stream (256 MiB; 64 with ``--quick``)
+  through ``tunnel connect --relay`` -> relay -> ``tunnel serve --relay`` to a sink,
+  over the same stream through a direct chain of the same two processes' kind; best of
+  the repeats, interleaved (> 0.8 is the target: the relay copies every byte twice).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -26,8 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from bench.proxy import DelayProxy
-from bench.stats import Figure, summary
-from bench.tunnel_ends import LOOPBACK
+from bench.stats import Figure, cpu_seconds, python_env, ratio, summary
+from bench.tunnel_ends import LOOPBACK, Pair, Service, sink
 from certpair.codes import generate_code, parse_secret
 from certpair.identity import create_identity
 from certpair.net import Listening, OfferEvent, RelayStatus, run_join, run_offer
@@ -38,7 +44,7 @@ _MIB = 1 << 20
 _WAIT = 120.0
 _STARTED = re.compile(r"starting on (\d+)")
 
-__all__ = ["relay_pairing"]
+__all__ = ["relay_pairing", "relay_tunnel"]
 
 
 @contextlib.contextmanager
@@ -139,3 +145,82 @@ def relay_pairing(quick: bool = False, delay: float = 0.05) -> Figure:
     with _relay() as (relay, _), tempfile.TemporaryDirectory(prefix="certpair-bench-") as tmp:
         figures = asyncio.run(run(relay, Path(tmp)))
     return {"relay_pair_extra_rtts": figures["extra_rtts"], "relay_pairing": figures}
+
+
+def _start(home: Path, *args: str) -> tuple[subprocess.Popen[str], dict[str, object]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "certpair", "--home", str(home), "tunnel", *args, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=python_env())
+    assert proc.stdout is not None
+    event: dict[str, object] = json.loads(proc.stdout.readline())
+    threading.Thread(target=proc.stdout.read, daemon=True).start()
+    return proc, event
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def _stream(port: int, size: int) -> float:
+    """Seconds to send ``size`` bytes through ``port`` to the sink, until it confirms."""
+    block = memoryview(bytes(range(256)) * 4096)
+    start = time.perf_counter()
+    with socket.create_connection((LOOPBACK, port), timeout=_WAIT) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        left = size
+        while left:
+            left -= sock.send(block[:min(left, len(block))])
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := sock.recv(64):
+            answer += data
+    assert int(answer) == size, f"the sink got {answer!r}, not {size}"
+    return time.perf_counter() - start
+
+
+def relay_tunnel(quick: bool = False) -> Figure:
+    """Tunnel throughput through the relay over direct (see the module)."""
+    size = (64 if quick else 256) * _MIB
+    repeats = 2 if quick else 3
+    procs: list[subprocess.Popen[str]] = []
+    pair, service = Pair(), Service(sink)
+    try:
+        with _relay() as (relay, relay_pid):
+            serve, event = _start(pair.home("alpha"), "serve", "--to",
+                                  f"{LOOPBACK}:{service.port}", "--listen", LOOPBACK,
+                                  "--port", "0", "--relay", str(relay))
+            procs.append(serve)
+            direct, direct_ev = _start(pair.home("beta"), "connect", "alpha", "--to",
+                                       f"{LOOPBACK}:{event['port']}", "--listen", "0")
+            # A closed port as the address: refused at once, so the relay carries it.
+            relayed, relayed_ev = _start(pair.home("beta"), "connect", "alpha", "--to",
+                                         f"{LOOPBACK}:{_closed_port()}", "--listen", "0",
+                                         "--relay", str(relay))
+            procs += [direct, relayed]
+            times: dict[str, list[float]] = {"direct": [], "relay": []}
+            relay_cpu = []
+            for _ in range(repeats):  # interleaved, so drift hits both alike
+                times["direct"].append(_stream(int(str(direct_ev["port"])), size))
+                before = cpu_seconds(relay_pid)
+                times["relay"].append(_stream(int(str(relayed_ev["port"])), size))
+                relay_cpu.append(cpu_seconds(relay_pid) - before)
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)
+        service.close()
+        pair.close()
+    mib = size / _MIB
+    return {
+        "relay_tunnel_throughput_vs_direct": ratio(min(times["direct"]), min(times["relay"])),
+        "relay_tunnel": {"mib": mib,
+                         "direct_mib_s": round(mib / min(times["direct"]), 1),
+                         "relay_mib_s": round(mib / min(times["relay"]), 1),
+                         "direct_s": summary(times["direct"]),
+                         "relay_s": summary(times["relay"]),
+                         # The relay's own CPU per stream: what it takes from the same
+                         # cores the two tunnel ends and the sink use.
+                         "relay_cpu_s": summary(relay_cpu)},
+    }

@@ -111,6 +111,12 @@ def _relay_pairing(options: Options) -> Figure:
     return relay_pairing(quick=options.quick)
 
 
+def _relay_tunnel(options: Options) -> Figure:
+    from bench.relayed import relay_tunnel
+
+    return relay_tunnel(quick=options.quick)
+
+
 GROUPS: tuple[Group, ...] = (
     Group("cli_start", ("cli_version_ms", "cli_help_ms", "cli_show_ms"), _cli),
     Group("pairing", ("cpace_ms_per_side", "pair_vs_tls_ratio", "joiner_rtts",
@@ -134,6 +140,7 @@ GROUPS: tuple[Group, ...] = (
     Group("handshake_flood", ("flood_tunnel_ms", "flood_ping_ms"), _flood),
     Group("log_growth", ("log_rows_per_5000_refused", "log_bytes_per_5000_refused"), _log),
     Group("relay_pairing", ("relay_pair_extra_rtts",), _relay_pairing),
+    Group("relay_tunnel", ("relay_tunnel_throughput_vs_direct",), _relay_tunnel),
 )
 
 

@@ -29,12 +29,12 @@ A_ADDRESS, A_RELAY_SIDE = "10.232.1.1", "10.232.1.2"
 B_ADDRESS, B_RELAY_SIDE = "10.232.2.1", "10.232.2.2"
 
 
-@dataclass(frozen=True)
+@dataclass
 class ThreeHosts:
     a: str
     b: str
     r: str
-    relay: RealRelay
+    relay: RealRelay  # replaced when a test restarts it
 
     @staticmethod
     def on(ns: str) -> list[str]:

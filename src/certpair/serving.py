@@ -37,6 +37,9 @@ from certpair.trusted import make_server, presented_fingerprint, server_context
 
 if TYPE_CHECKING:
     from certpair.announce import Advertisement
+    from certpair.relay import RelayAddress
+    from certpair.relay.serving import RelayServing
+    from certpair.trusted.server import TrustedServer
 
 __all__ = [
     "IDLE_TIMEOUT",
@@ -45,6 +48,7 @@ __all__ = [
     "Connection",
     "Listening",
     "Probe",
+    "RelayStatus",
     "ServeEvent",
     "StoreProblem",
     "Synced",
@@ -114,7 +118,19 @@ class Synced:
     error: Exception | None = None
 
 
-ServeEvent = Listening | Advertised | Connection | Probe | Confirmed | StoreProblem | Synced
+@dataclass(frozen=True, kw_only=True)
+class RelayStatus:
+    """``serve --relay``: connections wait at ``relay`` (``waiting``), or it failed
+    (``reason``) and is tried again in ``retry_in`` seconds (docs/RELAY.md)."""
+
+    relay: str
+    waiting: bool
+    reason: str = ""
+    retry_in: float = 0.0
+
+
+ServeEvent = (Listening | Advertised | Connection | Probe | Confirmed | StoreProblem | Synced
+              | RelayStatus)
 
 
 def _address(tls: ssl.SSLSocket) -> str:
@@ -128,6 +144,8 @@ class _Server:
         self.home, self.identity, self.store, self.on_event = home, identity, store, on_event
         self.store_failures: set[str] = set()
         self.hosts: dict[str, str] = {}  # the host each peer was last noted at
+        self.port = 0  # the listening port: a connection on another one came via the relay
+        self.relay: RelayAddress | None = None
 
     def log(self, write: Callable[[], object]) -> None:
         """Write to the store; a failure is said once per cause, and serving goes on."""
@@ -158,7 +176,9 @@ class _Server:
     def handle(self, tls: ssl.SSLSocket, peer: Peer) -> None:
         host = str(tls.getpeername()[0])
         remote = _address(tls)
-        if self.hosts.get(peer.fingerprint) != host:  # where it is seen, when that changes
+        if self.relay is not None and tls.getsockname()[1] != self.port:
+            remote = f"relay {self.relay}"  # glued at the relay: not the peer's address
+        elif self.hosts.get(peer.fingerprint) != host:  # where it is seen, when that changes
             self.hosts[peer.fingerprint] = host
             self.log(lambda: self.store.note_address(peer, host))
         answer = json.dumps(
@@ -238,6 +258,7 @@ class _Server:
 
 def serve(home: Path, identity: Identity, store: TrustStore, *, host: str = "0.0.0.0",  # noqa: S104  # peers are other devices
           port: int = SERVE_PORT, advertise: bool = True,
+          relay: RelayAddress | None = None,
           on_event: Callable[[ServeEvent], None]) -> None:
     """Serve paired devices on ``host:port`` until interrupted (KeyboardInterrupt).
 
@@ -249,6 +270,9 @@ def serve(home: Path, identity: Identity, store: TrustStore, *, host: str = "0.0
         port: TCP port; 0 picks a free one (reported in :class:`Listening`).
         advertise: announce this serve on the local network (DNS-SD, name and
             fingerprint), unless it listens on loopback only.
+        relay: also keep connections waiting at this transit relay, for paired devices
+            that cannot reach this one directly (docs/RELAY.md); mutual TLS decides
+            who gets in, under the same limits as the listening port.
         on_event: receives every :data:`ServeEvent`, from any thread; must not block.
 
     Raises:
@@ -262,13 +286,35 @@ def serve(home: Path, identity: Identity, store: TrustStore, *, host: str = "0.0
     with make_server(server.handle, host, port, home, context=context, timeout=IDLE_TIMEOUT,
                      on_refused=server.refused) as listener:
         bound = int(listener.server_address[1])
+        server.port, server.relay = bound, relay
         on_event(Listening(host=host, port=bound))
         advertisement = _advertise(identity, host, bound, on_event) if advertise else None
+        waiting = None if relay is None else _wait_at(relay, identity, listener, on_event)
         try:
             listener.serve_forever()
         finally:
+            if waiting is not None:
+                waiting.stop()
             if advertisement is not None:
                 advertisement.close()
+
+
+def _wait_at(relay: RelayAddress, identity: Identity, listener: TrustedServer,
+             on_event: Callable[[ServeEvent], None]) -> RelayServing:
+    """Connections waiting at ``relay``, each glued one taken in as an accepted one
+    (the relay's address stands for the source in the unproven connections' slots)."""
+    from certpair.relay.serving import RelayServing  # noqa: PLC0415
+
+    def status(waiting: bool, reason: str, retry_in: float) -> None:
+        on_event(RelayStatus(relay=str(relay), waiting=waiting, reason=reason,
+                             retry_in=retry_in))
+
+    serving = RelayServing(
+        relay=relay, fingerprint=identity.fingerprint, service="serve",
+        hand_over=lambda sock, _: listener.process_request(sock, (relay.host, relay.port)),
+        on_status=status)
+    serving.start()
+    return serving
 
 
 def _advertise(identity: Identity, host: str, port: int,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
-from certpair.cli.params import Finite, HostPort
+from certpair.cli.params import Finite, HostPort, relay_option
 from certpair.cli.terminal import printable
 from certpair.errors import CertpairError, NetworkError, PairingFailed
 from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
@@ -19,11 +20,14 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from certpair.reach import Candidate
+    from certpair.relay import RelayAddress
     from certpair.rotation.exchange import SyncOutcome
     from certpair.store import Peer, TrustStore
 
 
 __all__ = ["command"]
+
+RELAYED = "relay"  # a Candidate's kind: reached through a transit relay
 
 _MAX_ANSWER = 65536
 
@@ -64,17 +68,19 @@ def _exchange(tls: ssl.SSLSocket, remote: str) -> dict[str, Any]:
               show_default=True,
               help="For PEER: seconds to look for its serve's announcement on the local "
                    "network, raced with its known addresses (0: do not).")
+@relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: float,
-            as_json: bool) -> None:
+            relay: RelayAddress | None, as_json: bool) -> None:
     """Time a mutual-TLS round trip to a paired device, then sync key rotations.
 
     PEER is a paired device's name or fingerprint prefix: its addresses from the
     address book (where it was last reached or announced) and its serve's DNS-SD
     announcement are raced, and the output says which address answered. Anything
     else is HOST[:PORT]. The device must run `certpair serve`; an unpaired one ends
-    with exit status 1.
+    with exit status 1. With --relay (or CERTPAIR_RELAY), a PEER that none of those
+    answers for is reached through the relay, at its `serve --relay` (docs/RELAY.md).
 
     \b
     Examples:
@@ -94,8 +100,9 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
     remote = target
     try:
         start = time.perf_counter()
-        tls, peer, used = _reach(ctx, home, store, named, target, timeout, discovery_timeout)
-        remote = str(used)
+        tls, peer, used = _reach(ctx, home, store, named, target, timeout, discovery_timeout,
+                                 relay)
+        remote = f"relay {relay}" if used.kind == RELAYED else str(used)
         with strict_eof(tls):  # a serve that died is "cut", never "does not trust"
             check_service(tls, ALPN_SERVE, remote)
             try:
@@ -110,7 +117,8 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
             start = time.perf_counter()
             _exchange(tls, remote)
             rtt = time.perf_counter() - start
-            store.note_address(peer, used.host, used.port, service=SERVE, source=CONTACT)
+            if used.kind != RELAYED:  # the relay is not the peer's address
+                store.note_address(peer, used.host, used.port, service=SERVE, source=CONTACT)
             synced = _sync(tls, peer, home, store, remote)
     except CertpairError as exc:
         outcome = "refused" if isinstance(exc, PairingFailed) else "failed"
@@ -158,8 +166,9 @@ def _named_peer(store: TrustStore, target: str) -> Peer | None:
 
 def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None,
            target: str, timeout: float, discovery_timeout: float,
-           ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
-    """Connect to ``named`` (at its known or announced addresses) or to HOST[:PORT]."""
+           relay: RelayAddress | None) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+    """Connect to ``named`` (at its known or announced addresses; with a relay, those
+    for a short while and then the relay) or to HOST[:PORT]."""
     from certpair.reach import GIVEN, SERVE, Candidate  # noqa: PLC0415
     from certpair.trusted import client_context, connect  # noqa: PLC0415
     from certpair.trusted.dial import connect_peer, route  # noqa: PLC0415
@@ -174,8 +183,22 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
         return tls, peer, Candidate(host=host, port=port, source=GIVEN)
     candidates, discover = route(store, named, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)
-    return connect_peer(named, candidates, home, context=context, timeout=timeout,
-                        discover=discover)
+    if relay is None:
+        return connect_peer(named, candidates, home, context=context, timeout=timeout,
+                            discover=discover)
+    from certpair.relay.race import RELAY_DELAY  # noqa: PLC0415
+
+    if candidates or discover is not None:
+        with contextlib.suppress(CertpairError):
+            return connect_peer(named, candidates, home, context=context,
+                                timeout=min(timeout, RELAY_DELAY), discover=discover)
+    from certpair.cli.relay_report import reach_relayed  # noqa: PLC0415
+
+    sock = reach_relayed(named, "serve", relay, timeout)
+    tls, peer = connect(relay.host, relay.port, home, context=context, timeout=timeout,
+                        peer=named, sock=sock)
+    return tls, peer, Candidate(host=relay.host, port=relay.port, source="relay",
+                                kind=RELAYED)
 
 
 def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,

@@ -14,11 +14,13 @@ import click
 from certpair.addresses import format_address
 from certpair.cli.context import command_hint, home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
+from certpair.cli.params import relay_option
 from certpair.cli.terminal import printable
 from certpair.ports import SERVE_PORT
 
 if TYPE_CHECKING:
     from certpair.identity import Identity
+    from certpair.relay import RelayAddress
     from certpair.serving import ServeEvent
     from certpair.store import TrustStore
 
@@ -34,6 +36,7 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
         Connection,
         Listening,
         Probe,
+        RelayStatus,
         StoreProblem,
         Synced,
     )
@@ -70,6 +73,16 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
     if isinstance(event, Synced):
         return sync_lines(event.outcome, event.remote, as_json, error=event.error,
                           quiet=event.error is None)
+    if isinstance(event, RelayStatus):
+        if as_json:
+            line: dict[str, Any] = {"event": "relay", "relay": event.relay,
+                                    "status": "waiting" if event.waiting else "retrying"}
+            if not event.waiting:
+                line.update(reason=event.reason, retry_in=event.retry_in)
+            return [line]
+        return [f"Also waiting at the relay {event.relay} for paired devices."
+                if event.waiting else
+                f"Warning: {event.reason}; trying again in {event.retry_in:g} s"]
     if isinstance(event, Confirmed):
         text = (f"Pairing with {printable(event.peer.name)} confirmed: it trusts this "
                 "device too.")
@@ -86,16 +99,19 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
               show_default=True, metavar="PORT", help="TCP port; 0 picks a free one.")
 @click.option("--no-advertise", is_flag=True,
               help="Do not publish _certpair-serve._tcp (name and fingerprint) with DNS-SD.")
+@relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, host: str, port: int, no_advertise: bool,
-            as_json: bool) -> None:
+            relay: RelayAddress | None, as_json: bool) -> None:
     """Accept mutual-TLS connections from paired devices; log each one.
 
     Each line a peer sends is answered with a JSON line naming both devices; a
     `sync` line runs the key-rotation sync (see `certpair rotate`). Unless it listens
     on loopback only, it announces itself on the local network (DNS-SD, name and
-    fingerprint), so that peers find it by name after its address changed.
+    fingerprint), so that peers find it by name after its address changed. With
+    --relay (or CERTPAIR_RELAY) a few connections also wait at that transit relay, for
+    paired devices that cannot reach this one directly (`certpair ping --relay R PEER`).
 
     \b
     Examples:
@@ -120,6 +136,6 @@ def command(ctx: click.Context, host: str, port: int, no_advertise: bool,
 
     try:
         serve(home, identity, store, host=host, port=port, advertise=not no_advertise,
-              on_event=render)
+              relay=relay, on_event=render)
     finally:
         output.close()

@@ -15,13 +15,14 @@ import click
 from certpair.addresses import format_address
 from certpair.cli.context import home_of, identity_of, store_of
 from certpair.cli.output import LineWriter
-from certpair.cli.params import Finite
-from certpair.errors import counted
+from certpair.cli.params import Finite, relay_option
+from certpair.errors import BadInput, counted
 from certpair.ports import TUNNEL_PORT
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from certpair.relay import RelayAddress
     from certpair.store import Peer, TrustStore
     from certpair.tunnel import KeySync, TunnelEvent
 
@@ -215,10 +216,12 @@ def command() -> None:
 @click.option("--unsafe-target", is_flag=True,
               help="Allow a target on another host: the bytes past the tunnel travel in "
                    "clear and the target sees this host, not the device.")
+@relay_option
 @_limits
 @click.pass_context
 def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, ...],
-          proxy_protocol: bool, no_advertise: bool, unsafe_target: bool, max_connections: int,
+          proxy_protocol: bool, no_advertise: bool, unsafe_target: bool,
+          relay: RelayAddress | None, max_connections: int,
           connect_timeout: float, idle_timeout: float, half_close_timeout: float,
           drain_timeout: float, as_json: bool) -> None:
     """Accept paired devices and forward each connection to a service on this host.
@@ -243,7 +246,7 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
         proxy_protocol=proxy_protocol, advertise=not no_advertise,
         max_connections=max_connections, connect_timeout=connect_timeout,
         idle_timeout=idle_timeout or None, half_close_timeout=half_close_timeout or None,
-        drain_timeout=drain_timeout, key_sync=_key_sync(home_of(ctx)))
+        drain_timeout=drain_timeout, key_sync=_key_sync(home_of(ctx)), relay=relay)
     with _renderer(as_json, serving=True) as render:
         serve_tunnel(options, render, listener=systemd_listener())
 
@@ -264,12 +267,14 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
 @click.option("--unsafe-listen", is_flag=True,
               help="Allow a listen address that is not loopback: whoever reaches it uses "
                    "the tunnel as this device.")
+@relay_option
 @_limits
 @click.pass_context
 def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
             discovery_timeout: float, interfaces: tuple[str, ...], unsafe_listen: bool,
-            max_connections: int, connect_timeout: float, idle_timeout: float,
-            half_close_timeout: float, drain_timeout: float, as_json: bool) -> None:
+            relay: RelayAddress | None, max_connections: int, connect_timeout: float,
+            idle_timeout: float, half_close_timeout: float, drain_timeout: float,
+            as_json: bool) -> None:
     """Listen locally and carry each connection to PEER's `tunnel serve`.
 
     The far end must present exactly PEER's certificate.
@@ -278,8 +283,10 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
     Examples:
       certpair tunnel connect alpha --listen 2222
       certpair tunnel connect 6b2f --to 192.168.1.20 --listen 127.0.0.1:8080 --json
+      certpair tunnel connect alpha --relay tcp:relay.example:4001 --listen 2222
     """
     from certpair.addresses import check_interfaces  # noqa: PLC0415
+    from certpair.reach import Candidate  # noqa: PLC0415
     from certpair.tunnel import (  # noqa: PLC0415
         ConnectOptions,
         connect_tunnel,
@@ -292,16 +299,22 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
     identity_of(ctx)  # first: no identity is the more useful error
     store = store_of(ctx)
     found = store.find_peer(peer)
-    candidates, discover = far_end_candidates(store, found, to,
-                                              discovery_timeout=discovery_timeout,
-                                              interfaces=interfaces)
-    first = candidates[0]
+    try:
+        candidates, discover = far_end_candidates(store, found, to,
+                                                  discovery_timeout=discovery_timeout,
+                                                  interfaces=interfaces)
+        first = candidates[0]
+    except BadInput:
+        if relay is None or to is not None:
+            raise
+        # No address known: the relay alone.
+        candidates, discover, first = [], None, Candidate(host="", port=0, source="relay")
     options = ConnectOptions(
         home=home_of(ctx), peer=found, host=first.host, port=first.port, source=first.source,
         candidates=tuple(candidates), discover=discover,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
         connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
         half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout,
-        key_sync=_key_sync(home_of(ctx)))
+        key_sync=_key_sync(home_of(ctx)), relay=relay)
     with _renderer(as_json, serving=False) as render:
         connect_tunnel(options, render)

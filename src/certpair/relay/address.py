@@ -32,6 +32,7 @@ __all__ = [
     "RELAY_ENV",
     "WAITING_SIDE",
     "RelayAddress",
+    "Route",
     "handshake_line",
     "pairing_token",
     "parse_relay",
@@ -62,6 +63,15 @@ class RelayAddress:
     def __str__(self) -> str:
         shown = f"[{self.host}]" if ":" in self.host else self.host
         return f"tcp:{shown}:{self.port}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Route:
+    """Which way a connection went: ``path`` is ``direct`` or ``relay``; ``remote`` is
+    the address for people and the audit log (``HOST:PORT`` or ``relay tcp:R:P``)."""
+
+    path: str
+    remote: str
 
 
 def parse_relay(text: str) -> RelayAddress:

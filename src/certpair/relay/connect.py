@@ -82,6 +82,7 @@ async def open_relay(
 
 def connect_relay(
     relay: RelayAddress, token: str, side: str, *, timeout: float | None,
+    sock: socket.socket | None = None, on_sent: Callable[[], None] = lambda: None,
 ) -> socket.socket:
     """Meet the other end at the relay (blocking).
 
@@ -91,6 +92,9 @@ def connect_relay(
         side: this end's side.
         timeout: seconds for connecting and for the other end to come; None waits
             (a waiting server end; ``shutdown()`` from another thread ends the wait).
+        sock: a socket already connected to the relay (the caller keeps a handle on
+            it to end the wait), else one is made here.
+        on_sent: called once the relay has taken the handshake.
 
     Returns:
         A connected socket in blocking mode that now carries the other end's bytes.
@@ -100,14 +104,18 @@ def connect_relay(
         RelayClosed: it closed the connection before the other end came.
         TimeoutError: nobody came within ``timeout``.
     """
+    if sock is None:
+        try:
+            sock = socket.create_connection((relay.host, relay.port), timeout=timeout)
+        except TimeoutError:
+            raise
+        except OSError as exc:
+            raise _unreachable(relay, exc) from exc
     try:
-        sock = socket.create_connection((relay.host, relay.port), timeout=timeout)
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        raise _unreachable(relay, exc) from exc
-    try:
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.sendall(handshake_line(token, side))
+        on_sent()
         answer = b""
         # Exactly three bytes: what follows belongs to the other end (TLS).
         while len(answer) < len(_OK):

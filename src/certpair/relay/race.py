@@ -12,11 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from certpair.errors import NetworkError
 from certpair.ports import cannot_reach
-from certpair.relay.address import CONNECTING_SIDE, RelayAddress
+from certpair.relay.address import CONNECTING_SIDE, RelayAddress, Route
 from certpair.relay.connect import open_relay
 
 __all__ = ["RELAY_DELAY", "Route", "Streams", "connect_first"]
@@ -25,15 +24,6 @@ __all__ = ["RELAY_DELAY", "Route", "Streams", "connect_first"]
 RELAY_DELAY = 2.0
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Route:
-    """Which way a connection went: ``path`` is ``direct`` or ``relay``; ``remote`` is
-    the address for people and the audit log (``HOST:PORT`` or ``relay tcp:R:P``)."""
-
-    path: str
-    remote: str
 
 
 def _shown(host: str, port: int) -> str:

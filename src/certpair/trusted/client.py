@@ -81,6 +81,7 @@ def _dial(host: str, port: int, timeout: float) -> socket.socket:
 def connect(
     host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
     timeout: float = HANDSHAKE_TIMEOUT, peer: str | Peer | None = None,
+    sock: socket.socket | None = None,
 ) -> tuple[ssl.SSLSocket, Peer]:
     """Connect to a paired device over mutual TLS (blocking).
 
@@ -92,6 +93,8 @@ def connect(
         timeout: seconds for connecting, the handshake and every later read or write.
         peer: accept only this paired device as the server (as for
             :func:`open_connection`).
+        sock: a socket already connected to the device by another transport (a
+            relay); TLS runs over it exactly as over a direct connection.
 
     Returns:
         The TLS socket (its timeout stays set) and the verified peer.
@@ -104,7 +107,8 @@ def connect(
     """
     context, remote = client_side(host, port, home, context, peer)
     try:
-        raw = _dial(host, port, timeout)
+        raw = _dial(host, port, timeout) if sock is None else sock
+        raw.settimeout(timeout)
     except OSError as exc:
         raise connection_error(exc, remote) from exc
     try:

@@ -139,6 +139,7 @@ def run_acceptor(
     listener: socket.socket, handle: Handler, *,
     connections: Connections, refusals: Refusals, watch: TrustWatch, on_event: OnEvent,
     drain_timeout: float, handshakes: HandshakeSlots | None = None,
+    feed: Callable[[Callable[[socket.socket, str], None]], Callable[[], None]] | None = None,
 ) -> None:
     """Accept until a signal, each connection in its own thread, then drain and stop.
 
@@ -155,11 +156,25 @@ def run_acceptor(
         on_event: receives :class:`Stopping` and :class:`Stopped`.
         drain_timeout: seconds open connections get to finish after the signal.
         handshakes: slots for connections not proven yet (see the module docs).
+        feed: another source of connections (a relay's waiting connections): called
+            with ``admit(sock, remote)``, which takes them in under the same limits, and
+            returns the function that stops it (called before the drain).
     """
     workers = _Workers()
     # The watch may end the tunnel (its peer unpaired here): that wakes accept() up.
     watch.on_end = functools.partial(_wake_listener, listener)
+
+    def admit(sock: socket.socket, remote: str) -> None:
+        slot = _admit(sock, remote, connections, handshakes)
+        if isinstance(slot, str):
+            reset(sock)
+            refusals.add(host_of(remote), slot)
+            return
+        workers.submit(functools.partial(_run_one, handle, connections, on_event, sock,
+                                         remote, slot))
+
     watch.start()
+    stop_feed = None if feed is None else feed(admit)
     with _signals_stop():
         try:
             with listener:
@@ -180,15 +195,11 @@ def run_acceptor(
                     if watch.ended is not None:
                         reset(sock)
                         break
-                    slot = _admit(sock, remote, connections, handshakes)
-                    if isinstance(slot, str):
-                        reset(sock)
-                        refusals.add(host_of(remote), slot)
-                        continue
-                    workers.submit(functools.partial(_run_one, handle, connections,
-                                                     on_event, sock, remote, slot))
+                    admit(sock, remote)
         except Stop:
             pass
+        if stop_feed is not None:
+            stop_feed()
         if handshakes is not None:
             handshakes.cut_all("shutdown")
             handshakes.stop()

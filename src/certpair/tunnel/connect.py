@@ -28,6 +28,9 @@ from certpair.errors import CertpairError
 from certpair.identity import fingerprint
 from certpair.ports import ALPN_TUNNEL, alpn_offer
 from certpair.reach import CONTACT, TUNNEL, Candidate
+from certpair.relay import RelayAddress
+from certpair.relay.race import RELAY_DELAY
+from certpair.relay.serving import dial_service
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
@@ -48,6 +51,8 @@ from certpair.tunnel.pump import HALF_CLOSE_TIMEOUT, Relay, arm_reset
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pairing
 
 __all__ = ["ConnectOptions", "connect_tunnel"]
+
+RELAYED = "relay"  # a Candidate's kind: reached through a transit relay
 
 _ROLE = "tunnel-client"
 
@@ -77,6 +82,7 @@ class ConnectOptions:
     half_close_timeout: float | None = HALF_CLOSE_TIMEOUT
     drain_timeout: float = 10.0
     key_sync: KeySync | None = None
+    relay: RelayAddress | None = None  # PEER's tunnel serve --relay, after host:port
 
 
 class _Client:
@@ -87,7 +93,8 @@ class _Client:
         # port) refuses, or names itself, at once: never serve's protocol handed on.
         # On certpair/1-tunnel the preamble follows (tunnel/preamble.py).
         self.context.set_alpn_protocols(client_protocols())
-        self.remote = address_of((options.host, options.port))
+        self.remote = address_of((options.host, options.port)) if options.host \
+            else f"relay {options.relay}"
         self.connections = Connections(options.max_connections)
         self.refusals = Refusals(
             lambda host, reason, count: on_event(Refused(remote=host, reason=reason,
@@ -101,6 +108,23 @@ class _Client:
         self.noted: Candidate | None = None
         self.lock = threading.Lock()
         self.truth = FarEnd(self.options, self.store, self._open, on_event)
+
+    def _reach(self, deadline: float) -> Reached:
+        """Its addresses first; with a relay, after RELAY_DELAY (or once they failed)
+        its `tunnel serve --relay` through the relay (docs/RELAY.md)."""
+        relay = self.options.relay
+        if relay is None:
+            return self._dial(deadline)
+        if self.candidates or self.options.host:
+            with contextlib.suppress(CertpairError):
+                return self._dial(min(deadline, time.monotonic() + RELAY_DELAY))
+        try:
+            sock = dial_service(relay, self.options.peer.fingerprint, "tunnel",
+                                deadline=deadline)
+        except OSError as exc:
+            raise connection_error(exc, f"relay {relay}") from exc
+        return Reached(sock=sock, candidate=Candidate(host=relay.host, port=relay.port,
+                                                      source="relay", kind=RELAYED))
 
     def _dial(self, deadline: float) -> Reached:
         """Race the far end's addresses; the winner goes first for the next connection."""
@@ -147,7 +171,7 @@ class _Client:
         """Connect, handshake and check the far end (raises a CertpairError); with the
         preamble, the intent byte goes out with the first data."""
         options = self.options
-        reached = self._dial(deadline)
+        reached = self._reach(deadline)
         raw, used = reached.sock, reached.candidate
         link = TlsLink(raw, self.context, server_side=False)
         try:
@@ -173,7 +197,7 @@ class _Client:
             raise connection_error(exc, where) from exc
         with self.lock:  # a store write only when the address that answers changes
             changed, self.noted = self.noted != used, used
-        if changed:
+        if changed and used.kind != RELAYED:  # the relay is not the peer's address
             with contextlib.suppress(CertpairError):  # the address book is only a hint
                 self.store.note_address(peer, used.host, used.port, service=TUNNEL,
                                         source=CONTACT)

@@ -24,6 +24,8 @@ from certpair.addresses import host_of
 from certpair.errors import CertpairError
 from certpair.identity import load_identity
 from certpair.ports import ALPN_TUNNEL
+from certpair.relay import RelayAddress
+from certpair.relay.serving import RelayServing
 from certpair.store import Event, Peer, TrustStore, open_store
 from certpair.store.records import iso_time
 from certpair.trusted import (
@@ -96,6 +98,7 @@ class ServeOptions:
     half_close_timeout: float | None = HALF_CLOSE_TIMEOUT
     drain_timeout: float = 10.0
     key_sync: KeySync | None = None
+    relay: RelayAddress | None = None  # also wait for devices at this relay
 
 
 class _Server:
@@ -357,6 +360,24 @@ def _drop_received(link: TlsLink) -> None:
             return
 
 
+def _relay_feed(relay: RelayAddress, fingerprint: str, on_event: OnEvent,
+                ) -> Callable[[Callable[[socket.socket, str], None]], Callable[[], None]]:
+    """Connections waiting at ``relay`` (docs/RELAY.md), taken in like accepted ones;
+    mutual TLS decides who gets in, exactly as on the listening port."""
+    def feed(admit: Callable[[socket.socket, str], None]) -> Callable[[], None]:
+        def status(waiting: bool, reason: str, retry_in: float) -> None:
+            if not waiting:
+                on_event(Failed(remote=f"relay {relay}",
+                                reason=f"{reason}; trying again in {retry_in:g} s"))
+
+        serving = RelayServing(relay=relay, fingerprint=fingerprint, service="tunnel",
+                               hand_over=admit, on_status=status)
+        serving.start()
+        return serving.stop
+
+    return feed
+
+
 def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
                  listener: socket.socket | None = None,
                  ready: Callable[[], None] | None = None) -> None:
@@ -404,7 +425,10 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
         try:
             run_acceptor(sock, server.handle, connections=server.connections,
                          refusals=server.refusals, watch=server.watch, on_event=on_event,
-                         drain_timeout=options.drain_timeout, handshakes=server.handshakes)
+                         drain_timeout=options.drain_timeout, handshakes=server.handshakes,
+                         feed=None if options.relay is None else _relay_feed(
+                             options.relay, load_identity(options.home).fingerprint,
+                             on_event))
         finally:
             server.flush_log()
             if advertisement is not None:

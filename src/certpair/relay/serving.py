@@ -1,0 +1,189 @@
+"""A server's waiting connections at a relay, in threads (``serve``, ``tunnel serve``),
+and the client's way to one of them.
+
+The server keeps ``SLOTS`` connections waiting, one under each of its tokens (made of
+its fingerprint, the service and the slot number: public values only). When the relay
+glues one to a client, the socket is handed over (``hand_over``, which runs the TLS
+handshake: mutual TLS decides who gets in, exactly as on a direct connection) and the
+slot goes back to the relay at once. A waiting connection is renewed every
+``REFRESH`` seconds, so that a relay that vanished without a word is noticed; a relay
+that cannot be reached is retried after a delay that doubles from ``MIN_BACKOFF`` to
+``MAX_BACKOFF``. A client picks a slot at random; if the relay drops it (another
+client took that slot first), it tries another until its deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+from certpair.relay.address import (
+    CONNECTING_SIDE,
+    WAITING_SIDE,
+    RelayAddress,
+    Route,
+    service_token,
+)
+from certpair.relay.connect import RelayClosed, RelayError, connect_relay
+from certpair.relay.race import RELAY_DELAY
+from certpair.relay.waiting import MAX_BACKOFF, MIN_BACKOFF
+
+__all__ = ["REFRESH", "SLOTS", "RelayServing", "dial_either", "dial_service"]
+
+SLOTS = 4
+REFRESH = 120.0
+
+
+class RelayServing:
+    """Waiting connections of one service at one relay, each in a daemon thread.
+
+    Args:
+        relay: the relay.
+        fingerprint: this device's fingerprint.
+        service: ``serve`` or ``tunnel``.
+        hand_over: called with each glued socket and its remote label, in the slot's
+            thread; it must return quickly (start a thread) and owns the socket.
+        on_status: told ``(waiting, reason, retry_in)`` when a slot's state changes.
+        slots: how many connections wait at once.
+    """
+
+    def __init__(self, *, relay: RelayAddress, fingerprint: str, service: str,
+                 hand_over: Callable[[socket.socket, str], None],
+                 on_status: Callable[[bool, str, float], None] = lambda *_: None,
+                 slots: int = SLOTS) -> None:
+        self.relay = relay
+        self.remote = f"relay {relay}"
+        self.tokens = [service_token(fingerprint, service, slot) for slot in range(slots)]
+        self.hand_over = hand_over
+        self.on_status = on_status
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.waiting: set[socket.socket] = set()
+        self.troubled = True
+        self.glued = 0
+        self.threads = [threading.Thread(target=self._slot, args=(token,), daemon=True,
+                                         name=f"certpair-relay-slot-{n}")
+                        for n, token in enumerate(self.tokens)]
+
+    def start(self) -> None:
+        for thread in self.threads:
+            thread.start()
+
+    def stop(self) -> None:
+        """End every wait (the connections already handed over keep running)."""
+        self.stopping.set()
+        with self.lock:
+            for sock in self.waiting:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def _status(self, waiting: bool, reason: str, retry_in: float) -> None:
+        with self.lock:
+            changed = self.troubled == waiting
+            self.troubled = not waiting
+        if changed or not waiting:
+            self.on_status(waiting, reason, retry_in)
+
+    def _slot(self, token: str) -> None:
+        delay = MIN_BACKOFF
+        while not self.stopping.is_set():
+            started = time.monotonic()
+            try:
+                sock = self._wait(token)
+            except (RelayError, OSError) as exc:
+                if self.stopping.is_set():
+                    return
+                if time.monotonic() - started >= REFRESH / 2:
+                    delay = MIN_BACKOFF
+                reason = str(exc) if isinstance(exc, RelayError) else \
+                    f"the relay {self.relay}: {exc.strerror or exc}"
+                self._status(False, reason, delay)
+                self.stopping.wait(delay)  # a retry delay, ended early by stop()
+                delay = min(delay * 2, MAX_BACKOFF)
+                continue
+            delay = MIN_BACKOFF
+            if sock is None:
+                continue  # renewed
+            with self.lock:
+                self.glued += 1
+            self.hand_over(sock, self.remote)
+
+    def _wait(self, token: str) -> socket.socket | None:
+        """One waiting connection: the glued socket, or None when it was renewed."""
+        sock = socket.create_connection((self.relay.host, self.relay.port), timeout=10)
+        with self.lock:
+            self.waiting.add(sock)
+        try:
+            try:
+                glued = connect_relay(self.relay, token, WAITING_SIDE, timeout=REFRESH,
+                                      sock=sock, on_sent=lambda: self._status(True, "", 0))
+            except TimeoutError:
+                sock.close()
+                return None
+        finally:
+            with self.lock:
+                self.waiting.discard(sock)
+        return glued
+
+
+def dial_service(relay: RelayAddress, fingerprint: str, service: str, *, deadline: float,
+                 slots: int = SLOTS) -> socket.socket:
+    """Reach a device's service through the relay (blocking), before ``deadline``.
+
+    Returns:
+        A socket glued to one of the server's waiting connections (TLS comes next).
+
+    Raises:
+        RelayError: the relay cannot be reached, or refused the handshake.
+        TimeoutError: no waiting connection of that device came in time.
+    """
+    tried: list[int] = []
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("no waiting connection at the relay")
+        free = [n for n in range(slots) if n not in tried] or list(range(slots))
+        slot = free[secrets.randbelow(len(free))]
+        tried.append(slot)
+        try:
+            return connect_relay(relay, service_token(fingerprint, service, slot),
+                                 CONNECTING_SIDE, timeout=left)
+        except RelayClosed:
+            continue  # another client took that slot first: try another one
+
+
+def dial_either(*, direct: tuple[str, int] | None, relay: RelayAddress, fingerprint: str,
+                service: str, deadline: float,
+                relay_delay: float = RELAY_DELAY) -> tuple[socket.socket, Route]:
+    """Direct first (for at most ``relay_delay`` seconds), then the device's service
+    through the relay (blocking): the same order as :func:`~certpair.relay.race.connect_first`.
+
+    Args:
+        direct: the device's last known address, or None.
+        relay: the relay where the device's service waits.
+        fingerprint: the device's fingerprint (its service's tokens are made of it).
+        service: ``serve`` or ``tunnel``.
+        deadline: ``time.monotonic()`` by which a connection must be up.
+        relay_delay: how long the direct attempt has.
+
+    Returns:
+        The connected socket (TLS comes next) and the route it took.
+
+    Raises:
+        RelayError: the relay cannot be reached, or refused the handshake.
+        TimeoutError: nothing came in time.
+    """
+    if direct is not None:
+        host, port = direct
+        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        wait = max(0.05, min(relay_delay, deadline - time.monotonic()))
+        with contextlib.suppress(OSError):
+            sock = socket.create_connection(direct, timeout=wait)
+            sock.settimeout(None)
+            return sock, Route(path="direct", remote=shown)
+    sock = dial_service(relay, fingerprint, service, deadline=deadline)
+    return sock, Route(path="relay", remote=f"relay {relay}")
