@@ -3,16 +3,19 @@ addresses are tried in, and the race that reports which one answered (loopback o
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import certpair.trusted.dial as dial_module
 from certpair.addresses import format_address, host_of, parse_address
 from certpair.errors import BadInput, NetworkError
 from certpair.identity import create_identity
@@ -145,6 +148,68 @@ def test_the_race_reports_the_address_that_answered_and_names_every_failure() ->
             assert reached.sock.getpeername()[:2] == ("127.0.0.2", port)
     with pytest.raises(NetworkError, match=f"cannot reach alpha at {dead}"):
         dial([dead], timeout=5, what="alpha")
+
+
+def test_an_address_that_answers_within_the_delay_is_reached_without_an_event_loop(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The common case (loopback, a LAN, last time's winner) costs a connect, not an
+    # event loop and a resolver thread per connection (docs/PERFORMANCE.md).
+    loops: list[object] = []
+    real_run = asyncio.run
+
+    def counting_run(main: Any, **kwargs: Any) -> Any:
+        loops.append(main)
+        return real_run(main, **kwargs)
+
+    monkeypatch.setattr(asyncio, "run", counting_run)
+    threads = threading.active_count()
+    with socket.create_server(("127.0.0.2", 0)) as listener:
+        alive = Candidate(host="127.0.0.2", port=int(listener.getsockname()[1]),
+                          source=CONTACT)
+        dead = Candidate(host="127.0.0.1", port=_closed_port(), source=PAIRING)
+        for _ in range(3):
+            reached = dial([alive, dead], timeout=5, what="alpha")
+            with reached.sock:
+                assert reached.candidate == alive
+                assert reached.sock.gettimeout() == 5  # blocking, as from the race
+        assert (loops, threading.active_count()) == ([], threads)
+        reached = dial([dead, alive], timeout=5, what="alpha")  # refused: the race
+        with reached.sock:
+            assert reached.candidate == alive
+        assert len(loops) == 1
+
+
+def test_the_first_attempt_still_connecting_after_the_delay_stays_in_the_race(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A full accept queue drops the SYN: the first attempt is still connecting when the
+    # race starts; the other address is refused; the SYN's retransmission (~1 s) wins.
+    with socket.socket() as listener, socket.socket() as queued:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = int(listener.getsockname()[1])
+        queued.connect(("127.0.0.1", port))  # fills the queue (backlog 0 holds one)
+        slow = Candidate(host="127.0.0.1", port=port, source=CONTACT)
+        dead = Candidate(host="127.0.0.1", port=_closed_port(), source=PAIRING)
+        started = threading.Event()
+
+        def make_room() -> None:
+            started.wait(5)
+            listener.accept()[0].close()
+
+        thread = threading.Thread(target=make_room, daemon=True)
+        thread.start()
+        real = dial_module._answered
+
+        def answered(attempt: Any, wait: float) -> bool | None:
+            result = real(attempt, wait)
+            started.set()  # the SYN was dropped; room is made for its retransmission
+            return result
+
+        monkeypatch.setattr(dial_module, "_answered", answered)
+        reached = dial([slow, dead], timeout=10, what="alpha", delay=0.05)
+        with reached.sock:
+            assert reached.candidate == slow
+        thread.join(5)
 
 
 def test_an_announced_address_is_raced_as_it_comes_when_the_known_ones_fail() -> None:
