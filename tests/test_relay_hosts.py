@@ -104,6 +104,7 @@ def three_hosts() -> Iterator[ThreeHosts]:
                            check=False)
         pytest.skip(f"cannot create network namespaces here: {exc}")
     try:
+        assert_separated(hosts)  # first, for every module that uses these hosts
         yield hosts
     finally:
         hosts.relay.kill()
@@ -111,18 +112,23 @@ def three_hosts() -> Iterator[ThreeHosts]:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
 
-def test_each_device_reaches_the_relay_but_not_the_other_device(three_hosts: ThreeHosts) -> None:
-    listener = Proc([*ThreeHosts.on(three_hosts.b), sys.executable, "-u", "-c",
+def assert_separated(hosts: ThreeHosts) -> None:
+    """A and B each reach the relay, and not each other (B really listens: R reaches it)."""
+    listener = Proc([*ThreeHosts.on(hosts.b), sys.executable, "-u", "-c",
                      "import socket; s = socket.create_server(('0.0.0.0', 0)); "
                      "print(s.getsockname()[1], flush=True); s.accept()"])
     try:
         port = int(listener.next_line())
-        assert _reach(three_hosts.r, B_ADDRESS, port) == "reached"  # B listens, really
-        assert _reach(three_hosts.a, B_ADDRESS, port).startswith("unreachable")
+        assert _reach(hosts.r, B_ADDRESS, port) == "reached"  # B listens, really
+        assert _reach(hosts.a, B_ADDRESS, port).startswith("unreachable")
     finally:
         listener.kill()
-    for ns in (three_hosts.a, three_hosts.b):
-        assert _reach(ns, RELAY_ADDRESS, three_hosts.relay.port) == "reached"
+    for ns in (hosts.a, hosts.b):
+        assert _reach(ns, RELAY_ADDRESS, hosts.relay.port) == "reached"
+
+
+def test_each_device_reaches_the_relay_but_not_the_other_device(three_hosts: ThreeHosts) -> None:
+    assert_separated(three_hosts)
 
 
 def _assert_paired(a: Path, b: Path) -> None:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import shlex
 import socket
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +29,7 @@ from certpair.net import PeerPaired, RelayStatus, run_join
 from certpair.relay import CONNECTING_SIDE, RelayAddress, pairing_token
 from certpair.relay.race import Route
 from certpair.store import TrustStore
+from tests.cliutil import Proc, certpair_argv, run
 from tests.netutil import RunningOffer, running_offer
 from tests.relayutil import HostileRelay, RealRelay, real_relay
 
@@ -225,7 +229,7 @@ async def test_a_relay_that_glues_the_joiner_to_a_third_party_pairs_nobody(
 
 
 async def test_a_relay_that_dies_after_the_offerer_committed_leaves_both_unconfirmed_not_silent(
-    make_device: MakeDevice,
+    make_device: MakeDevice, tmp_path: Path,
 ) -> None:
     (alpha, alpha_store), (beta, beta_store) = make_device("alpha"), make_device("beta")
     with real_relay() as dying:
@@ -250,6 +254,34 @@ async def test_a_relay_that_dies_after_the_offerer_committed_leaves_both_unconfi
     for store, other in ((alpha_store, beta), (beta_store, alpha)):
         [kept] = store.peers()
         assert (kept.fingerprint, kept.confirmed) == (other.fingerprint, False)
+
+    # The commands the joiner's message names exist and settle it, run as written
+    # (the relay back on its address): alpha's serve, then beta's ping through it.
+    hint = str(joined.value)
+    ping = shlex.split(re.findall(r"`(certpair ping [^`]+)`", hint)[0])
+    serve = shlex.split(re.findall(r"`(certpair serve [^`]+)`", hint)[0])
+    assert (ping[1:3], serve[1:3]) == (["ping", "--relay"], ["serve", "--relay"])
+    with real_relay(port=dying.port), \
+            _running(certpair_argv(tmp_path / "alpha", *serve[1:], "--json")) as server:
+        while (event := server.next_event())["event"] != "relay":
+            pass
+        assert event["status"] == "waiting"
+        pinged = await asyncio.to_thread(run, tmp_path / "beta", *ping[1:])
+        assert pinged.returncode == 0, pinged.stderr
+        assert "confirmed" in pinged.stdout
+        while (event := server.next_event())["event"] != "connection":
+            pass
+    for store in (alpha_store, beta_store):
+        assert [p.confirmed for p in store.peers()] == [True]
+
+
+@contextlib.contextmanager
+def _running(argv: list[str]) -> Iterator[Proc]:
+    proc = Proc(argv)
+    try:
+        yield proc
+    finally:
+        proc.kill()
 
 
 async def test_a_relay_that_dies_after_the_joiner_committed_leaves_the_offerer_unconfirmed(

@@ -1,5 +1,6 @@
 """`serve --relay` through a relay: a bounded set of waiting connections, each replaced
-when used, and mutual TLS deciding who gets in exactly as on the listening port.
+when used, nothing readable in what crosses the relay (no name, no certificate, no
+fingerprint), and mutual TLS deciding who gets in exactly as on the listening port.
 
 The relay here is the tests' own (same protocol as the transit relay), so the test can
 count what waits at it and record what crosses it.
@@ -14,6 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from certpair.relay import service_token
 from certpair.relay.serving import SLOTS, dial_service
@@ -64,6 +67,15 @@ async def test_serve_keeps_a_bounded_set_of_waiting_connections_and_replaces_eac
         waiting = sum(len(hostile.waiting.get(token, [])) for token in tokens)
         assert waiting == SLOTS
         assert len(hostile.tokens) == SLOTS + 3 + 3  # + the 3 clients + 3 replacements
+        # Three answers naming both devices crossed it: it read none of them.
+        capture = bytes(hostile.capture)
+        assert len(capture) > 3000
+        for who in ("alpha", "beta"):
+            cert = x509.load_pem_x509_certificate(
+                (devices.home(who) / "identity" / "cert.pem").read_bytes())
+            for forbidden in (who.encode(), cert.subject.public_bytes(),
+                              cert.public_bytes(Encoding.DER), devices.fp(who).encode()):
+                assert forbidden not in capture
     finally:
         serve.kill()
         await hostile.close()

@@ -1,6 +1,7 @@
 """Trusted connections through the relay between two hosts that cannot reach each
 other (the three namespaces of tests/test_relay_hosts.py): ``ping`` to ``serve
---relay``, and a tunnel transfer both ways with a half-close in the middle, checked
+--relay``, ``sync --relay PEER`` and ``sync --all`` with CERTPAIR_RELAY (a rotation
+told through it), and a tunnel transfer both ways with a half-close in the middle, checked
 by SHA-256; then the relay dies mid-transfer (the transfer ends short and is said to
 have ended, never completed silently), and once it is back the server's waiting
 connections return by themselves and the next transfer goes through.
@@ -8,14 +9,16 @@ connections return by themselves and the next transfer goes through.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
 from tests.cliutil import LOOPBACK, Offerer, Proc, certpair_argv, run
 from tests.relayutil import RealRelay
-from tests.test_relay_hosts import ThreeHosts, three_hosts
+from tests.test_relay_hosts import RELAY_ADDRESS, ThreeHosts, three_hosts
 
 __all__ = ["three_hosts"]  # the fixture, shared with tests/test_relay_hosts.py
 
@@ -114,6 +117,27 @@ def test_ping_and_a_tunnel_transfer_through_the_relay_then_the_relay_dies_and_re
     assert (reply["event"], reply["remote"], reply["peer"]["name"]) == (
         "reply", f"relay {hosts.relay_arg}", "alpha")
     assert _connection(serve)["outcome"] == "accepted"  # mutual TLS let beta in
+
+    # sync goes the same way: PEER with --relay, and --all with the setting
+    # (CERTPAIR_RELAY) every command reads. beta's rotation reaches alpha through it.
+    rotated = run(b, "rotate", "--json", prefix=ThreeHosts.on(hosts.b))
+    assert rotated.returncode == 0, rotated.stderr
+    successor = json.loads(rotated.stdout.splitlines()[0])["fingerprint"]
+    synced = run(b, "sync", "--relay", hosts.relay_arg, "alpha", "--json",
+                 prefix=ThreeHosts.on(hosts.b))
+    assert synced.returncode == 0, synced.stderr
+    told = json.loads(synced.stdout.splitlines()[0])
+    assert (told["remote"], told["address_from"], told["told"], told["new_fingerprint"]) == (
+        f"relay {hosts.relay_arg}", "relay", "accepted", successor)
+    every = run(b, "sync", "--all", "--json",
+                prefix=[*ThreeHosts.on(hosts.b), "env", f"CERTPAIR_RELAY={hosts.relay_arg}"])
+    assert every.returncode == 0, every.stderr
+    lines = [json.loads(line) for line in every.stdout.splitlines()]
+    assert (lines[0]["remote"], lines[0]["outcome"]) == (f"relay {hosts.relay_arg}", "done")
+    assert (lines[-1]["synced"], lines[-1]["failed"]) == (1, 0)
+    with contextlib.closing(sqlite3.connect(b / "trust.db")) as db:  # a hint, not a route
+        assert RELAY_ADDRESS not in {host for (host,) in db.execute(
+            "SELECT host FROM address_book")}
 
     target = Proc([*ThreeHosts.on(hosts.a), sys.executable, "-u", "-c", _TARGET])
     offerers.append(target)

@@ -6,8 +6,9 @@ that decides in which order a command tries them; ``trusted/dial.py`` races them
 (RFC 8305 staggered starts) and reports which one won. An address is only ever a hint:
 whoever answers there still has to pass the TLS check, pinned to the peer.
 
-The entry has a ``kind`` (its transport): ``direct`` (TCP to ``host:port``) is the only
-one today; another transport (a relay) adds its own kind without changing the others.
+The entry has a ``kind`` (its transport): ``direct`` (TCP to ``host:port``); a
+:class:`Candidate` of kind ``relay`` is a connection made through a transit relay (its
+host and port are the relay's: never noted as the peer's address, docs/RELAY.md).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from certpair.addresses import format_address
 
 __all__ = [
     "ANNOUNCED", "CONTACT", "DIRECT", "GIVEN", "HOST_ONLY", "MAX_CANDIDATES", "PAIRING",
-    "SERVE", "TUNNEL", "Candidate", "PeerAddress", "candidates",
+    "RELAYED", "SERVE", "TUNNEL", "Candidate", "PeerAddress", "candidates",
 ]
 
 # What the address is for: the peer's `serve`, its `tunnel serve`, or its host only
@@ -35,6 +36,7 @@ PAIRING = "pairing"      # the pairing connection
 GIVEN = "given"          # the user gave it (HOST[:PORT], --to)
 
 DIRECT = "direct"  # TCP to host:port
+RELAYED = "relay"  # through a transit relay (host:port is the relay's)
 
 MAX_CANDIDATES = 8  # tried at most per attempt: a race stays short whatever the book holds
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,8 +25,6 @@ if TYPE_CHECKING:
 
 
 __all__ = ["command"]
-
-RELAYED = "relay"  # a Candidate's kind: reached through a transit relay
 
 _MAX_ANSWER = 65536
 
@@ -88,7 +85,7 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
       certpair ping 192.168.1.20
       certpair ping '[fe80::1%eth0]:4491' --json
     """
-    from certpair.reach import CONTACT, SERVE  # noqa: PLC0415
+    from certpair.reach import CONTACT, RELAYED, SERVE  # noqa: PLC0415
     from certpair.trusted import NotPaired, check_service  # noqa: PLC0415
     from certpair.trusted.failures import strict_eof  # noqa: PLC0415
 
@@ -171,7 +168,8 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
     for a short while and then the relay) or to HOST[:PORT]."""
     from certpair.reach import GIVEN, SERVE, Candidate  # noqa: PLC0415
     from certpair.trusted import client_context, connect  # noqa: PLC0415
-    from certpair.trusted.dial import connect_peer, route  # noqa: PLC0415
+    from certpair.trusted.dial import route  # noqa: PLC0415
+    from certpair.trusted.relayed import reach_peer  # noqa: PLC0415
 
     if named is None:
         host, port = HostPort(SERVE_PORT).convert(target, None, ctx)
@@ -183,22 +181,8 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
         return tls, peer, Candidate(host=host, port=port, source=GIVEN)
     candidates, discover = route(store, named, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)
-    if relay is None:
-        return connect_peer(named, candidates, home, context=context, timeout=timeout,
-                            discover=discover)
-    from certpair.relay.race import RELAY_DELAY  # noqa: PLC0415
-
-    if candidates or discover is not None:
-        with contextlib.suppress(CertpairError):
-            return connect_peer(named, candidates, home, context=context,
-                                timeout=min(timeout, RELAY_DELAY), discover=discover)
-    from certpair.cli.relay_report import reach_relayed  # noqa: PLC0415
-
-    sock = reach_relayed(named, "serve", relay, timeout)
-    tls, peer = connect(relay.host, relay.port, home, context=context, timeout=timeout,
-                        peer=named, sock=sock)
-    return tls, peer, Candidate(host=relay.host, port=relay.port, source="relay",
-                                kind=RELAYED)
+    return reach_peer(named, candidates, home, context=context, timeout=timeout,
+                      discover=discover, relay=relay)
 
 
 def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import click
 
 from certpair.addresses import format_address
 from certpair.cli.context import emit_json, home_of, store_of
-from certpair.cli.params import Finite, parse_host_port
+from certpair.cli.params import Finite, parse_host_port, relay_option
 from certpair.cli.terminal import printable
 from certpair.errors import BadInput, NetworkError
 from certpair.ports import SERVE_PORT
+
+if TYPE_CHECKING:
+    from certpair.relay import RelayAddress
 
 __all__ = ["command"]
 
@@ -28,24 +32,29 @@ __all__ = ["command"]
                    "raced with its known addresses (0: do not).")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               metavar="N", help="Peers synced at once with --all.")
+@relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
-            discovery_timeout: float | None, workers: int, as_json: bool) -> None:
+            discovery_timeout: float | None, workers: int, relay: RelayAddress | None,
+            as_json: bool) -> None:
     """Tell paired devices this device's pending key rotation, and learn theirs.
 
     PEER is a paired device's name or fingerprint prefix: it is reached at its
     addresses from the address book (where it was last reached, announced or paired)
     and its serve's announcement, and only that device may answer. Anything else is
     HOST[:PORT] of a paired device's serve. Every ping does the same with the device
-    it reaches. With --all, a peer that cannot be reached is named with the reason,
-    and the exit status is 4.
+    it reaches. With --relay (or CERTPAIR_RELAY), a PEER that none of its addresses
+    answers for is reached through the relay, at its `serve --relay` (docs/RELAY.md);
+    with --all, every such peer. With --all, a peer that cannot be reached is named
+    with the reason, and the exit status is 4.
 
     \b
     Examples:
       certpair sync laptop --json
       certpair sync 192.168.1.20
       certpair sync --all
+      certpair sync --all --relay tcp:relay.example:4001
     """
     from certpair.rotation.fleet import sync_all, sync_peer, sync_with  # noqa: PLC0415
     from certpair.store import PeerNotFound  # noqa: PLC0415
@@ -68,7 +77,7 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
             return
         attempt = sync_peer(peer, home=home, store=store, timeout=timeout,
                             discovery_timeout=3.0 if discovery_timeout is None
-                            else discovery_timeout)
+                            else discovery_timeout, relay=relay)
         if attempt.error is not None:
             raise attempt.error
         assert attempt.outcome is not None
@@ -79,7 +88,7 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
     start = time.perf_counter()
     done, failed = 0, []
     for attempt in sync_all(home, store, workers=workers, timeout=timeout,
-                            discovery_timeout=discovery_timeout or 0.0):
+                            discovery_timeout=discovery_timeout or 0.0, relay=relay):
         render_sync(attempt.outcome, attempt.address, as_json, error=attempt.error,
                     quiet=attempt.outcome is not None and not as_json,
                     address_from=attempt.address_from, peer=attempt.peer)

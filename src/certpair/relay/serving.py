@@ -25,14 +25,12 @@ from certpair.relay.address import (
     CONNECTING_SIDE,
     WAITING_SIDE,
     RelayAddress,
-    Route,
     service_token,
 )
 from certpair.relay.connect import RelayClosed, RelayError, connect_relay
-from certpair.relay.race import RELAY_DELAY
 from certpair.relay.waiting import MAX_BACKOFF, MIN_BACKOFF
 
-__all__ = ["REFRESH", "SLOTS", "RelayServing", "dial_either", "dial_service"]
+__all__ = ["REFRESH", "SLOTS", "RelayServing", "dial_service"]
 
 SLOTS = 4
 REFRESH = 120.0
@@ -154,36 +152,3 @@ def dial_service(relay: RelayAddress, fingerprint: str, service: str, *, deadlin
                                  CONNECTING_SIDE, timeout=left)
         except RelayClosed:
             continue  # another client took that slot first: try another one
-
-
-def dial_either(*, direct: tuple[str, int] | None, relay: RelayAddress, fingerprint: str,
-                service: str, deadline: float,
-                relay_delay: float = RELAY_DELAY) -> tuple[socket.socket, Route]:
-    """Direct first (for at most ``relay_delay`` seconds), then the device's service
-    through the relay (blocking): the same order as :func:`~certpair.relay.race.connect_first`.
-
-    Args:
-        direct: the device's last known address, or None.
-        relay: the relay where the device's service waits.
-        fingerprint: the device's fingerprint (its service's tokens are made of it).
-        service: ``serve`` or ``tunnel``.
-        deadline: ``time.monotonic()`` by which a connection must be up.
-        relay_delay: how long the direct attempt has.
-
-    Returns:
-        The connected socket (TLS comes next) and the route it took.
-
-    Raises:
-        RelayError: the relay cannot be reached, or refused the handshake.
-        TimeoutError: nothing came in time.
-    """
-    if direct is not None:
-        host, port = direct
-        shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        wait = max(0.05, min(relay_delay, deadline - time.monotonic()))
-        with contextlib.suppress(OSError):
-            sock = socket.create_connection(direct, timeout=wait)
-            sock.settimeout(None)
-            return sock, Route(path="direct", remote=shown)
-    sock = dial_service(relay, fingerprint, service, deadline=deadline)
-    return sock, Route(path="relay", remote=f"relay {relay}")

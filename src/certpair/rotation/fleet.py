@@ -3,7 +3,9 @@
 Each sync is its own trusted connection (``certpair serve`` answers the ``sync`` line).
 A peer is reached at its addresses from the address book (and, if asked, its serve's
 DNS-SD announcement), raced (``trusted/dial.py``); the connection must present that
-peer's certificate, so ``sync PEER`` talks to that peer only. ``sync_all`` runs the
+peer's certificate, so ``sync PEER`` talks to that peer only. With a relay configured,
+a peer none of those addresses answers for is reached through it, at its ``serve
+--relay`` (``trusted/relayed.py``, docs/RELAY.md). ``sync_all`` runs the
 peers on a few threads sharing one client context and one store, and reports every
 peer: synced, or not reached and why.
 """
@@ -18,12 +20,14 @@ from pathlib import Path
 
 from certpair.errors import CertpairError
 from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
-from certpair.reach import CONTACT, GIVEN, SERVE, Candidate
+from certpair.reach import CONTACT, GIVEN, RELAYED, SERVE, Candidate
+from certpair.relay import RelayAddress
 from certpair.rotation.exchange import SyncOutcome, run_sync
 from certpair.store import Peer, TrustStore
 from certpair.trusted import check_service, client_context, connect, connection_error
-from certpair.trusted.dial import connect_peer, route
+from certpair.trusted.dial import route
 from certpair.trusted.failures import strict_eof
+from certpair.trusted.relayed import reach_peer
 
 __all__ = ["SyncAttempt", "sync_all", "sync_peer", "sync_with"]
 
@@ -45,9 +49,14 @@ def _context(home: Path, peer: Peer | None = None) -> ssl.SSLContext:
     return context
 
 
+def _shown(used: Candidate) -> str:
+    """The address for people and the log: the relay's, for a relayed connection."""
+    return f"relay tcp:{used}" if used.kind == RELAYED else str(used)
+
+
 def _run(tls: ssl.SSLSocket, peer: Peer, used: Candidate, *, home: Path,
          store: TrustStore) -> SyncOutcome:
-    remote = str(used)
+    remote = _shown(used)
     with strict_eof(tls):
         check_service(tls, ALPN_SERVE, remote)
         peer_cert = tls.getpeercert(binary_form=True)
@@ -57,7 +66,8 @@ def _run(tls: ssl.SSLSocket, peer: Peer, used: Candidate, *, home: Path,
                                home=home, store=store, remote=remote, initiator=True)
         except OSError as exc:
             raise connection_error(exc, remote) from exc
-    store.note_address(outcome.peer, used.host, used.port, service=SERVE, source=CONTACT)
+    if used.kind != RELAYED:  # the relay is not the peer's address
+        store.note_address(outcome.peer, used.host, used.port, service=SERVE, source=CONTACT)
     return outcome
 
 
@@ -77,10 +87,12 @@ def sync_with(host: str, port: int, *, home: Path, store: TrustStore,
 
 def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
               context: ssl.SSLContext | None = None, timeout: float = 10.0,
-              discovery_timeout: float = 0.0) -> SyncAttempt:
+              discovery_timeout: float = 0.0,
+              relay: RelayAddress | None = None) -> SyncAttempt:
     """Reach ``peer``'s ``serve`` at its known (or announced) addresses and run one sync;
     only ``peer`` may answer (the context is pinned to it unless one is given, and the
-    device that answers is checked either way).
+    device that answers is checked either way). With ``relay``, a peer none of them
+    answers for within :data:`~certpair.relay.race.RELAY_DELAY` is reached through it.
 
     Returns:
         The attempt: the address used and the outcome, or the address(es) tried and the
@@ -91,21 +103,24 @@ def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
     """
     candidates, discover = route(store, peer, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)
-    tried = ", ".join(str(c) for c in candidates) or "no known address"
+    tried = ", ".join([*(str(c) for c in candidates), *([f"relay {relay}"] if relay else [])]
+                      ) or "no known address"
     try:
-        tls, found, used = connect_peer(peer, candidates, home,
-                                        context=context or _context(home, peer),
-                                        timeout=timeout, discover=discover)
+        tls, found, used = reach_peer(peer, candidates, home,
+                                      context=context or _context(home, peer),
+                                      timeout=timeout, discover=discover, relay=relay)
         outcome = _run(tls, found, used, home=home, store=store)
     except CertpairError as exc:
         return SyncAttempt(address=tried, peer=peer, error=exc)
-    return SyncAttempt(address=str(used), peer=peer, address_from=used.source,
+    return SyncAttempt(address=_shown(used), peer=peer, address_from=used.source,
                        outcome=outcome)
 
 
 def sync_all(home: Path, store: TrustStore, *, workers: int = 8, timeout: float = 10.0,
-             discovery_timeout: float = 0.0) -> Iterator[SyncAttempt]:
-    """Sync with every paired device, ``workers`` at a time.
+             discovery_timeout: float = 0.0,
+             relay: RelayAddress | None = None) -> Iterator[SyncAttempt]:
+    """Sync with every paired device, ``workers`` at a time (with ``relay``, those not
+    reached directly through it, as :func:`sync_peer`).
 
     Yields:
         One attempt per peer (in the store's order): synced, or why not.
@@ -117,7 +132,7 @@ def sync_all(home: Path, store: TrustStore, *, workers: int = 8, timeout: float 
 
     def attempt(peer: Peer) -> SyncAttempt:
         return sync_peer(peer, home=home, store=store, context=context, timeout=timeout,
-                         discovery_timeout=discovery_timeout)
+                         discovery_timeout=discovery_timeout, relay=relay)
 
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         yield from pool.map(attempt, store.peers())

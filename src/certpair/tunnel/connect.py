@@ -27,10 +27,9 @@ from pathlib import Path
 from certpair.errors import CertpairError
 from certpair.identity import fingerprint
 from certpair.ports import ALPN_TUNNEL, alpn_offer
-from certpair.reach import CONTACT, TUNNEL, Candidate
+from certpair.reach import CONTACT, RELAYED, TUNNEL, Candidate
 from certpair.relay import RelayAddress
 from certpair.relay.race import RELAY_DELAY
-from certpair.relay.serving import dial_service
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted import (
     NotPaired,
@@ -42,6 +41,7 @@ from certpair.trusted import (
     explain_certificate,
 )
 from certpair.trusted.dial import Discover, Reached, dial
+from certpair.trusted.relayed import dial_relayed
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
 from certpair.tunnel.far_end import FarEnd
@@ -52,7 +52,6 @@ from certpair.tunnel.watch import Connections, Refusals, TrustWatch, settle_pair
 
 __all__ = ["ConnectOptions", "connect_tunnel"]
 
-RELAYED = "relay"  # a Candidate's kind: reached through a transit relay
 
 _ROLE = "tunnel-client"
 
@@ -118,11 +117,8 @@ class _Client:
         if self.candidates or self.options.host:
             with contextlib.suppress(CertpairError):
                 return self._dial(min(deadline, time.monotonic() + RELAY_DELAY))
-        try:
-            sock = dial_service(relay, self.options.peer.fingerprint, "tunnel",
-                                deadline=deadline)
-        except OSError as exc:
-            raise connection_error(exc, f"relay {relay}") from exc
+        sock = dial_relayed(self.options.peer, "tunnel", relay,
+                            max(0.1, deadline - time.monotonic()))
         return Reached(sock=sock, candidate=Candidate(host=relay.host, port=relay.port,
                                                       source="relay", kind=RELAYED))
 

@@ -1,0 +1,92 @@
+"""A paired device's service reached directly first, then through a transit relay.
+
+``ping``, ``sync`` and ``tunnel connect`` with a relay configured (``--relay`` or
+``CERTPAIR_RELAY``, docs/RELAY.md): the device's known and announced addresses are
+raced as without a relay, for at most :data:`~certpair.relay.race.RELAY_DELAY`
+seconds; then one of the connections its ``serve --relay`` keeps waiting at the relay
+(``relay/serving.py``). TLS runs over the glued socket exactly as over a direct one,
+pinned to the device: the relay carries bytes and decides nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import ssl
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from certpair.errors import CertpairError, NetworkError
+from certpair.reach import RELAYED, Candidate
+from certpair.relay import RelayAddress
+from certpair.relay.race import RELAY_DELAY
+from certpair.relay.serving import dial_service
+from certpair.store import Peer
+from certpair.trusted.client import connect
+from certpair.trusted.dial import Discover, connect_peer
+from certpair.trusted.failures import connection_error
+
+__all__ = ["dial_relayed", "reach_peer"]
+
+
+def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
+                 timeout: float) -> socket.socket:
+    """A socket glued to one of ``peer``'s waiting connections of ``service``
+    (``serve``, ``tunnel``) at ``relay``; TLS comes next.
+
+    Raises:
+        NetworkError: nothing answered in time, or the relay failed (in words).
+    """
+    try:
+        return dial_service(relay, peer.fingerprint, service,
+                            deadline=time.monotonic() + timeout)
+    except TimeoutError:
+        command = "serve" if service == "serve" else "tunnel serve"
+        raise NetworkError(f"{peer.name} did not answer at the relay {relay} within "
+                           f"{timeout:g} s: is `certpair {command} --relay {relay}` running "
+                           "there?") from None
+    except OSError as exc:
+        raise connection_error(exc, f"relay {relay}") from exc
+
+
+def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
+               context: ssl.SSLContext, timeout: float, discover: Discover | None = None,
+               relay: RelayAddress | None = None, service: str = "serve",
+               ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+    """Reach ``peer``'s ``service`` at its addresses, then (with ``relay``) through it.
+
+    Args:
+        peer: the paired device.
+        candidates: its addresses (:func:`certpair.trusted.dial.route`).
+        home: certpair's home directory.
+        context: a client context pinned to ``peer``.
+        timeout: seconds for each attempt and every later read or write.
+        discover: DNS-SD lookup raced with the addresses.
+        relay: the configured relay, or None (addresses only).
+        service: ``serve`` or ``tunnel`` (the waiting connections' tokens name it).
+
+    Returns:
+        The TLS socket (``timeout`` set), the verified peer and the way it was
+        reached: a :class:`Candidate` of kind :data:`~certpair.reach.RELAYED` (the
+        relay's address) through the relay.
+
+    Raises:
+        NotPaired, Expired, NetworkError: as for :func:`connect_peer`; through the
+            relay, the relay's failure (the direct one's is in ``__context__``).
+    """
+    if relay is None:
+        return connect_peer(peer, candidates, home, context=context, timeout=timeout,
+                            discover=discover)
+    if candidates or discover is not None:
+        with contextlib.suppress(CertpairError):
+            tls, found, used = connect_peer(peer, candidates, home, context=context,
+                                            timeout=min(timeout, RELAY_DELAY),
+                                            discover=discover)
+            tls.settimeout(timeout)
+            return tls, found, used
+    sock = dial_relayed(peer, service, relay, timeout)
+    tls, found = connect(relay.host, relay.port, home, context=context, timeout=timeout,
+                         peer=peer, sock=sock)
+    return tls, found, Candidate(host=relay.host, port=relay.port, source="relay",
+                                 kind=RELAYED)
