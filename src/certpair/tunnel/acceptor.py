@@ -170,6 +170,7 @@ def run_acceptor(
             reset(sock)
             refusals.add(host_of(remote), slot)
             return
+        connections.handling(+1)
         workers.submit(functools.partial(_run_one, handle, connections, on_event, sock,
                                          remote, slot))
 
@@ -222,8 +223,11 @@ def _run_one(handle: Handler, connections: Connections, on_event: OnEvent,
             connections.release_slot()
         else:
             slot.leave()
-    if last is not None:  # reported once the slot is free again
-        on_event(last)
+    try:
+        if last is not None:  # reported once the slot is free again
+            on_event(last)
+    finally:
+        connections.handling(-1)
 
 
 def _wake_listener(listener: socket.socket) -> None:

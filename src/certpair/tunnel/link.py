@@ -10,6 +10,8 @@ two threads at once. Every wait here is bounded by a deadline.
 from __future__ import annotations
 
 import contextlib
+import itertools
+import mmap
 import select
 import socket
 import ssl
@@ -22,9 +24,10 @@ from certpair.trusted import PeerRefused
 
 __all__ = ["CHUNK", "Outbox", "TlsLink", "reset", "wait_for"]
 
-# One read or write per system call. 64 KiB costs the same CPU per GiB as 256 KiB did
-# (the buffers stay in cache) and keeps the memory BIOs, whose buffers never shrink,
-# small: 16 busy connections held ~12 MB more at 256 KiB (docs/PERFORMANCE.md).
+# The most one read takes from a socket, and about the most a direction holds in flight.
+# 256 KiB cost the same CPU per GiB (measured again for issue 23: per-record work
+# dominates, not per-read) and raised the peak RSS of 16 busy connections by ~10 MB:
+# OpenSSL's memory BIOs never shrink (docs/PERFORMANCE.md).
 CHUNK = 64 * 1024
 _LINGER = 2.0
 
@@ -49,31 +52,33 @@ class Outbox:
     """Bytes waiting for a non-blocking socket, sent without joining them."""
 
     def __init__(self) -> None:
-        self._parts: deque[memoryview] = deque()
+        self._parts: deque[bytes | memoryview] = deque()
         self.size = 0
 
     def add(self, data: bytes) -> None:
         if data:
-            self._parts.append(memoryview(data))
+            self._parts.append(data)
             self.size += len(data)
 
     def send(self, sock: socket.socket) -> int:
         """Send what the socket takes now; return the byte count (0 if it would block)."""
         if not self.size:
             return 0
+        parts = self._parts
         try:
-            sent = sock.sendmsg(list(self._parts)[:64])
+            sent = (sock.send(parts[0]) if len(parts) == 1
+                    else sock.sendmsg(list(itertools.islice(parts, 64))))
         except (BlockingIOError, InterruptedError):
             return 0
         self.size -= sent
         left = sent
         while left:
-            head = self._parts[0]
+            head = parts[0]
             if len(head) <= left:
                 left -= len(head)
-                self._parts.popleft()
+                parts.popleft()
             else:
-                self._parts[0] = head[left:]
+                parts[0] = memoryview(head)[left:]
                 left = 0
         return sent
 
@@ -91,6 +96,17 @@ class TlsLink:
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side)
         self.outbox = Outbox()
         self.raw_eof = False
+        self._scratch: memoryview | None = None
+
+    @property
+    def scratch(self) -> memoryview:
+        """A buffer of :data:`CHUNK` bytes for one read at a time, whose bytes are copied
+        on at once (into OpenSSL) so that it can be reused: the socket's reads land here
+        without allocating. Mapped on first use, so its pages are resident only once
+        touched (an idle connection holds a page or two, not 64 KiB)."""
+        if self._scratch is None:
+            self._scratch = memoryview(mmap.mmap(-1, CHUNK))
+        return self._scratch
 
     def collect(self) -> None:
         """Move what OpenSSL wrote into the outbox."""
@@ -99,16 +115,17 @@ class TlsLink:
 
     def receive(self) -> int:
         """Feed what the socket has now to OpenSSL; return the byte count (EOF noted)."""
+        scratch = self.scratch
         try:
-            data = self.sock.recv(CHUNK)
+            size = self.sock.recv_into(scratch)
         except (BlockingIOError, InterruptedError):
             return 0
-        if data:
-            self.incoming.write(data)
+        if size:
+            self.incoming.write(scratch[:size])
         else:
             self.raw_eof = True
             self.incoming.write_eof()
-        return len(data)
+        return size
 
     def flush(self, deadline: float) -> None:
         """Send everything OpenSSL has written, waiting at most until ``deadline``."""

@@ -32,6 +32,7 @@ plain side (a cut must never look like a clean end) and drops the TLS connection
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import select
 import socket
@@ -40,16 +41,20 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 from certpair.trusted import NotPaired, connection_error
-from certpair.tunnel.link import CHUNK, Outbox, TlsLink, reset
+from certpair.tunnel.link import CHUNK, TlsLink, reset
 
 __all__ = ["DONE", "HALF_CLOSE_TIMEOUT", "Relay", "arm_reset"]
 
 DONE = "done"
 HALF_CLOSE_TIMEOUT = 60.0
 _RECORD = 16384  # the most plaintext one TLS record holds: what one read returns
+_OUT = CHUNK + _RECORD  # plaintext waiting for the plain side, at most
+_LAST = _OUT - _RECORD  # the last place a record's read can start
 _IN = select.POLLIN | select.POLLHUP | select.POLLERR
+_ROOM = select.POLLOUT | select.POLLHUP | select.POLLERR
 _RDHUP = getattr(select, "POLLRDHUP", 0)  # Linux: the peer shut down writing
 _ABORT = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a reset
 _ORDERLY = struct.pack("ii", 0, 0)
@@ -137,14 +142,55 @@ class Relay:
                     reset(self.plain)
             self.link.sock.close()
 
-    def _take_status(self, data: bytes) -> bytes:
-        """Take the status byte off the stream; raise what it means if not ready."""
+    def _decrypt(self, out: memoryview, start: int, end: int) -> tuple[int, int, bool]:
+        """Read records into ``out[end:]`` (plaintext waiting in ``out[start:end]``) while
+        fewer than :data:`CHUNK` bytes wait, one record per read, each into its place.
+        A read is tried only when OpenSSL has bytes to work on: without, it could only
+        fail. Returns the new ``start``, ``end``, and whether the TLS stream ended."""
+        link = self.link
+        tls, incoming = link.tls, link.incoming
+        read = cast("Callable[[int, memoryview], int]", tls.read)  # into a buffer: a count
+        got = 0
+        done = False
+        try:
+            while end - start < CHUNK and (incoming.pending or link.raw_eof or tls.pending()):
+                if end > _LAST:  # no room after the rest: move it to the front
+                    out[:end - start] = out[start:end]
+                    start, end = 0, end - start
+                try:
+                    size = read(_RECORD, out[end:end + _RECORD])
+                except ssl.SSLZeroReturnError:  # close_notify (after ours): the end
+                    size = 0
+                if self.on_status is not None:  # the first byte is the status: not carried
+                    self._take_status(out[end] if size else None)
+                    if size > 1:
+                        out[end:end + size - 1] = out[end + 1:end + size]
+                    size = max(size - 1, 0)
+                    if not size:
+                        continue
+                if not size:
+                    done = True
+                    break
+                end += size
+                got += size
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as exc:
+            raise _Broken(_tls_reason(exc)) from exc
+        if got:
+            if not self.received and self.on_data is not None:
+                self.on_data()
+            self.received += got
+        return start, end, done
+
+    def _take_status(self, first: int | None) -> None:
+        """Hand the far end's status byte (None: it closed first) to the preamble; raise
+        what it means if the connection cannot go on."""
         on_status, self.on_status = self.on_status, None
         assert on_status is not None
-        verdict = on_status(data[0] if data else None)
+        verdict = on_status(first)
         if verdict is not None:
             raise _Broken(verdict)
-        return data[1:]
 
     def run(self) -> str:
         """Carry bytes until both directions ended, or the connection broke or was cut.
@@ -167,85 +213,83 @@ class Relay:
         return reason
 
     def _loop(self, plain: socket.socket) -> str:  # noqa: PLR0915  # one loop reads best
-        link, tls = self.link, self.link.tls
+        link, tls, incoming = self.link, self.link.tls, self.link.incoming
         plain.setblocking(False)
-        to_plain = Outbox()
+        # TLS -> plain: plaintext waits in out[start:end] (mapped when the first record
+        # comes); plain -> TLS: OpenSSL's records wait in the link's outbox.
+        out: memoryview | None = None
+        start = end = 0
+        to_tls = link.outbox
         tls_done = plain_done = notify_sent = plain_shut = False
         tls_fin = plain_fin = False  # that side's peer shut down writing (POLLRDHUP)
         poller = select.poll()
         assert self._wake is not None
         poller.register(self._wake[0], select.POLLIN)
-        watched: dict[int, int] = {}
+        tls_fd, plain_fd = link.sock.fileno(), plain.fileno()
+        tls_events = plain_events = 0  # what the poller watches on each (0: not registered)
+        tls_full = plain_full = False  # that socket took less than offered: wait for POLLOUT
+        scratch = link.scratch
         last = time.monotonic()
         while self._cut is None:
             # TLS -> plain: decrypt what has arrived, while the plain side keeps up.
-            starved = False  # OpenSSL needs more bytes (not: the plain side is behind)
-            while not tls_done and to_plain.size < CHUNK:
-                try:
-                    data = tls.read(_RECORD)
-                except ssl.SSLWantReadError:
-                    starved = True
-                    break
-                except ssl.SSLZeroReturnError:
-                    data = b""
-                except ssl.SSLError as exc:
-                    raise _Broken(_tls_reason(exc)) from exc
-                if self.on_status is not None:
-                    data = self._take_status(data)
-                    if not data:
-                        continue
-                if not data:
-                    tls_done = True
-                    break
-                to_plain.add(data)
-                if not self.received and self.on_data is not None:
-                    self.on_data()
-                self.received += len(data)
+            if not tls_done and end - start < CHUNK:
+                if out is None:
+                    out = memoryview(mmap.mmap(-1, _OUT))
+                start, end, tls_done = self._decrypt(out, start, end)
+            # Stopped with room left: OpenSSL needs more bytes (not: the plain side is
+            # behind).
+            starved = not tls_done and end - start < CHUNK
             # Only now no unread record can be taken for data after our close_notify.
-            if plain_done and not notify_sent and not link.incoming.pending:
+            if plain_done and not notify_sent and not incoming.pending:
                 with contextlib.suppress(ssl.SSLWantReadError):
                     tls.unwrap()
                 notify_sent = True
             link.collect()
-            try:
-                moved = to_plain.send(plain)
-            except OSError as exc:
-                raise _Broken(f"the service side broke: {exc.strerror or exc}") from exc
-            try:
-                moved += link.outbox.send(link.sock)
-            except OSError as exc:
-                raise _Broken(f"the tunnel connection broke: {exc.strerror or exc}") from exc
-            if tls_done and not to_plain.size and not plain_shut:
+            # A socket that took less than offered is full: the next send waits for
+            # poll's word (a send that fails builds an exception, which costs more).
+            moved = 0
+            if end > start and not plain_full:
+                assert out is not None
+                try:
+                    moved = plain.send(out[start:end])
+                except (BlockingIOError, InterruptedError):
+                    pass
+                except OSError as exc:
+                    raise _Broken(f"the service side broke: {exc.strerror or exc}") from exc
+                start += moved
+                plain_full = start < end
+                if not plain_full:
+                    start = end = 0
+            if to_tls.size and not tls_full:
+                try:
+                    moved += to_tls.send(link.sock)
+                except OSError as exc:
+                    raise _Broken(
+                        f"the tunnel connection broke: {exc.strerror or exc}") from exc
+                tls_full = to_tls.size > 0
+            if tls_done and end == start and not plain_shut:
                 with contextlib.suppress(OSError):
                     plain.shutdown(socket.SHUT_WR)
                 plain_shut = True
-            if plain_shut and notify_sent and not link.outbox.size:
+            if plain_shut and notify_sent and not to_tls.size:
                 return DONE
             now = time.monotonic()
             if moved:
                 last = now
             tls_fin = tls_fin or tls_done or link.raw_eof
             plain_fin = plain_fin or plain_done
-            want = {
-                link.sock.fileno(): (
-                    (select.POLLIN if not tls_done and not link.raw_eof
-                     and to_plain.size < CHUNK and link.incoming.pending < CHUNK else 0)
-                    | (select.POLLOUT if link.outbox.size else 0)
-                    | (0 if tls_fin else _RDHUP)),
-                plain.fileno(): (
-                    (select.POLLIN if not plain_done and link.outbox.size < CHUNK else 0)
-                    | (select.POLLOUT if to_plain.size else 0)
-                    | (0 if plain_fin else _RDHUP)),
-            }
-            for fd, events in want.items():
-                if watched.get(fd, 0) != events:
-                    if fd in watched:
-                        poller.unregister(fd)
-                        del watched[fd]
-                    if events:  # an fd without interest would report HUP in a loop
-                        poller.register(fd, events)
-                        watched[fd] = events
-            if not starved and not tls_done and to_plain.size < CHUNK:
+            events = ((select.POLLIN if not tls_done and not link.raw_eof
+                       and end - start < CHUNK and incoming.pending < CHUNK else 0)
+                      | (select.POLLOUT if to_tls.size else 0)
+                      | (0 if tls_fin else _RDHUP))
+            if events != tls_events:
+                tls_events = _watch(poller, tls_fd, tls_events, events)
+            events = ((select.POLLIN if not plain_done and to_tls.size < CHUNK else 0)
+                      | (select.POLLOUT if end > start else 0)
+                      | (0 if plain_fin else _RDHUP))
+            if events != plain_events:
+                plain_events = _watch(poller, plain_fd, plain_events, events)
+            if not starved and not tls_done and end - start < CHUNK:
                 continue  # records wait in OpenSSL's buffer and there is room now
             timeout = None
             for limit, why in ((self.idle_timeout, "idle timeout"),
@@ -257,15 +301,20 @@ class Relay:
                         return why
                     timeout = min(timeout if timeout is not None else left * 1000,
                                   left * 1000)
-            for fd, events in poller.poll(timeout):
-                if fd not in watched:
+            for fd, happened in poller.poll(timeout):
+                if fd == tls_fd:
+                    on_tls, watched = True, tls_events
+                elif fd == plain_fd:
+                    on_tls, watched = False, plain_events
+                else:
                     continue  # the wake-up: the loop checks for a cut
-                on_tls = fd == link.sock.fileno()
-                if events & (_RDHUP | select.POLLHUP | select.POLLERR):
+                if happened & (_RDHUP | select.POLLHUP | select.POLLERR):
                     # Noted even while backpressure keeps this side unread.
                     tls_fin, plain_fin = (True, plain_fin) if on_tls else (tls_fin, True)
-                if not events & _IN or not watched[fd] & select.POLLIN:
-                    if events & select.POLLERR:
+                if happened & _ROOM:  # room to send, or an error the next send reports
+                    tls_full, plain_full = (False, plain_full) if on_tls else (tls_full, False)
+                if not happened & _IN or not watched & select.POLLIN:
+                    if happened & select.POLLERR:
                         _check(link.sock if on_tls else plain, on_tls)
                     continue
                 if on_tls:
@@ -277,21 +326,32 @@ class Relay:
                             f"the tunnel connection broke: {exc.strerror or exc}") from exc
                     continue
                 try:
-                    data = plain.recv(CHUNK)
+                    size = plain.recv_into(scratch)
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as exc:
                     raise _Broken(f"the service side broke: {exc.strerror or exc}") from exc
-                if not data:
+                if not size:
                     plain_done = True
                     continue
                 last = time.monotonic()
-                self.sent += len(data)
+                self.sent += size
                 try:
-                    tls.write(data)
+                    tls.write(scratch[:size])  # OpenSSL cuts it into records at once
                 except ssl.SSLError as exc:
                     raise _Broken(_tls_reason(exc)) from exc
         return self._cut
+
+
+def _watch(poller: select.poll, fd: int, was: int, events: int) -> int:
+    """Have ``poller`` watch ``events`` on ``fd`` (which it watched for ``was``)."""
+    if not events:  # an fd without interest would report HUP in a loop
+        poller.unregister(fd)
+    elif was:
+        poller.modify(fd, events)
+    else:
+        poller.register(fd, events)
+    return events
 
 
 def _check(sock: socket.socket, on_tls: bool) -> None:

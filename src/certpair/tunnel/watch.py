@@ -48,6 +48,7 @@ class Connections:
 
     limit: int
     _slots: int = 0
+    _handled: int = 0  # connections handed to a worker that has not reported its end
     _open: set[_Tracked] = field(default_factory=set)
     _changed: threading.Condition = field(default_factory=threading.Condition)
 
@@ -63,6 +64,14 @@ class Connections:
         """Give back a slot taken by :meth:`take_slot`."""
         with self._changed:
             self._slots -= 1
+            self._changed.notify_all()
+
+    def handling(self, delta: int) -> None:
+        """Count a connection handed to its worker (+1), or its worker done, its last
+        event reported (-1): :meth:`wait_idle` waits for those too, so that a drain's
+        ``stopped`` never comes before (or instead of) a ``closed``."""
+        with self._changed:
+            self._handled += delta
             self._changed.notify_all()
 
     @property
@@ -99,7 +108,7 @@ class Connections:
     def wait_idle(self, deadline: float) -> bool:
         """Wait until no connection is left or ``deadline`` (monotonic) passes."""
         with self._changed:
-            while self._slots:
+            while self._slots or self._handled:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
