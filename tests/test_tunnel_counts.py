@@ -1,7 +1,8 @@
 """Per-connection work of ``tunnel serve`` and ``tunnel connect`` is counted, not timed
 (the times are in ``scripts/bench``): the store statements and SQLite VM steps one
 tunnelled connection costs are the same at 10 and at 1,000 peers, the peer is admitted
-by exactly one store read per connection on each end (issue 26 §4: it was three), no
+without a store read while the peers are unchanged (one read of the change counter per
+connection on each end; issue 26 §4: it was three peer reads, issue 23: one), no
 write happens on a connection's path (the log rows go in batches), and no certificate
 is parsed in Python per connection."""
 
@@ -30,6 +31,7 @@ from certpair.tunnel.targets import parse_target
 from tests.cliutil import LOOPBACK
 
 _CONNECTIONS = 4
+_VERSION_READ = "SELECT value FROM meta WHERE key = ?"
 
 
 @dataclass
@@ -199,12 +201,15 @@ def test_a_tunnelled_connection_costs_the_same_store_work_at_1000_peers_as_at_10
     assert small_parsed == big_parsed == 0  # no certificate parsed in Python per connection
 
 
-def test_each_end_admits_the_peer_with_one_store_read_per_connection(
+def test_each_end_reads_only_the_change_counter_while_the_peers_are_unchanged(
         chain_at: Callable[[int], _Chain]) -> None:
+    # The peer admitted at this peers_version is remembered (trusted/contexts.py): one
+    # indexed read of the counter per connection and end, no peer read (it was one).
     chain = chain_at(10)
     server, client, _ = _per_connection(chain)
-    assert server.peer_reads() == _CONNECTIONS, server.statements
-    assert client.peer_reads() == _CONNECTIONS, client.statements
+    assert server.statements == Counter({_VERSION_READ: _CONNECTIONS}), server.statements
+    assert client.statements[_VERSION_READ] == _CONNECTIONS, client.statements
+    assert client.peer_reads() == 0, client.statements
     # Nothing written on a connection's path: its log row waits for the watch's batch.
     assert [sql for sql in server.statements if not sql.startswith("SELECT")] == []
     chain.server.flush_log()
@@ -213,3 +218,21 @@ def test_each_end_admits_the_peer_with_one_store_read_per_connection(
     # Counted per peer and minute (issue 19): every connection, the warm-up one too.
     assert sum(e.count for e in logged) == _CONNECTIONS + 1
     assert {(e.outcome, e.reason, e.peer_name) for e in logged} == {("accepted", "done", "beta")}
+
+
+def test_a_change_to_the_peers_makes_the_next_connection_read_its_peer_again(
+        chain_at: Callable[[int], _Chain]) -> None:
+    chain = chain_at(10)
+    beta = chain.server.store.find_peer("beta")
+    chain.server.store.rename_peer(beta.fingerprint, "beta-renamed")  # moves the version
+    chain.server.watch.check()  # as the watch thread does within 100 ms
+    chain.server_counts.statements.clear()
+    chain.connect_once()
+    assert chain.server_counts.peer_reads() == 1, chain.server_counts.statements
+    assert chain.client_counts.peer_reads() == 0, chain.client_counts.statements
+    chain.server_counts.statements.clear()
+    chain.connect_once()
+    assert chain.server_counts.peer_reads() == 0  # remembered again
+    chain.server.flush_log()
+    names = [e.peer_name for e in chain.server.store.events() if e.role == "tunnel-server"]
+    assert "beta-renamed" in names, names  # as the store says now, not as remembered

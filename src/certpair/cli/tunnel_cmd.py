@@ -6,6 +6,7 @@ runs, and its events are rendered by :func:`_render`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,10 @@ def _key_sync(home: Path) -> KeySync:
     """The key-rotation sync the tunnel carries (docs/PROTOCOL.md §8 and §9): certpair's
     rotation drivers, handed to the tunnel (which sits beside them, not above)."""
     from certpair.rotation.exchange import run_sync  # noqa: PLC0415
-    from certpair.rotation.pending import load_pending  # noqa: PLC0415
+    from certpair.rotation.pending import load_pending, pending_certificate  # noqa: PLC0415
     from certpair.tunnel import KeySync  # noqa: PLC0415
+
+    pending_file = str(pending_certificate(home))  # asked per connection: one stat
 
     def run(recv: Callable[[int], bytes], send: Callable[[bytes], None], peer: Peer,
             peer_cert: bytes, store: TrustStore, remote: str) -> tuple[str | None, str | None]:
@@ -50,7 +53,9 @@ def _key_sync(home: Path) -> KeySync:
                 None if done.heard is None else done.heard.name)
 
     def to_tell(peer: Peer, store: TrustStore) -> bool:
-        pending = load_pending(home)  # a stat when none is pending: checked first
+        if not os.path.exists(pending_file):  # no rotation pending: nothing to tell
+            return False
+        pending = load_pending(home)
         if pending is None:
             return False
         current = store.peer_by_device(peer.device_id) if peer.device_id else peer

@@ -37,6 +37,7 @@ __all__ = [
     "abort_rotation",
     "finish_rotation",
     "load_pending",
+    "pending_certificate",
     "start_rotation",
 ]
 
@@ -66,6 +67,12 @@ class PendingRotation:
 
 def _paths(home: Path) -> tuple[Path, Path]:
     return home / "identity" / "next-key.pem", home / "identity" / "next-cert.pem"
+
+
+def pending_certificate(home: Path) -> Path:
+    """The file that exists exactly while a rotation of ``home`` is pending (a caller
+    asking often can keep the path and ``stat`` it before :func:`load_pending`)."""
+    return _paths(home)[1]
 
 
 def _key_type(key: PrivateKey) -> KeyType:

@@ -110,13 +110,14 @@ def _check_handshake(connection: _CheckedSocket | _CheckedObject) -> None:
     pinned one, for a pinned context). Nothing in the anchor directory is trusted on
     its own, and a chain that ends in a stored certificate but starts elsewhere fails.
 
-    This is the one admission of a connection (one store read): :func:`admitted_peer`
+    This is the one admission of a connection (one store read, or none while the peers
+    have not changed since the same certificate was admitted): :func:`admitted_peer`
     returns the peer admitted here."""
     context = connection.context
     if isinstance(context, TrustedContext):
         try:
             connection.certpair_peer = context._certpair.admit(
-                connection.getpeercert(binary_form=True))
+                connection.getpeercert(binary_form=True), remembered=True)
         except NotPaired as exc:
             raise PeerRefused(str(exc)) from None
 
@@ -191,6 +192,10 @@ class _Anchors:
         self._own: tuple[int, ...] = ()
         self.own_fingerprint = self.identity.fingerprint
         self._calls: dict[str, Any] = {}
+        # Peers admitted since latest() last read peers_version (_admitted_at): every
+        # change to the peers moves it (store triggers); see admit.
+        self._admitted: dict[str, Peer] = {}
+        self._admitted_at = -1
         self.first: TrustedContext | None = None
         self.current: TrustedContext | None = None
 
@@ -212,9 +217,13 @@ class _Anchors:
         up in the directory per handshake), and it drops OpenSSL's cache of anchors
         it looked up, so a removed peer is never served from it.
         """
-        version = self.store.peers_version()
         own = self._own_stamp()
         with self._lock:
+            # Read under the lock: the admission cache follows the version in the order
+            # the reads were made (see admit).
+            version = self.store.peers_version()
+            if version != self._admitted_at:
+                self._admitted, self._admitted_at = {}, version
             if self.current is not None and version == self._version and own == self._own:
                 return self.current
             if version != self._version or self.current is None:
@@ -250,8 +259,16 @@ class _Anchors:
         self.pinned_certs = (self.store.acceptable_certificates(self.pinned.fingerprint)
                              or {self.pinned.fingerprint: self.pinned.cert_der})
 
-    def admit(self, der: bytes | None) -> Peer:
-        """Return the stored peer this leaf certificate is, or raise NotPaired."""
+    def admit(self, der: bytes | None, *, remembered: bool = False) -> Peer:
+        """Return the stored peer this leaf certificate is, or raise NotPaired.
+
+        ``remembered``: answer from the peers admitted since the peers last changed,
+        without a store read. Every handshake reads ``peers_version`` first (a server's
+        ClientHello callback, a client's ``wrap_bio``): a connection begun after an
+        unpairing is refused as before; one unpaired during its own handshake is cut by
+        a tunnel's trust watch within its 100 ms, like any open one. Refusals and a
+        successor's completion (a write) are never remembered.
+        """
         if not der:
             raise NotPaired("the other side presented no certificate")
         fp = fingerprint(der)
@@ -261,7 +278,17 @@ class _Anchors:
                                 "(it was unpaired here)")
             if fp not in self.pinned_certs:
                 raise NotPaired(self.explain(fp))
-        return _admit(self.store, der, fp)
+        if not remembered:
+            return _admit(self.store, der, fp)
+        with self._lock:  # emptied by latest() whenever the version it reads moved
+            version, known = self._admitted_at, self._admitted.get(fp)
+        if known is not None:
+            return known
+        peer = _admit(self.store, der, fp)
+        with self._lock:
+            if peer.fingerprint == fp and self._admitted_at == version:
+                self._admitted[fp] = peer  # read after the version: still the answer
+        return peer
 
     def explain(self, fp: str) -> str:
         """Why a certificate is not acceptable here, from what the store knows of it: a
