@@ -26,7 +26,7 @@ from certpair.store import TrustStore, open_store
 from certpair.trusted import TrustedContext
 from certpair.tunnel.connect import ConnectOptions, _Client
 from certpair.tunnel.events import TunnelEvent
-from certpair.tunnel.serve import ServeOptions, _Server
+from certpair.tunnel.server import ServeOptions, TunnelServer
 from certpair.tunnel.targets import parse_target
 from tests.cliutil import LOOPBACK
 
@@ -78,7 +78,7 @@ def _echo_service() -> tuple[socket.socket, threading.Thread]:
 
 @dataclass
 class _Chain:
-    server: _Server
+    server: TunnelServer
     client: _Client
     server_counts: _Counts
     client_counts: _Counts
@@ -118,7 +118,7 @@ def _with_far_end(options: ConnectOptions, host: str, port: int) -> ConnectOptio
     return replace(options, host=host, port=port)
 
 
-def _stores(end: _Server | _Client) -> list[TrustStore]:
+def _stores(end: TunnelServer | _Client) -> list[TrustStore]:
     context = end.context
     assert isinstance(context, TrustedContext)
     return [end.store, context._certpair.store]
@@ -159,7 +159,7 @@ def chain_at(tmp_path: Path, fillers: list[bytes],
         server_store = open_store(root / "alpha")
         client_store = open_store(root / "beta")
         opened.extend([server_store, client_store])
-        server = _Server(ServeOptions(
+        server = TunnelServer(ServeOptions(
             home=root / "alpha", host=LOOPBACK, port=0,
             target=parse_target(f"{LOOPBACK}:{listener.getsockname()[1]}", unsafe=False)),
             server_store, events.append)

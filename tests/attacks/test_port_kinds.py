@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from certpair.tunnel.serve import PROBE
+from certpair.tunnel.server import PROBE
 from tests.cliutil import LOOPBACK, run
 from tests.test_cli_trust import Server
 from tests.tunnelutil import WAIT, Devices, Service, dial, make_devices
