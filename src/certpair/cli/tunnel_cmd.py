@@ -66,48 +66,37 @@ def _key_sync(home: Path) -> KeySync:
 
 
 def _as_json(event: TunnelEvent) -> dict[str, Any]:
-    from certpair.tunnel import (  # noqa: PLC0415
-        Advertised,
-        Closed,
-        Failed,
-        Listening,
-        Opened,
-        Refused,
-        Stopped,
-        Stopping,
-        Synced,
-        TargetDown,
-    )
+    from certpair.tunnel import events as e  # noqa: PLC0415  # one name: per event
 
-    if isinstance(event, Listening):
-        return {"event": "listening", "host": event.host, "port": event.port, **event.details}
-    if isinstance(event, Advertised):
-        return ({"event": "advertised"} if event.problem is None
-                else {"event": "not_advertised", "reason": event.problem})
-    if isinstance(event, Opened):
+    if isinstance(event, e.Opened):  # the two of every connection first
         return {"event": "opened", "id": event.id, "remote": event.remote,
                 "peer": _peer(event.peer),
                 **({} if event.far is None else {"far": event.far,
                                                  "address_from": event.far_from})}
-    if isinstance(event, Closed):
+    if isinstance(event, e.Closed):
         return {"event": "closed", "id": event.id, "remote": event.remote,
                 "peer": _peer(event.peer), "bytes_up": event.bytes_up,
                 "bytes_down": event.bytes_down, "duration_ms": round(event.duration * 1000, 1),
                 "reason": event.reason}
-    if isinstance(event, Failed):
+    if isinstance(event, e.Listening):
+        return {"event": "listening", "host": event.host, "port": event.port, **event.details}
+    if isinstance(event, e.Advertised):
+        return ({"event": "advertised"} if event.problem is None
+                else {"event": "not_advertised", "reason": event.problem})
+    if isinstance(event, e.Failed):
         return {"event": "failed", "remote": event.remote, "peer": _peer(event.peer),
                 "reason": event.reason}
-    if isinstance(event, Refused):
+    if isinstance(event, e.Refused):
         return {"event": "refused", "remote": event.remote, "reason": event.reason,
                 "count": event.count}
-    if isinstance(event, Stopping):
+    if isinstance(event, e.Stopping):
         return {"event": "stopping", "open": event.open, "drain_timeout": event.drain_timeout}
-    if isinstance(event, TargetDown):
+    if isinstance(event, e.TargetDown):
         return {"event": "target_unreachable", "to": event.target, "reason": event.reason}
-    if isinstance(event, Synced):
+    if isinstance(event, e.Synced):
         return {"event": "synced", "remote": event.remote, "peer": _peer(event.peer),
                 "told": event.told, "heard": event.heard, "error": event.error}
-    assert isinstance(event, Stopped)
+    assert isinstance(event, e.Stopped)
     return {"event": "stopped", "cut": event.cut}
 
 
