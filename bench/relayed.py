@@ -13,6 +13,9 @@ The relay is the real one (``twistd transitrelay`` of the test extra) on loopbac
   through ``tunnel connect --relay`` -> relay -> ``tunnel serve --relay`` to a sink,
   over the same stream through a direct chain of the same two processes' kind; best of
   the repeats, interleaved (> 0.8 is the target: the relay copies every byte twice).
+  Beside it: the 1-minute load when it started, and the CPU seconds per stream of the
+  two tunnel ends (and of the relay), with ``cpu_ratio`` = the direct path's CPU over
+  the relayed path's (ends + relay), the figure wall time tends to on busy cores.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
 import statistics
@@ -200,12 +204,19 @@ def relay_tunnel(quick: bool = False) -> Figure:
                                          "--relay", str(relay))
             procs += [direct, relayed]
             times: dict[str, list[float]] = {"direct": [], "relay": []}
+            ends_cpu: dict[str, list[float]] = {"direct": [], "relay": []}
             relay_cpu = []
+            load = os.getloadavg()[0]
             for _ in range(repeats):  # interleaved, so drift hits both alike
-                times["direct"].append(_stream(int(str(direct_ev["port"])), size))
-                before = cpu_seconds(relay_pid)
-                times["relay"].append(_stream(int(str(relayed_ev["port"])), size))
-                relay_cpu.append(cpu_seconds(relay_pid) - before)
+                for path, client, port in (("direct", direct, direct_ev["port"]),
+                                           ("relay", relayed, relayed_ev["port"])):
+                    pids = (serve.pid, client.pid, relay_pid)
+                    before = [cpu_seconds(pid) for pid in pids]
+                    times[path].append(_stream(int(str(port)), size))
+                    used = [cpu_seconds(pid) - was for pid, was in zip(pids, before, strict=True)]
+                    ends_cpu[path].append(used[0] + used[1])
+                    if path == "relay":
+                        relay_cpu.append(used[2])
     finally:
         for proc in procs:
             proc.kill()
@@ -213,9 +224,16 @@ def relay_tunnel(quick: bool = False) -> Figure:
         service.close()
         pair.close()
     mib = size / _MIB
+    direct_cpu = statistics.median(ends_cpu["direct"])
+    relayed_cpu = statistics.median(ends_cpu["relay"]) + statistics.median(relay_cpu)
     return {
         "relay_tunnel_throughput_vs_direct": ratio(min(times["direct"]), min(times["relay"])),
-        "relay_tunnel": {"mib": mib,
+        "relay_tunnel": {"mib": mib, "load_1min": round(load, 2),
+                         # CPU seconds per stream, the two tunnel ends (and the relay):
+                         # what the wall figure comes to when the cores are the limit.
+                         "cpu_ratio": round(direct_cpu / relayed_cpu, 3),
+                         "ends_cpu_s_direct": summary(ends_cpu["direct"]),
+                         "ends_cpu_s_relay": summary(ends_cpu["relay"]),
                          "direct_mib_s": round(mib / min(times["direct"]), 1),
                          "relay_mib_s": round(mib / min(times["relay"]), 1),
                          "direct_s": summary(times["direct"]),

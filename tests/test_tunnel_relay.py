@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from certpair.tunnel.link import reset
-from certpair.tunnel.pump import DONE, Relay
+from certpair.tunnel.link import CHUNK, reset
+from certpair.tunnel.pump import _PLAIN_CHUNK, DONE, Relay
 from tests.trustedutil import Devices, make_devices
 from tests.tunnelpipe import (
     WAIT,
@@ -186,3 +186,25 @@ def test_an_open_connection_on_which_nothing_moves_ends_at_the_idle_timeout(
         assert what_the_end_saw(pipe.app_b) == "reset"
     finally:
         pipe.close()
+
+
+def test_one_full_plain_read_fills_exactly_one_64_kib_read_of_a_transit_relay(
+    devices: Devices,
+) -> None:
+    """The pump's plain reads are sized so that their TLS records, as negotiated here,
+    are exactly CHUNK (64 KiB) on the wire: a transit relay, which reads 64 KiB at a
+    time, takes each in one read, not 65,536 bytes and an 88-byte tail."""
+    tls_a, tls_b = tcp_pair()
+    link_a, link_b = client_link(devices, tls_a), server_link(devices, tls_b)
+    try:
+        deadline = time.monotonic() + WAIT
+        shaken = in_thread(lambda: link_b.handshake(deadline))
+        link_a.handshake(deadline)
+        shaken()
+        link_a.collect()
+        assert link_a.outgoing.pending == 0
+        link_a.tls.write(b"\0" * _PLAIN_CHUNK)
+        assert link_a.outgoing.pending == CHUNK
+    finally:
+        tls_a.close()
+        tls_b.close()
