@@ -24,11 +24,13 @@ from certpair.reach import (
     CONTACT,
     MAX_CANDIDATES,
     PAIRING,
+    RELAYED,
     SERVE,
     TUNNEL,
     Candidate,
     PeerAddress,
     candidates,
+    relayed_via,
 )
 from certpair.store import open_store
 from certpair.store.address_book import MAX_PER_PEER
@@ -89,6 +91,17 @@ def test_the_order_tries_the_service_where_it_answered_newest_first_then_the_hos
         given_first, Candidate(host="10.0.0.4", port=6000, source=ANNOUNCED)]
     many = [_entry(f"10.0.1.{i}", None, "", PAIRING, f"2026-02-{i:02}") for i in range(1, 20)]
     assert len(candidates(many, service=SERVE, default_port=1)) == MAX_CANDIDATES
+
+
+def test_a_via_relay_entry_is_never_dialled_as_the_peers_address_only_named() -> None:
+    relayed = PeerAddress(host="192.0.2.9", port=4001, service=SERVE, source=CONTACT,
+                          seen_at="2026-01-05", kind=RELAYED)
+    book = [_entry("10.0.0.1", None, "", PAIRING, "2026-01-01"), relayed]
+    assert [str(c) for c in candidates(book, service=SERVE, default_port=4491)] == [
+        "10.0.0.1:4491"]  # newest, yet not a host of the peer: the relay's
+    assert relayed_via(book, service=SERVE) == Candidate(
+        host="192.0.2.9", port=4001, source=CONTACT, kind=RELAYED)
+    assert relayed_via(book, service=TUNNEL) is None
 
 
 def test_the_book_keeps_structured_rows_per_peer_bounded_and_they_go_with_the_peer(

@@ -135,9 +135,16 @@ def test_ping_and_a_tunnel_transfer_through_the_relay_then_the_relay_dies_and_re
     lines = [json.loads(line) for line in every.stdout.splitlines()]
     assert (lines[0]["remote"], lines[0]["outcome"]) == (f"relay {hosts.relay_arg}", "done")
     assert (lines[-1]["synced"], lines[-1]["failed"]) == (1, 0)
-    with contextlib.closing(sqlite3.connect(b / "trust.db")) as db:  # a hint, not a route
-        assert RELAY_ADDRESS not in {host for (host,) in db.execute(
-            "SELECT host FROM address_book")}
+    # The address book says "via relay R", never that the relay is alpha's address;
+    # without a relay configured, nothing contacts it, and the failure names it.
+    with contextlib.closing(sqlite3.connect(b / "trust.db")) as db:
+        rows = set(db.execute("SELECT kind, host, port, service FROM address_book"))
+    assert ("relay", RELAY_ADDRESS, hosts.relay.port, "serve") in rows
+    assert {kind for kind, host, _, _ in rows if host == RELAY_ADDRESS} == {"relay"}
+    alone = run(b, "ping", "alpha", "--discovery-timeout", "0", prefix=ThreeHosts.on(hosts.b))
+    assert alone.returncode == 4
+    assert f"last reached through the relay {hosts.relay_arg}: give --relay " \
+        f"{hosts.relay_arg}" in alone.stderr
 
     target = Proc([*ThreeHosts.on(hosts.a), sys.executable, "-u", "-c", _TARGET])
     offerers.append(target)

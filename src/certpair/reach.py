@@ -20,7 +20,7 @@ from certpair.addresses import format_address
 
 __all__ = [
     "ANNOUNCED", "CONTACT", "DIRECT", "GIVEN", "HOST_ONLY", "MAX_CANDIDATES", "PAIRING",
-    "RELAYED", "SERVE", "TUNNEL", "Candidate", "PeerAddress", "candidates",
+    "RELAYED", "SERVE", "TUNNEL", "Candidate", "PeerAddress", "candidates", "relayed_via",
 ]
 
 # What the address is for: the peer's `serve`, its `tunnel serve`, or its host only
@@ -89,7 +89,9 @@ def candidates(book: Iterable[PeerAddress], *, service: str, default_port: int,
     Returns:
         The candidates, in the order to start them.
     """
-    entries = sorted(book, key=lambda a: a.seen_at, reverse=True)
+    # "Via relay R" entries are not the peer's address: only a configured relay is used.
+    entries = sorted((a for a in book if a.kind != RELAYED), key=lambda a: a.seen_at,
+                     reverse=True)
     exact = [Candidate(host=a.host, port=a.port, source=a.source, kind=a.kind)
              for a in entries if a.service == service and a.port is not None]
     answered = {(c.kind, c.host) for c in exact}
@@ -103,3 +105,16 @@ def candidates(book: Iterable[PeerAddress], *, service: str, default_port: int,
             seen.add(key)
             ordered.append(candidate)
     return ordered[:MAX_CANDIDATES]
+
+
+def relayed_via(book: Iterable[PeerAddress], *, service: str) -> Candidate | None:
+    """The relay the peer's ``service`` was last reached through (a "via relay R"
+    entry: the relay's host and port), or None. Only ever named in a message: nothing
+    contacts a relay the user has not configured."""
+    relayed = [a for a in book if a.kind == RELAYED and a.service == service
+               and a.port is not None]
+    if not relayed:
+        return None
+    last = max(relayed, key=lambda a: a.seen_at)
+    assert last.port is not None
+    return Candidate(host=last.host, port=last.port, source=last.source, kind=RELAYED)

@@ -114,8 +114,9 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
             start = time.perf_counter()
             _exchange(tls, remote)
             rtt = time.perf_counter() - start
-            if used.kind != RELAYED:  # the relay is not the peer's address
-                store.note_address(peer, used.host, used.port, service=SERVE, source=CONTACT)
+            # Through a relay: a "via relay R" entry, never taken for the peer's address.
+            store.note_address(peer, used.host, used.port, service=SERVE, source=CONTACT,
+                               kind=used.kind)
             synced = _sync(tls, peer, home, store, remote)
     except CertpairError as exc:
         outcome = "refused" if isinstance(exc, PairingFailed) else "failed"
@@ -166,7 +167,7 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
            relay: RelayAddress | None) -> tuple[ssl.SSLSocket, Peer, Candidate]:
     """Connect to ``named`` (at its known or announced addresses; with a relay, those
     for a short while and then the relay) or to HOST[:PORT]."""
-    from certpair.reach import GIVEN, SERVE, Candidate  # noqa: PLC0415
+    from certpair.reach import GIVEN, SERVE, Candidate, relayed_via  # noqa: PLC0415
     from certpair.trusted import client_context, connect  # noqa: PLC0415
     from certpair.trusted.dial import route  # noqa: PLC0415
     from certpair.trusted.relayed import reach_peer  # noqa: PLC0415
@@ -181,8 +182,9 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
         return tls, peer, Candidate(host=host, port=port, source=GIVEN)
     candidates, discover = route(store, named, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)
+    via = None if relay else relayed_via(store.address_book(named), service=SERVE)
     return reach_peer(named, candidates, home, context=context, timeout=timeout,
-                      discover=discover, relay=relay)
+                      discover=discover, relay=relay, via=via)
 
 
 def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,

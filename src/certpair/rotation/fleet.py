@@ -20,7 +20,7 @@ from pathlib import Path
 
 from certpair.errors import CertpairError
 from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
-from certpair.reach import CONTACT, GIVEN, RELAYED, SERVE, Candidate
+from certpair.reach import CONTACT, GIVEN, RELAYED, SERVE, Candidate, relayed_via
 from certpair.relay import RelayAddress
 from certpair.rotation.exchange import SyncOutcome, run_sync
 from certpair.store import Peer, TrustStore
@@ -66,8 +66,9 @@ def _run(tls: ssl.SSLSocket, peer: Peer, used: Candidate, *, home: Path,
                                home=home, store=store, remote=remote, initiator=True)
         except OSError as exc:
             raise connection_error(exc, remote) from exc
-    if used.kind != RELAYED:  # the relay is not the peer's address
-        store.note_address(outcome.peer, used.host, used.port, service=SERVE, source=CONTACT)
+    # Through a relay: a "via relay R" entry, never taken for the peer's address.
+    store.note_address(outcome.peer, used.host, used.port, service=SERVE, source=CONTACT,
+                       kind=used.kind)
     return outcome
 
 
@@ -106,9 +107,11 @@ def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
     tried = ", ".join([*(str(c) for c in candidates), *([f"relay {relay}"] if relay else [])]
                       ) or "no known address"
     try:
+        via = None if relay else relayed_via(store.address_book(peer), service=SERVE)
         tls, found, used = reach_peer(peer, candidates, home,
                                       context=context or _context(home, peer),
-                                      timeout=timeout, discover=discover, relay=relay)
+                                      timeout=timeout, discover=discover, relay=relay,
+                                      via=via)
         outcome = _run(tls, found, used, home=home, store=store)
     except CertpairError as exc:
         return SyncAttempt(address=tried, peer=peer, error=exc)

@@ -17,9 +17,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from certpair.errors import CertpairError, NetworkError
+from certpair.errors import CertpairError, Expired, NetworkError
 from certpair.reach import RELAYED, Candidate
-from certpair.relay import RelayAddress
+from certpair.relay import RELAY_ENV, RelayAddress
 from certpair.relay.race import RELAY_DELAY
 from certpair.relay.serving import dial_service
 from certpair.store import Peer
@@ -53,7 +53,7 @@ def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
 def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
                context: ssl.SSLContext, timeout: float, discover: Discover | None = None,
                relay: RelayAddress | None = None, service: str = "serve",
-               ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+               via: Candidate | None = None) -> tuple[ssl.SSLSocket, Peer, Candidate]:
     """Reach ``peer``'s ``service`` at its addresses, then (with ``relay``) through it.
 
     Args:
@@ -65,6 +65,8 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
         discover: DNS-SD lookup raced with the addresses.
         relay: the configured relay, or None (addresses only).
         service: ``serve`` or ``tunnel`` (the waiting connections' tokens name it).
+        via: without ``relay``, the relay the device was last reached through
+            (:func:`certpair.reach.relayed_via`): a failure then names it.
 
     Returns:
         The TLS socket (``timeout`` set), the verified peer and the way it was
@@ -76,8 +78,15 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
             relay, the relay's failure (the direct one's is in ``__context__``).
     """
     if relay is None:
-        return connect_peer(peer, candidates, home, context=context, timeout=timeout,
-                            discover=discover)
+        try:
+            return connect_peer(peer, candidates, home, context=context, timeout=timeout,
+                                discover=discover)
+        except (NetworkError, Expired) as exc:
+            if via is None:
+                raise
+            shown = f"tcp:{via}"
+            raise type(exc)(f"{exc}; {peer.name} was last reached through the relay "
+                            f"{shown}: give --relay {shown} (or set {RELAY_ENV})") from exc
     if candidates or discover is not None:
         with contextlib.suppress(CertpairError):
             tls, found, used = connect_peer(peer, candidates, home, context=context,

@@ -193,10 +193,10 @@ class _Client:
             raise connection_error(exc, where) from exc
         with self.lock:  # a store write only when the address that answers changes
             changed, self.noted = self.noted != used, used
-        if changed and used.kind != RELAYED:  # the relay is not the peer's address
+        if changed:  # through a relay: a "via relay R" entry, never a host to dial
             with contextlib.suppress(CertpairError):  # the address book is only a hint
                 self.store.note_address(peer, used.host, used.port, service=TUNNEL,
-                                        source=CONTACT)
+                                        source=CONTACT, kind=used.kind)
         if speaks_preamble(link):
             link.tls.write(bytes([intent]))
         return link, peer, used
