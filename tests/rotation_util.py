@@ -122,7 +122,8 @@ class RawSync:
     def read(self, expected: SyncFrameType) -> SyncFrame:
         while (frame := self._decoder.next_frame()) is None:
             data = self.tls.recv(65536)
-            assert data, "the server closed the connection"
+            if not data:  # an OSError, as a cut that resets the connection is
+                raise ConnectionAbortedError("the server closed the connection")
             self._decoder.feed(data)
         assert frame.type is expected, frame
         return frame
