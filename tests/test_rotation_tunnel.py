@@ -5,7 +5,6 @@ key is refused after the new one has been used."""
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,26 +12,13 @@ import pytest
 
 from tests.cliutil import LOOPBACK, run
 from tests.rotation_util import ServeProc
-from tests.tunnelutil import Devices, Service, Tunnel, dial, echo, make_devices, read_all
+from tests.tunnelutil import Devices, Service, Tunnel, echo, running_devices, through
 
 
 @pytest.fixture
 def devices(tmp_path: Path) -> Iterator[Devices]:
-    found = make_devices(tmp_path)
-    yield found
-    for proc in found.started:
-        proc.kill()
-
-
-def through(port: int) -> bytes:
-    """What comes back through the tunnel (nothing when the far end refused it)."""
-    with dial(port) as sock:
-        try:
-            sock.sendall(b"hello")
-            sock.shutdown(socket.SHUT_WR)
-            return read_all(sock)
-        except ConnectionResetError:
-            return b""
+    with running_devices(tmp_path) as found:
+        yield found
 
 
 def test_rotated_device_tunnels_under_the_new_key_and_the_old_key_is_then_refused(

@@ -6,7 +6,6 @@ that still presents a key its rotation replaced is told as such, never as a stra
 from __future__ import annotations
 
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,33 +16,19 @@ from certpair.store import open_store
 from certpair.trusted import client_context, connect
 from tests.cliutil import LOOPBACK, run
 from tests.rotation_util import ServeProc
-from tests.tunnelutil import Devices, Service, dial, echo, make_devices, read_all
+from tests.tunnelutil import Devices, Service, echo, running_devices, through
 
 
 @pytest.fixture
 def devices(tmp_path: Path) -> Iterator[Devices]:
-    found = make_devices(tmp_path)
-    yield found
-    for proc in found.started:
-        proc.kill()
+    with running_devices(tmp_path) as found:
+        yield found
 
 
 @pytest.fixture
 def service() -> Iterator[Service]:
-    running = Service(echo)
-    yield running
-    running.close()
-
-
-def through(port: int) -> bytes:
-    """What comes back through the tunnel (nothing when the far end refused it)."""
-    with dial(port) as sock:
-        try:
-            sock.sendall(b"hello")
-            sock.shutdown(socket.SHUT_WR)
-            return read_all(sock)
-        except ConnectionResetError:
-            return b""
+    with Service(echo) as running:
+        yield running
 
 
 def rotate_everywhere(devices: Devices, who: str, whom: str) -> str:

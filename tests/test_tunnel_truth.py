@@ -6,7 +6,6 @@ there, a tunnel that stopped and an --allow list each read as what they are."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,35 +14,22 @@ import pytest
 from certpair.identity import load_identity
 from certpair.store import open_store
 from tests.cliutil import run
-from tests.tunnelutil import WAIT, Devices, Service, dial, echo, make_devices, read_all
+from tests.tunnelutil import WAIT, Devices, Service, dial, echo, read_all, running_devices, through
 
 
 @pytest.fixture
 def devices(tmp_path: Path) -> Iterator[Devices]:
-    found = make_devices(tmp_path)
-    for who, whom in (("alpha", "delta"), ("delta", "alpha")):  # one peer each: no --force
-        with open_store(found.home(who)) as store:
-            store.remove_peer(found.fp(whom))
-    yield found
-    for proc in found.started:
-        proc.kill()
+    with running_devices(tmp_path) as found:
+        for who, whom in (("alpha", "delta"), ("delta", "alpha")):  # one peer each: no --force
+            with open_store(found.home(who)) as store:
+                store.remove_peer(found.fp(whom))
+        yield found
 
 
 @pytest.fixture
 def service() -> Iterator[Service]:
-    running = Service(echo)
-    yield running
-    running.close()
-
-
-def through(port: int) -> bytes:
-    with dial(port) as sock:
-        try:
-            sock.sendall(b"hello")
-            sock.shutdown(socket.SHUT_WR)
-            return read_all(sock)
-        except ConnectionResetError:
-            return b""
+    with Service(echo) as running:
+        yield running
 
 
 def learned(home: Path) -> int:

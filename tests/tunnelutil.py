@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,18 @@ def make_devices(root: Path) -> Devices:
     return found
 
 
+@contextmanager
+def running_devices(root: Path) -> Iterator[Devices]:
+    """:func:`make_devices`; every tunnel process started through them is killed at the
+    end, whatever happened."""
+    found = make_devices(root)
+    try:
+        yield found
+    finally:
+        for tunnel in found.started:
+            tunnel.kill()
+
+
 class Service:
     """A TCP service on loopback, run by an asyncio loop in a thread.
 
@@ -141,6 +154,12 @@ class Service:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(WAIT)
 
+    def __enter__(self) -> Service:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Send back everything; close after the client's EOF."""
@@ -158,6 +177,18 @@ def read_all(sock: socket.socket) -> bytes:
     while data := sock.recv(1 << 18):
         chunks.append(data)
     return b"".join(chunks)
+
+
+def through(port: int) -> bytes:
+    """What comes back of ``hello`` through a tunnel's local port to an echo service
+    (nothing when the far end refused the connection)."""
+    with dial(port) as sock:
+        try:
+            sock.sendall(b"hello")
+            sock.shutdown(socket.SHUT_WR)
+            return read_all(sock)
+        except ConnectionResetError:
+            return b""
 
 
 def blocks(count: int, size: int = 1 << 20, seed: int = 7) -> Iterator[bytes]:
