@@ -9,7 +9,6 @@ opens and the first write fails.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import sqlite3
 import subprocess
@@ -22,32 +21,14 @@ from certpair.identity import create_identity, load_identity
 from certpair.rotation.pending import load_pending, start_rotation
 from certpair.store import open_store
 from tests.cliutil import run
-
-KIB = 1024
+from tests.diskutil import fill, small_disk
 
 
 @pytest.fixture
 def disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MiB tmpfs, unmounted afterwards."""
-    where = tmp_path / "disk"
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-                             capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs (a full disk)")
-    try:
+    with small_disk(tmp_path / "disk", "1m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _leave_free(disk: Path, kib: int) -> None:
-    """Fill the disk, then give back ``kib`` KiB (tmpfs counts whole 4 KiB pages)."""
-    filler = disk / "filler"
-    with filler.open("wb", buffering=0) as out, contextlib.suppress(OSError):
-        while True:
-            out.write(b"\0" * 4096)
-    os.truncate(filler, max(0, filler.stat().st_size - kib * KIB))
 
 
 def _empty(disk: Path) -> None:
@@ -114,7 +95,7 @@ def test_each_rotation_step_on_a_full_disk_reports_what_it_did(
             start_rotation(home)
         with _in_use(home):
             before = _rotation(home)
-            _leave_free(disk, free_kib)
+            fill(disk, leave_kib=free_kib)
             args = ("rotate",) if step == "start" else ("rotate", f"--{step}", "--force")
             result = run(home, *args)
             _no_traceback(result)
@@ -150,7 +131,7 @@ def test_unpair_rename_and_init_on_a_full_disk_change_nothing_when_they_fail(
                                                             "rename")):
         home = _home(disk, beta)
         with _in_use(home):
-            _leave_free(disk, free_kib)
+            fill(disk, leave_kib=free_kib)
             result = run(home, *args)
             _no_traceback(result)
             with _read(home) as db:
@@ -164,7 +145,7 @@ def test_unpair_rename_and_init_on_a_full_disk_change_nothing_when_they_fail(
             assert names == ([] if kind == "unpairing" else ["gamma"]) and len(logged) == 1
     # A first init: exit 5 means no identity was made (the store is made first).
     _empty(disk)
-    _leave_free(disk, free_kib)
+    fill(disk, leave_kib=free_kib)
     home = disk / "new"
     result = run(home, "init", "--name", "new")
     _no_traceback(result)
@@ -186,7 +167,7 @@ def test_reading_commands_work_on_a_full_disk_and_writers_say_it_is_full(
         store.record_event(kind="connection", role="server", remote="10.0.0.7:1", mode="mtls",
                            outcome="accepted", reason="", peer_fingerprint=beta.fingerprint,
                            peer_name="beta")
-    _leave_free(disk, free_kib)
+    fill(disk, leave_kib=free_kib)
     for args, says in ((("peers",), beta.fingerprint[:20]), (("peers", "--wide"), beta.fingerprint),
                        (("peers", "--json"), '"beta"'),
                        (("rotate", "--status"), "No rotation pending"),

@@ -3,19 +3,15 @@ reads, a full disk, a flood; each store failure is one line with its cause."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from certpair.identity import create_identity
 from certpair.store import open_store
 from tests.cliutil import LOOPBACK, Offerer, certpair_argv, run
+from tests.diskutil import fill, small_disk
 
 WAIT = 60
 
@@ -66,34 +62,12 @@ def test_serve_keeps_serving_paired_devices_when_nobody_reads_its_output(
         server.communicate(timeout=WAIT)
 
 
-@contextlib.contextmanager
-def _small_tmpfs(where: Path) -> Iterator[Path]:
-    where.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(where)],
-                             capture_output=True, check=False)
-    if mounted.returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs (a full disk)")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _fill(disk: Path) -> None:
-    # Unbuffered: a buffered file's close would flush into the full disk and raise.
-    with (disk / "filler").open("wb", buffering=0) as filler, contextlib.suppress(OSError):
-        while True:
-            filler.write(b"\0" * 65536)
-            filler.flush()
-            os.fsync(filler.fileno())
-
-
 def test_serve_on_a_full_disk_serves_and_says_so_in_one_line(tmp_path: Path) -> None:
-    with _small_tmpfs(tmp_path / "disk") as disk:
+    with small_disk(tmp_path / "disk", "2m") as disk:
         alpha, beta = _paired(disk / "alpha", tmp_path / "beta")
         server, port = _serve(alpha)
         try:
-            _fill(disk)
+            fill(disk)
             pings = [run(beta, "ping", f"{LOOPBACK}:{port}", "--timeout", "10")
                      for _ in range(3)]
         finally:
@@ -112,13 +86,13 @@ def test_pair_on_a_full_disk_ends_in_one_line_and_the_joiner_stores_nothing(
 ) -> None:
     beta = tmp_path / "beta"
     create_identity(beta, "beta")
-    with _small_tmpfs(tmp_path / "disk") as disk:
+    with small_disk(tmp_path / "disk", "2m") as disk:
         alpha = disk / "alpha"
         create_identity(alpha, "alpha")
         open_store(alpha).close()
         offerer = Offerer(alpha, "--once", advertise=False)
         try:
-            _fill(disk)
+            fill(disk)
             joined = run(beta, "join", offerer.address, offerer.code)
             code, _, err = offerer.finish(WAIT)
         finally:
