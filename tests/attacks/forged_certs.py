@@ -1,4 +1,5 @@
-"""Certificates a hostile device could present at pairing, and identities that hold them.
+"""Certificates a hostile device could present at pairing, identities that hold them,
+and a joiner that knocks with one.
 
 Every certificate here is self-signed by a key the attacker holds, so TLS accepts it
 (the attacker can complete CertificateVerify); only certpair's profile can refuse it.
@@ -6,8 +7,11 @@ Every certificate here is self-signed by a key the attacker holds, so TLS accept
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import secrets
+import socket
+import ssl
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -19,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certpair.identity import Identity, PrivateKey
+from certpair.ports import ALPN_PAIRING
 
 AnyKey = PrivateKey | rsa.RSAPrivateKey | ed448.Ed448PrivateKey
 
@@ -144,3 +149,32 @@ def write_identity(home: Path, der: bytes, key: AnyKey) -> None:
             serialization.NoEncryption(),
         )
     )
+
+
+def refused_joiner(directory: Path) -> ssl.SSLContext:
+    """A pairing client whose certificate breaks the profile (a CA certificate): refused
+    before any proof, so it spends nothing and can come back from any address. Its
+    certificate and key are written to ``directory``."""
+    key = p256()
+    (directory / "ca.pem").write_bytes(ssl.DER_cert_to_PEM_cert(forge_cert(key, ca=True))
+                                       .encode("ascii"))
+    (directory / "key.pem").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.load_cert_chain(directory / "ca.pem", directory / "key.pem")
+    context.set_alpn_protocols([ALPN_PAIRING])
+    return context
+
+
+def knock(context: ssl.SSLContext, port: int, source: str = "127.0.0.1",
+          timeout: float = 60.0) -> None:
+    """Connect to a loopback offerer's ``port`` from ``source`` with ``context`` and read
+    until the offerer hangs up (its refusal)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                  source_address=(source, 0)) as raw, \
+            context.wrap_socket(raw) as tls, \
+            contextlib.suppress(ssl.SSLError, ConnectionError):
+        while tls.recv(4096):
+            pass

@@ -11,7 +11,6 @@ are. Real adversaries with a tiny cap (CERTPAIR_LOG_MAX_ROWS=10): joiners agains
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -21,33 +20,15 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from certpair.identity import create_identity
-from certpair.ports import ALPN_PAIRING
 from certpair.store import open_store
-from tests.attacks.forged_certs import forge_cert, p256
+from tests.attacks.forged_certs import knock, refused_joiner
 from tests.cliutil import Offerer, run
 
 CLI = [sys.executable, "-m", "certpair"]
 WAIT = 60.0
 CAP = "10"
-
-
-def _ca_joiner(tmp_path: Path) -> ssl.SSLContext:
-    """A joiner whose certificate breaks the profile: refused before any proof, so it
-    spends nothing and can come back from any address (traffic)."""
-    key = p256()
-    (tmp_path / "ca.pem").write_bytes(ssl.DER_cert_to_PEM_cert(forge_cert(key, ca=True))
-                                      .encode("ascii"))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    context.load_cert_chain(tmp_path / "ca.pem", tmp_path / "key.pem")
-    context.set_alpn_protocols([ALPN_PAIRING])
-    return context
 
 
 def test_a_flood_from_60_addresses_keeps_the_attackers_code_spending_guess(
@@ -65,14 +46,9 @@ def test_a_flood_from_60_addresses_keeps_the_attackers_code_spending_guess(
         assert guessed.returncode != 0
         while offerer.next_event()["event"] not in ("rejected", "failed"):
             pass
-        context = _ca_joiner(tmp_path)
+        context = refused_joiner(tmp_path)
         for i in range(60):  # 60 source hosts, each refused: traffic
-            with socket.create_connection(("127.0.0.1", port), timeout=WAIT,
-                                          source_address=(f"127.0.1.{i + 2}", 0)) as raw, \
-                    context.wrap_socket(raw) as tls, \
-                    contextlib.suppress(ssl.SSLError, ConnectionError):
-                while tls.recv(4096):
-                    pass
+            knock(context, port, f"127.0.1.{i + 2}")
         seen = 0
         while seen < 60:  # pair prints each refusal after logging it
             seen += offerer.next_event()["event"] == "refused"

@@ -10,7 +10,6 @@ refusal after logging it, so reading N lines means N refusals are in the store.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import queue
@@ -22,13 +21,11 @@ import threading
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
 
 from certpair.identity import create_identity
-from certpair.ports import ALPN_PAIRING
 from certpair.store import open_store
 from certpair.trusted import client_context
-from tests.attacks.forged_certs import forge_cert, p256
+from tests.attacks.forged_certs import knock, refused_joiner
 from tests.cliutil import Offerer
 
 CLI = [sys.executable, "-m", "certpair"]
@@ -157,26 +154,13 @@ def test_a_flood_of_refused_joiners_is_one_counted_row_and_the_code_stays_valid(
     # A joiner whose certificate breaks the profile is refused before any proof, so it
     # spends nothing and can repeat at will: ``pair`` must count it, not log each one.
     create_identity(tmp_path / "alpha", "alpha")
-    key = p256()
-    (tmp_path / "ca.pem").write_bytes(ssl.DER_cert_to_PEM_cert(forge_cert(key, ca=True))
-                                      .encode("ascii"))
-    (tmp_path / "key.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    context.load_cert_chain(tmp_path / "ca.pem", tmp_path / "key.pem")
-    context.set_alpn_protocols([ALPN_PAIRING])
+    context = refused_joiner(tmp_path)
     flood = 100
     offerer = Offerer(tmp_path / "alpha", advertise=False)
     try:
         port = int(offerer.listening["port"])
         for _ in range(flood):
-            with socket.create_connection(("127.0.0.1", port), timeout=WAIT) as raw, \
-                    context.wrap_socket(raw) as tls, \
-                    contextlib.suppress(ssl.SSLError, ConnectionError):
-                while tls.recv(4096):
-                    pass
+            knock(context, port)
         refused = [offerer.next_event() for _ in range(flood)]
         assert {e["event"] for e in refused} == {"refused"}
     finally:
