@@ -234,6 +234,18 @@ def _check_key_mode(key_path: Path) -> None:
             f"refusing to use it: run 'chmod 600 {key_path}'")
 
 
+def _key_pem(key: PrivateKey) -> bytes:
+    """A private key as its file holds it: PKCS #8 PEM, not encrypted (the file is 0600)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _spki(key: PrivateKey | x509.Certificate) -> bytes:
+    """The DER public key of a private key or certificate: equal when they belong together."""
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
 def _write_private(path: Path, data: bytes, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
@@ -295,12 +307,7 @@ def create_identity(
         new.mkdir(mode=0o700)
         key = _generate_key(key_type)
         cert = _self_signed(key, name)
-        key_pem = key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-        _write_private(new / key_path.name, key_pem, 0o600)
+        _write_private(new / key_path.name, _key_pem(key), 0o600)
         _write_private(new / cert_path.name, cert.public_bytes(serialization.Encoding.PEM),
                        0o644)
         _fsync_directory(new)
@@ -332,9 +339,8 @@ def _resume_finish(home: Path, key_path: Path, cert_spki: bytes) -> PrivateKey:
         key = serialization.load_pem_private_key(pending.read_bytes(), password=None)
     except (OSError, ValueError):
         key = None
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) or (
-            key.public_key().public_bytes(serialization.Encoding.DER, spki) != cert_spki):
+            _spki(key) != cert_spki):
         raise LocalStateError(f"the key and certificate in {home} do not belong together")
     try:
         os.replace(pending, key_path)
@@ -373,16 +379,14 @@ def load_identity(home: Path) -> Identity:
         raise LocalStateError(f"the identity in {home} is unreadable") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise LocalStateError(f"the identity in {home} has an unsupported key type")
-    spki = serialization.PublicFormat.SubjectPublicKeyInfo
-    der = serialization.Encoding.DER
-    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
-        key = _resume_finish(home, key_path, cert.public_key().public_bytes(der, spki))
+    if _spki(key) != _spki(cert):
+        key = _resume_finish(home, key_path, _spki(cert))
     names = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     name = str(names[0].value) if names else "unnamed"
     return Identity(
         name=name,
         key=key,
-        cert_der=cert.public_bytes(der),
+        cert_der=cert.public_bytes(serialization.Encoding.DER),
         cert_path=cert_path,
         key_path=key_path,
     )

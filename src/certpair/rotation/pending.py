@@ -23,8 +23,11 @@ from certpair.identity import (
     Identity,
     KeyType,
     PrivateKey,
+    _fsync_directory,
     _generate_key,
+    _key_pem,
     _self_signed,
+    _spki,
     _write_private,
     fingerprint,
     load_identity,
@@ -95,11 +98,10 @@ def load_pending(home: Path) -> PendingRotation | None:
         raise LocalStateError(f"the pending rotation in {home} is unreadable") from exc
     if not isinstance(key, ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey):
         raise LocalStateError(f"the pending key in {home} has an unsupported type")
-    der, spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if key.public_key().public_bytes(der, spki) != cert.public_key().public_bytes(der, spki):
+    if _spki(key) != _spki(cert):
         raise LocalStateError(f"the pending key and certificate in {home} do not match")
-    return PendingRotation(key=key, cert_der=cert.public_bytes(der), key_path=key_path,
-                           cert_path=cert_path)
+    return PendingRotation(key=key, cert_der=cert.public_bytes(serialization.Encoding.DER),
+                           key_path=key_path, cert_path=cert_path)
 
 
 def start_rotation(home: Path) -> tuple[Identity, PendingRotation]:
@@ -122,9 +124,7 @@ def start_rotation(home: Path) -> tuple[Identity, PendingRotation]:
     cert = _self_signed(key, identity.name)
     try:
         key_path.unlink(missing_ok=True)  # a stray key from a start that crashed
-        _write_private(key_path, key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption()), 0o600)
+        _write_private(key_path, _key_pem(key), 0o600)
         _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
         key_path.unlink(missing_ok=True)  # no certificate: nothing is pending
@@ -152,7 +152,7 @@ def finish_rotation(home: Path) -> tuple[Identity, PendingRotation]:
     try:
         os.replace(pending.cert_path, old.cert_path)
         os.replace(pending.key_path, old.key_path)
-        _sync_directory(old.cert_path.parent)
+        _fsync_directory(old.cert_path.parent)
     except OSError as exc:
         raise LocalStateError(f"cannot switch to the new identity in {home}: "
                               f"{_why(exc)}") from exc
@@ -179,11 +179,3 @@ def abort_rotation(home: Path) -> PendingRotation:
 
 def _why(exc: OSError) -> str:
     return "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-
-
-def _sync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
