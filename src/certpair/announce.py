@@ -20,6 +20,7 @@ import ipaddress
 import secrets
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from certpair.addresses import local_ipv4_addresses
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from zeroconf import ServiceStateChange, Zeroconf
 
 __all__ = [
-    "SERVE_SERVICE_TYPE", "TUNNEL_SERVICE_TYPE", "Advertisement", "find_service",
+    "SERVE_SERVICE_TYPE", "TUNNEL_SERVICE_TYPE", "Advertised", "Advertisement", "find_service",
     "service_properties",
 ]
 
@@ -51,6 +52,14 @@ def _scope(listen_host: str) -> tuple[list[str] | None, list[str]]:
         return None, [a for a, _ in local_ipv4_addresses()]
     address = str(ipaddress.IPv4Address(listen_host))
     return [address], [address]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advertised:
+    """The event of ``serve`` and ``tunnel serve`` alike: their DNS-SD service is
+    published, or ``problem`` says why it is not (they serve all the same)."""
+
+    problem: str | None = None
 
 
 class Advertisement:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certpair.addresses import format_address
+from certpair.announce import Advertised
 from certpair.errors import CertpairError, LocalStateError
 from certpair.identity import Identity
 from certpair.ports import ALPN_SERVE, SERVE_PORT
@@ -77,13 +78,6 @@ class Connection:
     remote: str
     peer: Peer | None
     reason: str = ""
-
-
-@dataclass(frozen=True, kw_only=True)
-class Advertised:
-    """DNS-SD: this serve is published, or ``problem`` says why it is not."""
-
-    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

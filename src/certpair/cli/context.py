@@ -210,6 +210,24 @@ def emit_json(obj: dict[str, Any]) -> None:
     click.echo(json.dumps(obj, ensure_ascii=False, sort_keys=False))
 
 
+def peer_json(peer: Peer | None) -> dict[str, str] | None:
+    """A peer as the long-running commands' JSON lines name it."""
+    return None if peer is None else {"name": peer.name, "fingerprint": peer.fingerprint}
+
+
+def advertised_json(problem: str | None) -> dict[str, Any]:
+    """How ``serve`` and ``tunnel serve`` say their DNS-SD publication went, in JSON."""
+    return ({"event": "advertised"} if problem is None
+            else {"event": "not_advertised", "reason": problem})
+
+
+def advertised_text(problem: str | None, service: str) -> str:
+    """The same in words; ``service`` is the DNS-SD service type (``_certpair-serve._tcp``)."""
+    if problem is None:
+        return f"Advertised on the local network ({service}, fingerprint only)"
+    return f"Not advertised: {problem}"
+
+
 def failure_json(error: Exception) -> dict[str, Any]:
     """The JSON line of a pairing that did not end paired: ``failed``, or
     ``unconfirmed`` (with the peer kept unconfirmed) when the outcome is unknown."""

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.addresses import format_address
-from certpair.cli.context import command_hint, home_of, identity_of, store_of
+from certpair.cli.context import (
+    advertised_json,
+    advertised_text,
+    command_hint,
+    home_of,
+    identity_of,
+    peer_json,
+    store_of,
+)
 from certpair.cli.output import LineWriter
 from certpair.cli.params import relay_option
 from certpair.cli.terminal import printable
@@ -25,6 +33,8 @@ if TYPE_CHECKING:
     from certpair.store import TrustStore
 
 __all__ = ["command"]
+
+SERVE_SERVICE = "_certpair-serve._tcp"
 
 
 def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
@@ -51,23 +61,18 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
         if as_json:
             return [{"event": "connection", "remote": event.remote,
                      "outcome": "accepted" if peer else "refused",
-                     "peer": {"name": peer.name, "fingerprint": peer.fingerprint}
-                     if peer else None, "reason": event.reason}]
+                     "peer": peer_json(peer), "reason": event.reason}]
         if peer is not None:
             return [f"Accepted {printable(peer.name)}  {peer.fingerprint}  from {event.remote}"]
         return [f"Refused {event.remote}: {printable(event.reason)}"]
     if isinstance(event, Advertised):
-        if as_json:
-            return [{"event": "advertised"} if event.problem is None
-                    else {"event": "not_advertised", "reason": event.problem}]
-        return ["Advertised on the local network (_certpair-serve._tcp, fingerprint only)"
-                if event.problem is None else f"Not advertised: {event.problem}"]
+        return [advertised_json(event.problem) if as_json
+                else advertised_text(event.problem, SERVE_SERVICE)]
     if isinstance(event, Probe):
         peer = event.peer
         if as_json:
             return [{"event": "connection", "remote": event.remote, "outcome": "probe",
-                     "peer": {"name": peer.name, "fingerprint": peer.fingerprint},
-                     "reason": "completed the handshake, sent nothing"}]
+                     "peer": peer_json(peer), "reason": "completed the handshake, sent nothing"}]
         return [f"Probe from {printable(peer.name)}  {peer.fingerprint}  at {event.remote}: "
                 "completed the handshake, sent nothing"]
     if isinstance(event, Synced):
@@ -98,7 +103,7 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
 @click.option("--port", type=click.IntRange(0, 65535), default=SERVE_PORT,
               show_default=True, metavar="PORT", help="TCP port; 0 picks a free one.")
 @click.option("--no-advertise", is_flag=True,
-              help="Do not publish _certpair-serve._tcp (name and fingerprint) with DNS-SD.")
+              help=f"Do not publish {SERVE_SERVICE} (name and fingerprint) with DNS-SD.")
 @relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context

@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from certpair.addresses import format_address
-from certpair.cli.context import home_of, identity_of, store_of
+from certpair.cli.context import (
+    advertised_json,
+    advertised_text,
+    home_of,
+    identity_of,
+    peer_json,
+    store_of,
+)
 from certpair.cli.output import LineWriter
 from certpair.cli.params import Finite, relay_option
 from certpair.errors import BadInput, counted
@@ -30,10 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["command"]
 
 TUNNEL_SERVICE = "_certpair-tunnel._tcp"
-
-
-def _peer(peer: Peer | None) -> dict[str, str] | None:
-    return None if peer is None else {"name": peer.name, "fingerprint": peer.fingerprint}
 
 
 def _key_sync(home: Path) -> KeySync:
@@ -70,21 +73,20 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
 
     if isinstance(event, e.Opened):  # the two of every connection first
         return {"event": "opened", "id": event.id, "remote": event.remote,
-                "peer": _peer(event.peer),
+                "peer": peer_json(event.peer),
                 **({} if event.far is None else {"far": event.far,
                                                  "address_from": event.far_from})}
     if isinstance(event, e.Closed):
         return {"event": "closed", "id": event.id, "remote": event.remote,
-                "peer": _peer(event.peer), "bytes_up": event.bytes_up,
+                "peer": peer_json(event.peer), "bytes_up": event.bytes_up,
                 "bytes_down": event.bytes_down, "duration_ms": round(event.duration * 1000, 1),
                 "reason": event.reason}
     if isinstance(event, e.Listening):
         return {"event": "listening", "host": event.host, "port": event.port, **event.details}
     if isinstance(event, e.Advertised):
-        return ({"event": "advertised"} if event.problem is None
-                else {"event": "not_advertised", "reason": event.problem})
+        return advertised_json(event.problem)
     if isinstance(event, e.Failed):
-        return {"event": "failed", "remote": event.remote, "peer": _peer(event.peer),
+        return {"event": "failed", "remote": event.remote, "peer": peer_json(event.peer),
                 "reason": event.reason}
     if isinstance(event, e.Refused):
         return {"event": "refused", "remote": event.remote, "reason": event.reason,
@@ -94,7 +96,7 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
     if isinstance(event, e.TargetDown):
         return {"event": "target_unreachable", "to": event.target, "reason": event.reason}
     if isinstance(event, e.Synced):
-        return {"event": "synced", "remote": event.remote, "peer": _peer(event.peer),
+        return {"event": "synced", "remote": event.remote, "peer": peer_json(event.peer),
                 "told": event.told, "heard": event.heard, "error": event.error}
     assert isinstance(event, e.Stopped)
     return {"event": "stopped", "cut": event.cut}
@@ -109,10 +111,8 @@ def _as_text(data: dict[str, Any], *, serving: bool) -> str:
             return f"Tunnel to {data['to']} listening on {where}  (Ctrl-C stops)"
         return (f"Tunnel to {peer['name']} at {data['remote']} (address from "
                 f"{data['address_from']}) listening on {where}  (Ctrl-C stops)")
-    if kind == "advertised":
-        return f"Advertised on the local network ({TUNNEL_SERVICE}, fingerprint only)"
-    if kind == "not_advertised":
-        return f"Not advertised: {data['reason']}"
+    if kind in ("advertised", "not_advertised"):
+        return advertised_text(data.get("reason"), TUNNEL_SERVICE)
     if kind == "opened":
         via = (f" (at {data['far']}, address from {data['address_from']})"
                if "far" in data else "")

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from certpair.announce import Advertised
 from certpair.store import Peer
 
 __all__ = [
@@ -34,13 +35,6 @@ class Listening:
     host: str
     port: int
     details: dict[str, object]
-
-
-@dataclass(frozen=True, kw_only=True)
-class Advertised:
-    """DNS-SD: ``tunnel serve`` is published, or ``problem`` says why it is not."""
-
-    problem: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
