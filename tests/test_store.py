@@ -304,7 +304,7 @@ def test_a_version_5_store_gains_counted_refusals_with_its_rows_counted_once(
 def test_a_version_6_store_gains_the_identity_index_and_logs_the_collisions_it_held(
     tmp_path: Path,
 ) -> None:
-    from tests.attacks.test_one_identity import copy_names
+    from tests.attacks.forged_certs import copy_names
 
     first, second, third = self_signed_certs(3)
     _, twin = copy_names(first)  # a squat a store from before step 7 could hold

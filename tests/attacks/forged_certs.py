@@ -130,6 +130,21 @@ def forge_v1_cert(key: ec.EllipticCurvePrivateKey | None = None, *, version: int
     return der
 
 
+def copy_names(of: bytes) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
+    """A new key's certificate with the subject and names of ``of`` (a squatter's)."""
+    victim = x509.load_der_x509_certificate(of)
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (x509.CertificateBuilder().subject_name(victim.subject)
+               .issuer_name(victim.subject).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(victim.not_valid_before_utc)
+               .not_valid_after(victim.not_valid_after_utc))
+    for extension in victim.extensions:
+        if not isinstance(extension.value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier):
+            builder = builder.add_extension(extension.value, extension.critical)
+    return key, builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
+
+
 def identity_with(honest: Identity, der: bytes, key: Any) -> Identity:
     """An identity object that presents ``der`` (whose private key is ``key``).
 

@@ -15,8 +15,6 @@ import secrets
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certpair.codes import Mode, parse_secret
@@ -30,7 +28,7 @@ from certpair.protocol.frames import FrameType
 from certpair.protocol.session import JoinerSession
 from certpair.protocol.sync_frames import SyncResult
 from certpair.store import open_store
-from tests.attacks.forged_certs import forge_cert, identity_with, write_identity
+from tests.attacks.forged_certs import copy_names, forge_cert, identity_with, write_identity
 from tests.attacks.honest import MakeDevice, join
 from tests.attacks.mitm import client_tls, connect_leg
 from tests.attacks.policies import FrameSplitter, frame_body, frame_type
@@ -42,21 +40,6 @@ from tests.rotation_util import Fleet, RawSync, ServeProc, fleet
 __all__ = ["fleet"]
 
 CYRILLIC_A = "\u0430"
-
-
-def copy_names(of: bytes) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    """A new key's certificate with the subject and names of ``of`` (a squatter's)."""
-    victim = x509.load_der_x509_certificate(of)
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder().subject_name(victim.subject)
-               .issuer_name(victim.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(victim.not_valid_before_utc)
-               .not_valid_after(victim.not_valid_after_utc))
-    for extension in victim.extensions:
-        if not isinstance(extension.value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier):
-            builder = builder.add_extension(extension.value, extension.critical)
-    return key, builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
 
 def _tell_successor(fleet: Fleet, who: str, to: str) -> bytes:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from certpair.identity import PrivateKey, _self_signed, fingerprint
 from certpair.protocol.rotation import RotationToTell, encode_rotation, sign_rotation
 from certpair.protocol.sync_frames import SyncResult
+from tests.attacks.forged_certs import copy_names
 from tests.rotation_util import Fleet, RawSync, fleet, store_rows
 
 __all__ = ["fleet"]
@@ -87,25 +87,10 @@ def test_new_key_signature_replayed_from_another_session_is_refused(fleet: Fleet
     assert successors(fleet.home("beta")) == []
 
 
-def _copy_names(of: bytes) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
-    victim = x509.load_der_x509_certificate(of)
-    key = ec.generate_private_key(ec.SECP256R1())
-    builder = (x509.CertificateBuilder().subject_name(victim.subject)
-               .issuer_name(victim.subject).public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(victim.not_valid_before_utc)
-               .not_valid_after(victim.not_valid_after_utc))
-    for extension in victim.extensions:
-        if not isinstance(extension.value, x509.SubjectKeyIdentifier | x509.AuthorityKeyIdentifier):
-            builder = builder.add_extension(extension.value, extension.critical)
-    der = builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
-    return key, der
-
-
 def test_successor_colliding_with_another_peer_is_refused(fleet: Fleet) -> None:
     server = fleet.serve("beta")
     gamma_cert = fleet.ids["gamma"].cert_der
-    look_alike_key, look_alike = _copy_names(gamma_cert)  # gamma's subject and names
+    look_alike_key, look_alike = copy_names(gamma_cert)  # gamma's subject and names
     raw = RawSync(fleet.home("alpha"), server.port)
     assert raw.tell(statement(raw, fleet.ids["alpha"].key, look_alike_key, look_alike)) \
         is SyncResult.CONFLICT
