@@ -3,7 +3,6 @@ numbered, repaired after a crash at any point, and never trusted on its own."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
 import shutil
@@ -22,7 +21,7 @@ from certpair.store.anchors import anchor_problem, subject_hash
 from certpair.trusted import client_context, server_context
 from tests.attacks.forged_certs import forge_cert, key_usage, p256, write_identity
 from tests.test_store import V4_UNDONE, self_signed_certs
-from tests.trustedutil import handshake
+from tests.trustedutil import asyncio_handshake, handshake
 
 OPENSSL = shutil.which("openssl")
 _FILE = re.compile(r"[0-9a-f]{8}\.[0-9]+")
@@ -174,31 +173,7 @@ def test_asyncio_servers_refuse_a_planted_certificate_too(tmp_path: Path) -> Non
     planted = tmp_path / "alpha" / "anchors" / f"{subject_hash(mallory.cert_der)}.0"
     server_ctx = server_context(tmp_path / "alpha")
     planted.write_text(ssl.DER_cert_to_PEM_cert(mallory.cert_der))
-    served: list[str] = []
-
-    async def run() -> bytes:
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            served.append("mallory got in")
-            writer.close()
-
-        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
-        port = server.sockets[0].getsockname()[1]
-        try:
-            reader, writer = await asyncio.open_connection(
-                "127.0.0.1", port, ssl=client_context(tmp_path / "mallory"))
-            try:
-                async with asyncio.timeout(10):
-                    return await reader.read(10)
-            except (OSError, ssl.SSLError):
-                return b""
-            finally:
-                writer.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    assert asyncio.run(run()) == b""
-    assert served == []
+    assert asyncio_handshake(server_ctx, client_context(tmp_path / "mallory")) == (b"", False)
 
 
 # -- crash safety: a writer killed at a random point ----------------------------------------

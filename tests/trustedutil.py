@@ -3,6 +3,7 @@ between two contexts: the fixtures of the trusted-connection tests."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import threading
@@ -94,6 +95,38 @@ def handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext,
             result["client"] = exc
         thread.join()
     return Outcome(server=result["server"], client=result["client"], session=got)
+
+
+def asyncio_handshake(server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext) -> tuple[bytes, bool]:
+    """One connection to an asyncio server over loopback (asyncio drives the server's
+    ``SSLObject`` itself): what the client read (``welcome``, or nothing when refused),
+    and whether the server's handler ran at all."""
+    served: list[bool] = []
+
+    async def run() -> bytes:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            served.append(True)
+            writer.write(b"welcome\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_ctx)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_ctx)
+            try:
+                async with asyncio.timeout(TIMEOUT):
+                    return await reader.read(100)
+            except (OSError, ssl.SSLError):
+                return b""
+            finally:
+                writer.close()
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    read = asyncio.run(run())
+    return read, bool(served)
 
 
 def memory_handshake(server: ssl.SSLObject, client: ssl.SSLObject,

@@ -11,7 +11,6 @@ holding the certificates and keys it made, so nothing of certpair helps it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shlex
@@ -33,7 +32,7 @@ from certpair.store import open_store
 from certpair.trusted import client_context, connect, make_server, server_context
 from certpair.trusted.contexts import NotPaired
 from tests.attacks.forged_certs import AnyKey, forge_cert, key_usage, p256, write_identity
-from tests.trustedutil import handshake
+from tests.trustedutil import asyncio_handshake, handshake
 
 CLI = [sys.executable, "-m", "certpair"]
 CURL = shutil.which("curl")
@@ -118,33 +117,7 @@ def test_an_asyncio_server_on_the_raw_context_never_sees_a_minted_leaf(
     minted = forge_cert(minted_key, common_name="minted", issuer_key=ca_key,
                         issuer=x509.load_der_x509_certificate(ca).subject)
     attacker = _holding(tmp_path, "a", [minted, ca], minted_key, server_side=False)
-    served: list[bytes] = []
-
-    async def run() -> bytes:
-        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            served.append(writer.get_extra_info("ssl_object").getpeercert(binary_form=True))
-            writer.write(b"welcome\n")
-            await writer.drain()
-            writer.close()
-
-        server = await asyncio.start_server(handler, "127.0.0.1", 0,
-                                            ssl=server_context(alpha))
-        port = server.sockets[0].getsockname()[1]
-        try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=attacker)
-            try:
-                async with asyncio.timeout(10):
-                    return await reader.read(100)
-            except (OSError, ssl.SSLError):
-                return b""
-            finally:
-                writer.close()
-        finally:
-            server.close()
-            await server.wait_closed()
-
-    assert asyncio.run(run()) == b""
-    assert served == []
+    assert asyncio_handshake(server_context(alpha), attacker) == (b"", False)
 
 
 def test_a_ca_certificate_in_the_store_is_not_trusted_even_as_itself_and_peers_flags_it(
