@@ -18,15 +18,13 @@ import pytest
 
 from certpair.store import open_store
 from tests.cliutil import LOOPBACK, run
-from tests.tunnelutil import WAIT, Devices, Service, dial, echo, make_devices, read_all
+from tests.tunnelutil import WAIT, Devices, Service, dial, echo, read_all, running_devices
 
 
 @pytest.fixture
 def devices(tmp_path: Path) -> Iterator[Devices]:
-    found = make_devices(tmp_path)
-    yield found
-    for tunnel in found.started:
-        tunnel.kill()
+    with running_devices(tmp_path) as found:
+        yield found
 
 
 @pytest.fixture

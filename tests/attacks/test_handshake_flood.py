@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.cliutil import LOOPBACK, certpair_argv, run
-from tests.tunnelutil import WAIT, Devices, Service, dial, echo, make_devices
+from tests.tunnelutil import WAIT, Devices, Service, dial, echo, running_devices
 
 SOURCES = [f"127.0.0.{n}" for n in range(2, 10)]
 
@@ -67,10 +67,8 @@ def _through_tunnel(port: int) -> bytes:
 
 @pytest.fixture
 def devices(tmp_path: Path) -> Iterator[Devices]:
-    found = make_devices(tmp_path)
-    yield found
-    for tunnel in found.started:
-        tunnel.kill()
+    with running_devices(tmp_path) as found:
+        yield found
 
 
 def test_idle_sockets_of_unpaired_hosts_never_lock_a_paired_device_out_of_the_tunnel(
