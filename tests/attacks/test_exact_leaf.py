@@ -80,6 +80,20 @@ def alpha(tmp_path: Path) -> Path:
     return home
 
 
+def _minted_under_a_stored(alpha: Path, *, ca: bool) -> tuple[bytes, bytes, AnyKey]:
+    """A certificate stored in alpha's store as a peer's (a CA, or a plain leaf), and a
+    leaf minted with its key: (the stored one, the minted one, the minted one's key)."""
+    issuer_key = p256()
+    issuer = (forge_cert(issuer_key, common_name="mallory-ca", ca=True,
+                         usage=key_usage(cert_sign=True)) if ca
+              else forge_cert(issuer_key, common_name="paired-leaf"))
+    _plant(alpha, "mallory" if ca else "x", issuer)
+    minted_key = p256()
+    minted = forge_cert(minted_key, common_name="minted", issuer_key=issuer_key,
+                        issuer=x509.load_der_x509_certificate(issuer).subject)
+    return issuer, minted, minted_key
+
+
 def _refused_both_ways(alpha: Path, tmp: Path, chain: list[bytes], key: AnyKey) -> None:
     """alpha's server refuses a client presenting ``chain``; alpha's client refuses a
     server presenting it."""
@@ -94,13 +108,7 @@ def _refused_both_ways(alpha: Path, tmp: Path, chain: list[bytes], key: AnyKey) 
 def test_a_peer_stored_with_a_ca_certificate_cannot_mint_a_leaf_any_context_accepts(
     alpha: Path, tmp_path: Path
 ) -> None:
-    ca_key = p256()
-    ca = forge_cert(ca_key, common_name="mallory-ca", ca=True,
-                    usage=key_usage(cert_sign=True))
-    _plant(alpha, "mallory", ca)
-    minted_key = p256()
-    minted = forge_cert(minted_key, common_name="minted", issuer_key=ca_key,
-                        issuer=x509.load_der_x509_certificate(ca).subject)
+    ca, minted, minted_key = _minted_under_a_stored(alpha, ca=True)
     _refused_both_ways(alpha, tmp_path, [minted], minted_key)
     _refused_both_ways(alpha, tmp_path, [minted, ca], minted_key)
 
@@ -109,13 +117,7 @@ def test_an_asyncio_server_on_the_raw_context_never_sees_a_minted_leaf(
     alpha: Path, tmp_path: Path
 ) -> None:
     # asyncio drives SSLObject.do_handshake itself: the check must sit there too.
-    ca_key = p256()
-    ca = forge_cert(ca_key, common_name="mallory-ca", ca=True,
-                    usage=key_usage(cert_sign=True))
-    _plant(alpha, "mallory", ca)
-    minted_key = p256()
-    minted = forge_cert(minted_key, common_name="minted", issuer_key=ca_key,
-                        issuer=x509.load_der_x509_certificate(ca).subject)
+    ca, minted, minted_key = _minted_under_a_stored(alpha, ca=True)
     attacker = _holding(tmp_path, "a", [minted, ca], minted_key, server_side=False)
     assert asyncio_handshake(server_context(alpha), attacker) == (b"", False)
 
@@ -143,12 +145,7 @@ def test_a_ca_certificate_in_the_store_is_not_trusted_even_as_itself_and_peers_f
 def test_a_leaf_signed_by_a_stored_non_ca_certificate_is_refused(
     alpha: Path, tmp_path: Path
 ) -> None:
-    issuer_key = p256()
-    issuer = forge_cert(issuer_key, common_name="paired-leaf")
-    _plant(alpha, "x", issuer)
-    minted_key = p256()
-    minted = forge_cert(minted_key, common_name="minted", issuer_key=issuer_key,
-                        issuer=x509.load_der_x509_certificate(issuer).subject)
+    issuer, minted, minted_key = _minted_under_a_stored(alpha, ca=False)
     _refused_both_ways(alpha, tmp_path, [minted], minted_key)
     _refused_both_ways(alpha, tmp_path, [minted, issuer], minted_key)
 
