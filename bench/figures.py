@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from bench.proxy import DelayProxy
+from bench.proxy import DelayProxy, proxied_rtt
 from bench.stats import Figure, summary
 from certpair.codes import Mode, Secret, generate_code, generate_hmac_key
 from certpair.identity import Identity, create_identity
@@ -168,30 +168,6 @@ def pair_vs_tls(devices: Devices, repeats: int = 30) -> Figure:
 # -------------------------------------------------------------- round trips (proxy)
 
 
-async def _proxied_rtt(delay: float, repeats: int = 5) -> float:
-    """Median time of a 1-byte echo through a fresh DelayProxy: the RTT as the proxy
-    really delivers it (timer granularity included), measured like the pairings."""
-
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    times = []
-    async with DelayProxy("127.0.0.1", server.sockets[0].getsockname()[1], delay) as proxy:
-        reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
-        for _ in range(repeats):
-            start = time.perf_counter()
-            writer.write(b"x")
-            await reader.readexactly(1)
-            times.append(time.perf_counter() - start)
-        writer.close()
-    server.close()
-    return statistics.median(times)
-
-
 def round_trips(devices: Devices, delay: float = 0.05, repeats: int = 5) -> Figure:
     """Pairing time through a delay proxy divided by the RTT through the same proxy.
 
@@ -210,7 +186,7 @@ def round_trips(devices: Devices, delay: float = 0.05, repeats: int = 5) -> Figu
 
         joiner, offerer, rtts = [], [], []
         for _ in range(repeats):
-            rtt = await _proxied_rtt(delay)
+            rtt = await proxied_rtt(delay)
             j, o = await _pair_once(devices, mode, via)
             joiner.append(j / rtt)
             offerer.append(o / rtt)

@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.proxy import DelayProxy
+from bench.proxy import DelayProxy, proxied_rtt
 from bench.stats import Figure, cpu_seconds, python_env, ratio, summary
 from bench.tunnel_ends import LOOPBACK, Pair, Service, sink
 from certpair.codes import generate_code, parse_secret
@@ -70,28 +70,6 @@ def _relay() -> Iterator[tuple[RelayAddress, int]]:
     finally:
         proc.kill()
         proc.wait(10)
-
-
-async def _rtt(delay: float) -> float:
-    """A 1-byte echo through a fresh DelayProxy, median of 5."""
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while data := await reader.read(1):
-            writer.write(data)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, LOOPBACK, 0)
-    times = []
-    async with DelayProxy(LOOPBACK, server.sockets[0].getsockname()[1], delay) as proxy:
-        reader, writer = await asyncio.open_connection(LOOPBACK, proxy.port)
-        for _ in range(5):
-            start = time.perf_counter()
-            writer.write(b"x")
-            await reader.readexactly(1)
-            times.append(time.perf_counter() - start)
-        writer.close()
-    server.close()
-    return statistics.median(times)
 
 
 async def _pair_once(root: Path, relay: RelayAddress, delay: float, through: bool) -> float:
@@ -137,7 +115,7 @@ def relay_pairing(quick: bool = False, delay: float = 0.05) -> Figure:
     async def run(relay: RelayAddress, root: Path) -> Figure:
         direct, through, rtts = [], [], []
         for _ in range(repeats):
-            rtt = await _rtt(delay)
+            rtt = await proxied_rtt(delay)
             direct.append(await _pair_once(root, relay, delay, through=False) / rtt)
             through.append(await _pair_once(root, relay, delay, through=True) / rtt)
             rtts.append(rtt)
