@@ -11,7 +11,7 @@ import os
 import socket
 import ssl
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,10 @@ __all__ = [
     "client_context",
     "server_context",
 ]
+
+# A setting applied to every context that replaces the first: the ``ssl.SSLContext``
+# method itself (not its name, so that a typo fails mypy), called with one argument.
+Setting = Callable[[ssl.SSLContext, Any], None]
 
 # Settings a caller may change on a context; a fresh context copies them, in this order.
 _COPIED = ("options", "minimum_version", "maximum_version", "verify_flags", "check_hostname",
@@ -102,7 +106,7 @@ class TrustedContext(ssl.SSLContext):
 
     def set_alpn_protocols(self, alpn_protocols: Iterable[str]) -> None:
         """Set ALPN here and on every context that later replaces this one."""
-        self._certpair.remember(self, "set_alpn_protocols", list(alpn_protocols))
+        self._certpair.remember(self, ssl.SSLContext.set_alpn_protocols, list(alpn_protocols))
 
 
 def _check_handshake(connection: _CheckedSocket | _CheckedObject) -> None:
@@ -191,7 +195,7 @@ class _Anchors:
         self._version = -1
         self._own: tuple[int, ...] = ()
         self.own_fingerprint = self.identity.fingerprint
-        self._calls: dict[str, Any] = {}
+        self._calls: dict[Setting, Any] = {}
         # Peers admitted since latest() last read peers_version (_admitted_at): every
         # change to the peers moves it (store triggers); see admit.
         self._admitted: dict[str, Peer] = {}
@@ -296,12 +300,13 @@ class _Anchors:
         return explain_certificate(self.store, fp, expected=self.pinned,
                                    own_fingerprint=self.own_fingerprint)
 
-    def remember(self, context: TrustedContext, method: str, argument: Any) -> None:
-        """Apply a setting now and to every context built later."""
+    def remember(self, context: TrustedContext, setting: Setting, argument: Any) -> None:
+        """Apply a setting (an ``ssl.SSLContext`` method, by reference) now and to every
+        context built later."""
         with self._lock:
-            self._calls[method] = argument
+            self._calls[setting] = argument
             for each in {id(c): c for c in (context, self.first, self.current) if c}.values():
-                getattr(ssl.SSLContext, method)(each, argument)
+                setting(each, argument)
 
     def _build(self) -> TrustedContext:
         side = ssl.PROTOCOL_TLS_SERVER if self.server_side else ssl.PROTOCOL_TLS_CLIENT
@@ -337,8 +342,8 @@ class _Anchors:
         else:
             for name in _COPIED:
                 setattr(context, name, getattr(self.first, name))
-            for method, argument in self._calls.items():
-                getattr(ssl.SSLContext, method)(context, argument)
+            for setting, argument in self._calls.items():
+                setting(context, argument)
         return context
 
     def _on_client_hello(
