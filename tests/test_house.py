@@ -5,11 +5,14 @@ test is the one that catches the break the old string-based shapes let through."
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from certpair.codes import Mode
 from certpair.errors import PairingFailed
+from certpair.identity import create_identity, fingerprint
 from certpair.net.commit import commit_on_paired
 from certpair.profile import CertificateRefused, ProfileRule
 from certpair.protocol.events import Failed, FailureReason, Paired
@@ -17,8 +20,15 @@ from certpair.protocol.frames import FrameType
 from certpair.protocol.rotation import SyncSession
 from certpair.protocol.session import JoinerSession, OffererSession
 from certpair.protocol.sync_frames import SyncResult
-from certpair.store import Peer, Refusal, StoreUnusable
-from tests.helpers import make_joiner, make_offer, make_offerer, make_secret, split_frames
+from certpair.store import Peer, Refusal, StoreUnusable, open_store
+from tests.helpers import (
+    JOINER_CERT,
+    make_joiner,
+    make_offer,
+    make_offerer,
+    make_secret,
+    split_frames,
+)
 
 
 @pytest.mark.parametrize("machine", [JoinerSession, OffererSession, SyncSession])
@@ -96,3 +106,61 @@ def test_commit_then_the_sessions_word_when_the_store_succeeds() -> None:
     done = commit_on_paired(offerer, list(events), store_ok)
     assert stored == events and done.peer is not None and done.error is None
     assert [f.type for f in split_frames(offerer.data_to_send())] == [FrameType.HMAC_RESPONSE]
+
+
+def test_the_store_says_whether_a_pairing_is_new_from_inside_its_commit(
+    tmp_path: Path,
+) -> None:
+    create_identity(tmp_path / "alpha", "alpha")
+    with open_store(tmp_path / "alpha") as mine, open_store(tmp_path / "alpha") as other:
+        first = mine.commit_pairing_result(name="joiner", cert_der=JOINER_CERT, mode="hmac",
+                                           role="offerer", remote="test")
+        assert first.created and first.peer.fingerprint == fingerprint(JOINER_CERT)
+        # Another process's handle, which never read it, still hears it is not new.
+        again = other.commit_pairing_result(name="joiner", cert_der=JOINER_CERT, mode="hmac",
+                                            role="offerer", remote="test")
+        assert not again.created and again.peer.device_id == first.peer.device_id
+
+
+async def test_a_peer_another_process_stores_during_the_offerers_commit_is_not_taken_as_new(
+    tmp_path: Path,
+) -> None:
+    # The offerer undoes a new pairing when the joiner then fails to store it; whether
+    # the peer was new must come from the commit itself. Another process stores the
+    # same certificate at the offerer's first touch of the store for this commit, after
+    # whatever it read: a check before the commit (the old shape) misses it.
+    from certpair.net.offer import _Offerer
+    from certpair.net.offer_outcome import Run
+
+    identity = create_identity(tmp_path / "alpha", "alpha")
+    with open_store(tmp_path / "alpha") as store, open_store(tmp_path / "alpha") as other:
+        raced: list[bool] = []
+
+        def race() -> None:
+            if not raced:
+                raced.append(True)
+                other.commit_pairing(name="joiner", cert_der=JOINER_CERT, mode="hmac",
+                                     role="offerer", remote="another run")
+
+        read, commit = store.peer, store.commit_pairing_result
+
+        def peer_then_race(*args: Any, **kwargs: Any) -> Any:
+            found = read(*args, **kwargs)
+            race()
+            return found
+
+        def race_then_commit(*args: Any, **kwargs: Any) -> Any:
+            race()
+            return commit(*args, **kwargs)
+
+        store.peer = peer_then_race  # type: ignore[method-assign]
+        store.commit_pairing_result = race_then_commit  # type: ignore[method-assign]
+        offerer = _Offerer(identity=identity, store=store, mode=Mode.HMAC, ttl=300.0,
+                           digits=9, bits=80, once=True, on_event=lambda event: None,
+                           clock=lambda: 0.0, wall_clock=lambda: 0.0, secret=None,
+                           relay=None)
+        session, events = _paired_offerer()
+        run = Run(remote="127.0.0.1:1")
+        offerer.commit(session, list(events), run)
+        assert raced and run.peer is not None
+        assert run.existed  # so a failure after this commit leaves the peer stored

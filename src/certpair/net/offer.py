@@ -29,7 +29,7 @@ from certpair.errors import (
     Expired,
     PairingFailed,
 )
-from certpair.identity import Identity, fingerprint
+from certpair.identity import Identity
 from certpair.net.admission import check_new_peer
 from certpair.net.commit import commit_on_paired
 from certpair.net.conversation import READ_SIZE, Conversation, remote_of
@@ -211,10 +211,13 @@ class _Offerer:
         """Store the joiner on Paired, before the session may say so to the joiner."""
 
         def store_joiner(paired: Paired) -> Peer:
-            run.existed = self.store.peer(fingerprint(paired.peer_cert_der)) is not None
-            return self.store.commit_pairing(
+            # Whether it was trusted before comes from the commit's own transaction: a
+            # peer another process stores meanwhile is never taken for this run's.
+            done = self.store.commit_pairing_result(
                 name=paired.peer_name, cert_der=paired.peer_cert_der, mode=paired.mode.value,
                 role=Role.OFFERER.value, remote=run.remote, confirmed=False)
+            run.existed = not done.created
+            return done.peer
 
         done = commit_on_paired(session, events, store_joiner)
         run.peer = run.peer or done.peer

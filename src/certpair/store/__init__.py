@@ -17,6 +17,7 @@ and person-readable peer names), ``changes`` (the change counter), and the parts
 
 from __future__ import annotations
 
+from certpair.store.pairing import PairingCommit
 from certpair.store.records import (
     MIN_PREFIX_DIGITS,
     AmbiguousPeer,
@@ -34,6 +35,7 @@ __all__ = [
     "AmbiguousPeer",
     "Event",
     "KeyAlarm",
+    "PairingCommit",
     "Peer",
     "PeerNotFound",
     "Refusal",

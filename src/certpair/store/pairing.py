@@ -20,7 +20,16 @@ from certpair.store.base import StoreBase, gone
 from certpair.store.changes import synchronous_full
 from certpair.store.records import Event, Peer, iso_time
 
-__all__ = ["PairingCommits"]
+__all__ = ["PairingCommit", "PairingCommits"]
+
+
+@dataclasses.dataclass(frozen=True)
+class PairingCommit:
+    """What :meth:`PairingCommits.commit_pairing_result` stored: the peer, and whether its
+    row is new (False: a certificate already trusted was paired again)."""
+
+    peer: Peer
+    created: bool
 
 
 class PairingCommits(StoreBase):
@@ -30,6 +39,19 @@ class PairingCommits(StoreBase):
         self, *, name: str, cert_der: bytes, mode: str, role: str, remote: str,
         at: float | None = None, confirmed: bool = True,
     ) -> Peer:
+        """Trust a peer and log the pairing, in one transaction (as
+        :meth:`commit_pairing_result`, which also says whether the peer is new).
+
+        Returns:
+            The stored peer.
+        """
+        return self.commit_pairing_result(name=name, cert_der=cert_der, mode=mode, role=role,
+                                          remote=remote, at=at, confirmed=confirmed).peer
+
+    def commit_pairing_result(
+        self, *, name: str, cert_der: bytes, mode: str, role: str, remote: str,
+        at: float | None = None, confirmed: bool = True,
+    ) -> PairingCommit:
         """Trust a peer and log the pairing, in one transaction.
 
         Re-pairing a known certificate updates its name, mode, time and confirmation.
@@ -51,7 +73,9 @@ class PairingCommits(StoreBase):
                 and trusted, all the same; see :meth:`confirm_peer`).
 
         Returns:
-            The stored peer.
+            The stored peer, and whether it is new: decided inside the transaction, so
+            that a caller that undoes a new pairing never removes one another process
+            stored meanwhile.
 
         Raises:
             CertificateRefused: rule ``NAME_COLLISION`` (nothing stored).
@@ -71,7 +95,7 @@ class PairingCommits(StoreBase):
                     paired_at=when, confirmed=confirmed,
                     given_name=None if stored == name else name,
                 )
-                device_id = peers_sql.upsert_peer(self._db, peer)
+                device_id, created = peers_sql.upsert_peer(self._db, peer)
                 peer = dataclasses.replace(peer, device_id=device_id)
                 keys_sql.rekey(self._db, fingerprint_)
                 if (address := pairing_address(remote, at)) is not None:
@@ -86,7 +110,7 @@ class PairingCommits(StoreBase):
         except sqlite3.Error as exc:
             raise self._write_error(exc) from exc
         self._follow_anchors()
-        return peer
+        return PairingCommit(peer=peer, created=created)
 
     def colliding_peer(self, cert_der: bytes) -> str | None:
         """The fingerprint of another peer whose certificate or pending successor shares

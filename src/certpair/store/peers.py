@@ -27,15 +27,18 @@ _COLUMNS = "name, fingerprint, cert_der, mode, paired_at, confirmed"
 _SELECTED = f"{_COLUMNS}, device_id"
 
 
-def upsert_peer(db: sqlite3.Connection, peer: Peer) -> str:
+def upsert_peer(db: sqlite3.Connection, peer: Peer) -> tuple[str, bool]:
     """Trust ``peer``; re-pairing a known certificate updates its name, mode and time.
 
     Returns the row's device id (a new row gets a fresh one; a known row keeps its
-    own: store/devices.py).
+    own: store/devices.py), and whether the row is new: asked here, in the caller's
+    transaction, so no other writer can come between the answer and the write.
 
     The row carries its certificate's subject hash, which files it in the anchor
     directory (a trigger marks that bucket for :func:`~certpair.store.anchors.sync_anchors`).
     """
+    known = db.execute("SELECT device_id FROM peers WHERE fingerprint = ?",
+                       (peer.fingerprint,)).fetchone()
     db.execute(
         f"INSERT INTO peers ({_COLUMNS}, subject_hash, device_id)"  # noqa: S608  # constant
         " VALUES (?, ?, ?, ?, ?, ?, ?, lower(hex(randomblob(16))))"
@@ -45,9 +48,9 @@ def upsert_peer(db: sqlite3.Connection, peer: Peer) -> str:
         (peer.name, peer.fingerprint, peer.cert_der, peer.mode, peer.paired_at,
          int(peer.confirmed), row_hash(peer.cert_der)),
     )
-    row = db.execute("SELECT device_id FROM peers WHERE fingerprint = ?",
-                     (peer.fingerprint,)).fetchone()
-    return str(row[0]) if row and row[0] else ""
+    row = known or db.execute("SELECT device_id FROM peers WHERE fingerprint = ?",
+                              (peer.fingerprint,)).fetchone()
+    return (str(row[0]) if row and row[0] else ""), known is None
 
 
 def set_confirmed(db: sqlite3.Connection, fingerprint: str) -> bool:
