@@ -136,6 +136,12 @@ class _Progress:
         self.report(stage)
 
 
+def _log_failure(store: TrustStore, remote: str, secret: Secret, reason: str) -> None:
+    """The audit-log row of a join that failed: the one shape of all of them."""
+    store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
+                       mode=secret.mode.value, outcome="failed", reason=reason)
+
+
 def _check_pairing_port(tls: PairingTLS, remote: str) -> None:
     """Stop at once, before any proof, if the server is a trusted certpair port (ALPN)."""
     kind = service_of(tls.protocol(), ALPN_PAIRING)
@@ -154,10 +160,8 @@ async def _admit(conv: Conversation, session: JoinerSession, store: TrustStore,
             offerer is told (ERROR(CERTIFICATE_REFUSED)) and its code stays unspent.
     """
     cert = session.channel.cert_offerer
-    mode = session.secret.mode.value
     if expected_fingerprint is not None and fingerprint(cert) != expected_fingerprint:
-        store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote, mode=mode,
-                           outcome="failed", reason="certificate mismatch")
+        _log_failure(store, remote, session.secret, "certificate mismatch")
         raise PairingFailed("pairing failed: the offerer's certificate does not "
                             "match the expected fingerprint")
     try:
@@ -165,8 +169,7 @@ async def _admit(conv: Conversation, session: JoinerSession, store: TrustStore,
     except CertificateRefused as exc:
         # Logged first, so a failing send loses nothing.
         session.refuse_certificate()
-        store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote, mode=mode,
-                           outcome="failed", reason=str(exc))
+        _log_failure(store, remote, session.secret, str(exc))
         with contextlib.suppress(TLSFailure, OSError):
             await conv.send(session.data_to_send())
         raise
@@ -267,8 +270,7 @@ async def run_join(
     except TimeoutError:
         outcome = session.connection_lost() if session is not None else None
         if not isinstance(outcome, Unconfirmed):
-            store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
-                               mode=secret.mode.value, outcome="failed", reason="timed out")
+            _log_failure(store, remote, secret, "timed out")
             cause = reach.timeout_cause()
             raise Expired(f"pairing with {remote} timed out {cause}") from None
     if isinstance(outcome, Peer):
@@ -282,8 +284,7 @@ async def run_join(
         relayed = remote.removeprefix("relay ") if remote.startswith("relay ") else None
         raise PairingUnconfirmed(unconfirmed_message(peer.name, remote, host or "", relayed),
                                  peer=peer)
-    store.record_event(kind="pairing", role=Role.JOINER.value, remote=remote,
-                       mode=secret.mode.value, outcome="failed", reason=outcome.reason.text)
+    _log_failure(store, remote, secret, outcome.reason.text)
     error, message = _FAILURES[outcome.reason]
     if outcome.reason is FailureReason.CERTIFICATE_REFUSED:
         message = f"{message} ({why_peer_refused_us(identity)})"
