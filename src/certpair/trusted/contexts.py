@@ -31,10 +31,7 @@ __all__ = [
     "server_context",
 ]
 
-# A setting applied to every context that replaces the first: the ``ssl.SSLContext``
-# method itself (not its name, so that a typo fails mypy), called with one argument.
-Setting = Callable[[ssl.SSLContext, Any], None]
-
+Setting = Callable[[ssl.SSLContext, Any], None]  # an SSLContext method itself, not its name
 # Settings a caller may change on a context; a fresh context copies them, in this order.
 _COPIED = ("options", "minimum_version", "maximum_version", "verify_flags", "check_hostname",
            "verify_mode", "keylog_filename")
@@ -301,8 +298,7 @@ class _Anchors:
                                    own_fingerprint=self.own_fingerprint)
 
     def remember(self, context: TrustedContext, setting: Setting, argument: Any) -> None:
-        """Apply a setting (an ``ssl.SSLContext`` method, by reference) now and to every
-        context built later."""
+        """Apply a setting now and to every context built later."""
         with self._lock:
             self._calls[setting] = argument
             for each in {id(c): c for c in (context, self.first, self.current) if c}.values():
