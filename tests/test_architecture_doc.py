@@ -35,7 +35,7 @@ def test_every_file_the_doc_names_by_its_path_exists() -> None:
     flows = doc[doc.index("### Reading a flow"):doc.index("## The life of a pairing")]
     named = set(re.findall(r"`([\w/]+/[\w]+\.py)`", doc)) | set(
         re.findall(r"`([\w/]+\.py)`", flows))
-    assert {"net/join.py", "tunnel/serve.py", "rotation/fleet.py", "tls.py"} <= named
+    assert {"net/join.py", "tunnel/server.py", "rotation/fleet.py", "tls.py"} <= named
     roots = (ROOT / "src" / "certpair", ROOT / "src", ROOT)
     gone = sorted(p for p in named if not any((root / p).is_file() for root in roots))
     assert gone == [], f"docs/ARCHITECTURE.md names files that do not exist: {gone}"

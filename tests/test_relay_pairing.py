@@ -233,14 +233,14 @@ async def test_a_relay_that_dies_after_the_offerer_committed_leaves_both_unconfi
 ) -> None:
     (alpha, alpha_store), (beta, beta_store) = make_device("alpha"), make_device("beta")
     with real_relay() as dying:
-        commit = alpha_store.commit_pairing
+        commit = alpha_store.commit_pairing_result  # what the offerer commits with
 
         def commit_then_relay_dies(**kwargs: Any) -> Any:
-            peer = commit(**kwargs)
+            done = commit(**kwargs)
             dying.kill()  # before the offerer's word can reach the joiner
-            return peer
+            return done
 
-        alpha_store.commit_pairing = commit_then_relay_dies  # type: ignore[method-assign]
+        alpha_store.commit_pairing_result = commit_then_relay_dies  # type: ignore[method-assign]
         async with offer_at(dying.address, (alpha, alpha_store)) as offer:
             with pytest.raises(PairingUnconfirmed) as joined:
                 await run_join(identity=beta, store=beta_store, host=None,
