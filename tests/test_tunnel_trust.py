@@ -203,9 +203,11 @@ def test_10000_connections_leave_no_descriptor_and_refusals_are_counted_not_logg
     junk = 9_700
     asyncio.run(refused(junk))
     deadline = time.monotonic() + WAIT
-    while server.fds() != before and time.monotonic() < deadline:
+    # Not more than before: a descriptor that was still closing when `before` was read
+    # (the first connection's) may be gone by now; one leaked per connection is thousands.
+    while server.fds() > before and time.monotonic() < deadline:
         time.sleep(0.05)  # polling a condition, bounded; not a synchronisation
-    assert server.fds() == before
+    assert server.fds() <= before
     code, rest, err = server.stop()
     assert code == 0, err
     counted = [e for e in server.seen + rest if e["event"] == "refused"]
