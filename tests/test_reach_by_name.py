@@ -41,7 +41,8 @@ def test_ping_and_sync_take_a_peer_name_and_only_that_peer_may_answer(fleet: Fle
     for command in ("sync", "ping"):
         refused = _run(fleet, "beta", command, "alpha")
         assert refused.returncode == 1, refused.stderr
-        assert f"another device answered at {alpha.address}, not alpha" in refused.stderr
+        assert f"{alpha.address} is not alpha: it presents" in refused.stderr
+        assert "the certificate of gamma, another paired device" in refused.stderr
     every = _run(fleet, "beta", "sync", "--all", "--json")
     assert every.returncode == 4
     summary = json.loads(every.stdout.splitlines()[-1])

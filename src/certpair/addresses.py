@@ -6,20 +6,25 @@ through them, so an IPv6 address (with or without a zone, ``fe80::1%eth0``) keep
 brackets and reads back as the same host and port.
 
 This host's addresses are read from the interfaces (``ifaddr``) without sending
-anything; IPv4 only, like discovery. ``ifaddr`` is imported inside the functions, so
-that the CLI starts fast.
+anything: IPv4 (pairing's discovery uses only these) and IPv6 (the announcements of
+``serve`` and ``tunnel serve`` listening on an IPv6 address). A link-local IPv6 address
+means something only with its interface: :func:`with_zone` writes it as
+``fe80::1%eth0``, which :func:`parse_address`, :func:`format_address` and the resolver
+all read. ``ifaddr`` is imported inside the functions, so that the CLI starts fast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
 from collections.abc import Sequence
 
 from certpair.errors import BadInput
 
 __all__ = [
     "best_local_address", "check_interfaces", "format_address", "host_of",
-    "local_ipv4_addresses", "parse_address",
+    "local_ipv4_addresses", "local_ipv6_addresses", "parse_address", "with_zone",
 ]
 
 _MAX_PORT_DIGITS = 5
@@ -136,6 +141,52 @@ def local_ipv4_addresses(*, include_loopback: bool = False) -> list[tuple[str, i
             if (ip.ip, ip.network_prefix) not in found:
                 found.append((ip.ip, ip.network_prefix))
     return found
+
+
+def local_ipv6_addresses(*, include_loopback: bool = False) -> list[tuple[str, int, int]]:
+    """List this host's IPv6 addresses with their prefix lengths and interfaces.
+
+    Args:
+        include_loopback: also list ``::1``.
+
+    Returns:
+        ``(address, prefix, interface index)`` triples, the address without a zone, in
+        the order the system reports them.
+    """
+    import ifaddr  # noqa: PLC0415  # zeroconf's dependency; loaded only for discovery
+
+    found: list[tuple[str, int, int]] = []
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            if isinstance(ip.ip, str):
+                continue
+            try:
+                address = ipaddress.IPv6Address(ip.ip[0].split("%", 1)[0])
+            except ValueError:
+                continue
+            if address.is_loopback and not include_loopback:
+                continue
+            entry = (str(address), ip.network_prefix, int(adapter.index or 0))
+            if entry not in found:
+                found.append(entry)
+    return found
+
+
+def with_zone(address: str, interface: int | str | None) -> str:
+    """``address`` as a host to connect to: a link-local IPv6 address gets its
+    interface as a zone (``fe80::1%eth0``; by name when the index has one); any other
+    address is returned as it is (without a zone it did not need)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return address
+    if not isinstance(ip, ipaddress.IPv6Address) or not ip.is_link_local:
+        return str(ip) if "%" in address else address
+    zone = str(interface) if interface not in (None, "", 0, "0") else ""
+    if zone.isdigit():
+        with contextlib.suppress(OSError):
+            zone = socket.if_indextoname(int(zone))
+    return f"{ip}%{zone}" if zone else str(ip)
 
 
 def best_local_address() -> str | None:

@@ -282,7 +282,8 @@ def serve(home: Path, identity: Identity, store: TrustStore, *, host: str = "0.0
         bound = int(listener.server_address[1])
         server.port, server.relay = bound, relay
         on_event(Listening(host=host, port=bound))
-        advertisement = _advertise(identity, host, bound, on_event) if advertise else None
+        advertisement = (_advertise(home, identity, host, bound, on_event) if advertise
+                         else None)
         waiting = None if relay is None else _wait_at(relay, identity, listener, on_event)
         try:
             listener.serve_forever()
@@ -311,7 +312,7 @@ def _wait_at(relay: RelayAddress, identity: Identity, listener: TrustedServer,
     return serving
 
 
-def _advertise(identity: Identity, host: str, port: int,
+def _advertise(home: Path, identity: Identity, host: str, port: int,
                on_event: Callable[[ServeEvent], None]) -> Advertisement | None:
     """Announce this serve (name, fingerprint) with DNS-SD, in the background; not on a
     loopback-only listen address, where no other device could use it."""
@@ -322,10 +323,11 @@ def _advertise(identity: Identity, host: str, port: int,
             return None
     advertisement = Advertisement(service_type=SERVE_SERVICE_TYPE, name=identity.name,
                                   fingerprint=identity.fingerprint, port=port,
-                                  listen_host=host)
+                                  listen_host=host, home=home)
 
     def publish() -> None:  # probing takes seconds: not in the way of serving
-        on_event(Advertised(problem=advertisement.start()))
+        advertisement.run(lambda problem, again: on_event(Advertised(problem=problem,
+                                                                     again=again)))
 
     threading.Thread(target=publish, daemon=True, name="certpair-dnssd").start()
     return advertisement

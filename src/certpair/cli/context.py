@@ -215,17 +215,21 @@ def peer_json(peer: Peer | None) -> dict[str, str] | None:
     return None if peer is None else {"name": peer.name, "fingerprint": peer.fingerprint}
 
 
-def advertised_json(problem: str | None) -> dict[str, Any]:
-    """How ``serve`` and ``tunnel serve`` say their DNS-SD publication went, in JSON."""
-    return ({"event": "advertised"} if problem is None
-            else {"event": "not_advertised", "reason": problem})
+def advertised_json(problem: str | None, again: str | None = None) -> dict[str, Any]:
+    """How ``serve`` and ``tunnel serve`` say their DNS-SD publication went, in JSON
+    (``again``: published anew while running, and why)."""
+    more = {} if again is None else {"again": again}
+    return ({"event": "advertised", **more} if problem is None
+            else {"event": "not_advertised", "reason": problem, **more})
 
 
-def advertised_text(problem: str | None, service: str) -> str:
+def advertised_text(problem: str | None, service: str, again: str | None = None) -> str:
     """The same in words; ``service`` is the DNS-SD service type (``_certpair-serve._tcp``)."""
-    if problem is None:
-        return f"Advertised on the local network ({service}, fingerprint only)"
-    return f"Not advertised: {problem}"
+    if problem is not None:
+        return f"Not advertised: {problem}" + ("" if again is None else f" ({again})")
+    if again is not None:
+        return f"Advertised again on the local network: {again}"
+    return f"Advertised on the local network ({service}, fingerprint only)"
 
 
 def failure_json(error: Exception) -> dict[str, Any]:

@@ -98,7 +98,7 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
     try:
         start = time.perf_counter()
         tls, peer, used = _reach(ctx, home, store, named, target, timeout, discovery_timeout,
-                                 relay)
+                                 relay, as_json)
         remote = f"relay {relay}" if used.kind == RELAYED else str(used)
         with strict_eof(tls):  # a serve that died is "cut", never "does not trust"
             check_service(tls, ALPN_SERVE, remote)
@@ -152,6 +152,15 @@ def command(ctx: click.Context, target: str, timeout: float, discovery_timeout: 
         render_key_alarms(store, as_json, only=peer.fingerprint)  # a mark from before
 
 
+def _passed(lines: list[str], as_json: bool) -> None:
+    """The addresses passed over on the way (a wrong hint: another device answered)."""
+    for line in lines:
+        if as_json:
+            emit_json({"event": "passed_over", "reason": line})
+        else:
+            click.echo(f"Passed over {printable(line)}")
+
+
 def _named_peer(store: TrustStore, target: str) -> Peer | None:
     """The paired device ``target`` names (name or fingerprint prefix), or None."""
     from certpair.store import PeerNotFound  # noqa: PLC0415
@@ -164,9 +173,11 @@ def _named_peer(store: TrustStore, target: str) -> Peer | None:
 
 def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None,
            target: str, timeout: float, discovery_timeout: float,
-           relay: RelayAddress | None) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+           relay: RelayAddress | None, as_json: bool,
+           ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
     """Connect to ``named`` (at its known or announced addresses; with a relay, those
-    for a short while and then the relay) or to HOST[:PORT]."""
+    for a short while and then the relay) or to HOST[:PORT]; say which addresses were
+    passed over (another device answered there)."""
     from certpair.reach import GIVEN, SERVE, Candidate, relayed_via  # noqa: PLC0415
     from certpair.trusted import client_context, connect  # noqa: PLC0415
     from certpair.trusted.dial import route  # noqa: PLC0415
@@ -183,8 +194,12 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
     candidates, discover = route(store, named, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)
     via = None if relay else relayed_via(store.address_book(named), service=SERVE)
-    return reach_peer(named, candidates, home, context=context, timeout=timeout,
-                      discover=discover, relay=relay, via=via)
+    passed: list[str] = []
+    reached = reach_peer(named, candidates, home, context=context, timeout=timeout,
+                         discover=discover, relay=relay, via=via,
+                         alpn=alpn_offer(ALPN_SERVE), passed=passed)
+    _passed(passed, as_json)  # on failure, the error says it all
+    return reached
 
 
 def _sync(tls: ssl.SSLSocket, peer: Peer, home: Path, store: TrustStore,

@@ -66,8 +66,8 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
             return [f"Accepted {printable(peer.name)}  {peer.fingerprint}  from {event.remote}"]
         return [f"Refused {event.remote}: {printable(event.reason)}"]
     if isinstance(event, Advertised):
-        return [advertised_json(event.problem) if as_json
-                else advertised_text(event.problem, SERVE_SERVICE)]
+        return [advertised_json(event.problem, event.again) if as_json
+                else advertised_text(event.problem, SERVE_SERVICE, event.again)]
     if isinstance(event, Probe):
         peer = event.peer
         if as_json:

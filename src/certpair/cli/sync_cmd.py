@@ -26,25 +26,28 @@ __all__ = ["command"]
               help="Every paired device, at the addresses the address book holds.")
 @click.option("--timeout", type=Finite(0.1, 3600), default=10, show_default=True,
               metavar="SECONDS", help="Seconds for connecting and for each answer.")
-@click.option("--discovery-timeout", type=Finite(0, 60), default=None, metavar="SECONDS",
-              show_default="3 for PEER, 0 with --all",
+@click.option("--discovery-timeout", type=Finite(0, 60), default=3, metavar="SECONDS",
+              show_default=True,
               help="Seconds to look for a peer's serve announcement on the local network, "
-                   "raced with its known addresses (0: do not).")
+                   "raced with its known addresses (0: do not; with --all one look for "
+                   "every peer).")
 @click.option("--workers", type=click.IntRange(1, 64), default=8, show_default=True,
               metavar="N", help="Peers synced at once with --all.")
 @relay_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per line.")
 @click.pass_context
 def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
-            discovery_timeout: float | None, workers: int, relay: RelayAddress | None,
+            discovery_timeout: float, workers: int, relay: RelayAddress | None,
             as_json: bool) -> None:
     """Tell paired devices this device's pending key rotation, and learn theirs.
 
     PEER is a paired device's name or fingerprint prefix: it is reached at its
     addresses from the address book (where it was last reached, announced or paired)
-    and its serve's announcement, and only that device may answer. Anything else is
-    HOST[:PORT] of a paired device's serve. Every ping does the same with the device
-    it reaches. With --relay (or CERTPAIR_RELAY), a PEER that none of its addresses
+    and its serve's announcement, and only that device may answer (another device at
+    one of its addresses is passed over, and said). Anything else is HOST[:PORT] of a
+    paired device's serve. Every ping does the same with the device it reaches. With
+    --all, every peer is looked for the same way (one DNS-SD browse for all). With
+    --relay (or CERTPAIR_RELAY), a PEER that none of its addresses
     answers for is reached through the relay, at its `serve --relay` (docs/RELAY.md);
     with --all, every such peer. With --all, a peer that cannot be reached is named
     with the reason, and the exit status is 4.
@@ -76,8 +79,8 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
                 render_key_alarms(store, as_json, only=outcome.peer.fingerprint)
             return
         attempt = sync_peer(peer, home=home, store=store, timeout=timeout,
-                            discovery_timeout=3.0 if discovery_timeout is None
-                            else discovery_timeout, relay=relay)
+                            discovery_timeout=discovery_timeout, relay=relay)
+        _passed(attempt.passed, as_json)
         if attempt.error is not None:
             raise attempt.error
         assert attempt.outcome is not None
@@ -88,7 +91,8 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
     start = time.perf_counter()
     done, failed = 0, []
     for attempt in sync_all(home, store, workers=workers, timeout=timeout,
-                            discovery_timeout=discovery_timeout or 0.0, relay=relay):
+                            discovery_timeout=discovery_timeout, relay=relay):
+        _passed(attempt.passed, as_json)
         render_sync(attempt.outcome, attempt.address, as_json, error=attempt.error,
                     quiet=attempt.outcome is not None and not as_json,
                     address_from=attempt.address_from, peer=attempt.peer)
@@ -110,3 +114,12 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
         more = f" and {len(failed) - 10} more" if len(failed) > 10 else ""
         raise NetworkError(f"{len(failed)} of {total} peers not synced: {listed}{more} "
                            "(each one's reason is above)")
+
+
+def _passed(lines: tuple[str, ...], as_json: bool) -> None:
+    """The addresses a sync passed over: another device answered there."""
+    for line in lines:
+        if as_json:
+            emit_json({"event": "passed_over", "reason": line})
+        else:
+            click.echo(f"Passed over {printable(line)}")

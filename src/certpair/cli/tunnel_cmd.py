@@ -84,7 +84,7 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
     if isinstance(event, e.Listening):
         return {"event": "listening", "host": event.host, "port": event.port, **event.details}
     if isinstance(event, e.Advertised):
-        return advertised_json(event.problem)
+        return advertised_json(event.problem, event.again)
     if isinstance(event, e.Failed):
         return {"event": "failed", "remote": event.remote, "peer": peer_json(event.peer),
                 "reason": event.reason}
@@ -112,7 +112,7 @@ def _as_text(data: dict[str, Any], *, serving: bool) -> str:
         return (f"Tunnel to {peer['name']} at {data['remote']} (address from "
                 f"{data['address_from']}) listening on {where}  (Ctrl-C stops)")
     if kind in ("advertised", "not_advertised"):
-        return advertised_text(data.get("reason"), TUNNEL_SERVICE)
+        return advertised_text(data.get("reason"), TUNNEL_SERVICE, data.get("again"))
     if kind == "opened":
         via = (f" (at {data['far']}, address from {data['address_from']})"
                if "far" in data else "")

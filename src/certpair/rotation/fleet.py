@@ -1,13 +1,15 @@
 """Sync as a client: one peer's ``serve``, or every peer's.
 
 Each sync is its own trusted connection (``certpair serve`` answers the ``sync`` line).
-A peer is reached at its addresses from the address book (and, if asked, its serve's
-DNS-SD announcement), raced (``trusted/dial.py``); the connection must present that
-peer's certificate, so ``sync PEER`` talks to that peer only. With a relay configured,
-a peer none of those addresses answers for is reached through it, at its ``serve
---relay`` (``trusted/relayed.py``, docs/RELAY.md). ``sync_all`` runs the
-peers on a few threads sharing one client context and one store, and reports every
-peer: synced, or not reached and why.
+A peer is reached at its addresses from the address book and its serve's DNS-SD
+announcement, raced (``trusted/dial.py``); the connection must present that peer's
+certificate, so ``sync PEER`` talks to that peer only, and another device answering at
+one of its addresses only moves the race on to the next. With a relay configured, a
+peer none of those addresses answers for is reached through it, at its ``serve
+--relay`` (``trusted/relayed.py``, docs/RELAY.md). ``sync_all`` runs the peers on a few
+threads sharing one client context, one store and one DNS-SD browse (a peer whose only
+fresh address is its announcement is found there, each peer waiting at most
+``discovery_timeout``), and reports every peer: synced, or not reached and why.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certpair.errors import CertpairError
 from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
@@ -28,6 +31,9 @@ from certpair.trusted import check_service, client_context, connect, connection_
 from certpair.trusted.dial import route
 from certpair.trusted.failures import strict_eof
 from certpair.trusted.relayed import reach_peer
+
+if TYPE_CHECKING:
+    from certpair.browsing import Browser
 
 __all__ = ["SyncAttempt", "sync_all", "sync_peer", "sync_with"]
 
@@ -41,6 +47,7 @@ class SyncAttempt:
     address_from: str | None = None
     outcome: SyncOutcome | None = None
     error: CertpairError | None = None
+    passed: tuple[str, ...] = ()  # addresses passed over: another device answered there
 
 
 def _context(home: Path, peer: Peer | None = None) -> ssl.SSLContext:
@@ -88,8 +95,8 @@ def sync_with(host: str, port: int, *, home: Path, store: TrustStore,
 
 def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
               context: ssl.SSLContext | None = None, timeout: float = 10.0,
-              discovery_timeout: float = 0.0,
-              relay: RelayAddress | None = None) -> SyncAttempt:
+              discovery_timeout: float = 0.0, relay: RelayAddress | None = None,
+              browser: Browser | None = None) -> SyncAttempt:
     """Reach ``peer``'s ``serve`` at its known (or announced) addresses and run one sync;
     only ``peer`` may answer (the context is pinned to it unless one is given, and the
     device that answers is checked either way). With ``relay``, a peer none of them
@@ -103,7 +110,8 @@ def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
         LocalStateError: the store or the identity is unusable.
     """
     candidates, discover = route(store, peer, SERVE, SERVE_PORT,
-                                 discovery_timeout=discovery_timeout)
+                                 discovery_timeout=discovery_timeout, browser=browser)
+    passed: list[str] = []
     tried = ", ".join([*(str(c) for c in candidates), *([f"relay {relay}"] if relay else [])]
                       ) or "no known address"
     try:
@@ -111,12 +119,12 @@ def sync_peer(peer: Peer, *, home: Path, store: TrustStore,
         tls, found, used = reach_peer(peer, candidates, home,
                                       context=context or _context(home, peer),
                                       timeout=timeout, discover=discover, relay=relay,
-                                      via=via)
+                                      via=via, alpn=alpn_offer(ALPN_SERVE), passed=passed)
         outcome = _run(tls, found, used, home=home, store=store)
     except CertpairError as exc:
-        return SyncAttempt(address=tried, peer=peer, error=exc)
+        return SyncAttempt(address=tried, peer=peer, error=exc, passed=tuple(passed))
     return SyncAttempt(address=_shown(used), peer=peer, address_from=used.source,
-                       outcome=outcome)
+                       outcome=outcome, passed=tuple(passed))
 
 
 def sync_all(home: Path, store: TrustStore, *, workers: int = 8, timeout: float = 10.0,
@@ -125,6 +133,16 @@ def sync_all(home: Path, store: TrustStore, *, workers: int = 8, timeout: float 
     """Sync with every paired device, ``workers`` at a time (with ``relay``, those not
     reached directly through it, as :func:`sync_peer`).
 
+    Args:
+        home: certpair's home directory.
+        store: its trust store.
+        workers: peers synced at once.
+        timeout: seconds to reach each peer, and for each answer.
+        discovery_timeout: seconds each peer waits at most for its serve's announcement
+            (one DNS-SD browse for all of them, raced with their known addresses; 0:
+            none).
+        relay: the configured relay, or None.
+
     Yields:
         One attempt per peer (in the store's order): synced, or why not.
 
@@ -132,11 +150,25 @@ def sync_all(home: Path, store: TrustStore, *, workers: int = 8, timeout: float 
         LocalStateError: the store or the identity is unusable (before any attempt).
     """
     context = _context(home)
+    peers = store.peers()
+    browser = None
+    if discovery_timeout > 0 and peers:
+        from certpair.announce import SERVE_SERVICE_TYPE  # noqa: PLC0415
+        from certpair.browsing import Browser  # noqa: PLC0415  # zeroconf loads slowly
+
+        browser = Browser(SERVE_SERVICE_TYPE)
+        if browser.start() is not None:
+            browser = None  # no multicast DNS here: the address book alone
 
     def attempt(peer: Peer) -> SyncAttempt:
         return sync_peer(peer, home=home, store=store, context=context, timeout=timeout,
-                         discovery_timeout=discovery_timeout, relay=relay)
+                         discovery_timeout=discovery_timeout if browser else 0.0,
+                         relay=relay, browser=browser)
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        yield from pool.map(attempt, store.peers())
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            yield from pool.map(attempt, peers)
+    finally:
+        if browser is not None:
+            browser.close()
 

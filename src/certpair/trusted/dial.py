@@ -16,9 +16,12 @@ takes part in it). An event loop per connection cost ~0.8 ms of CPU and two thre
 (asyncio resolves addresses in a thread pool, even numeric ones), for a ``tunnel
 connect`` connection about a third of its CPU (docs/PERFORMANCE.md).
 
-An address is only a hint: :func:`connect_peer` runs the TLS handshake on the winner,
-pinned to the peer, and when another device answered there it tries the remaining
-candidates; nothing but the TLS check decides who answered.
+An address is only a hint: :func:`reach` hands the winner to an ``attempt`` (the TLS
+handshake, pinned to the peer, and the check of who answered); when another device
+answered there (:class:`OtherDevice`), the race goes on with the addresses left, the
+announced ones included (a lookup the first round cut short runs again), and the
+result lists the addresses passed over and why. Nothing but the TLS check decides who
+answered. :func:`connect_peer` is that for a blocking ``ssl`` client.
 """
 
 from __future__ import annotations
@@ -32,22 +35,29 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohappyeyeballs
 
 from certpair.errors import CertpairError, Expired, NetworkError
+from certpair.identity import fingerprint
 from certpair.reach import ANNOUNCED, DIRECT, SERVE, Candidate, candidates
-from certpair.store import Peer, TrustStore
+from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.contexts import NotPaired
+from certpair.trusted.explain import explain_certificate
 from certpair.trusted.failures import connection_error
 from certpair.trusted.peers import _store_of, peer_of
 
+if TYPE_CHECKING:
+    from certpair.browsing import Browser
+
 __all__ = [
-    "HAPPY_EYEBALLS_DELAY", "Discover", "Reached", "announced", "connect_peer", "dial",
-    "route", "same_device",
+    "HAPPY_EYEBALLS_DELAY", "Discover", "OtherDevice", "Reached", "announced",
+    "connect_peer", "dial", "fingerprints_of", "presented_certificate", "reach", "route",
+    "same_device",
 ]
 
 # RFC 8305 §5 recommends 250 ms between connection attempts.
@@ -58,12 +68,33 @@ HAPPY_EYEBALLS_DELAY = 0.25
 Discover = Callable[[threading.Event], list[Candidate]]
 
 
+T = TypeVar("T")
+
+
+class OtherDevice(NotPaired):
+    """Another device (or no certpair device) answered at a candidate address: the
+    address was a wrong hint, and the race goes on (:func:`reach`). The message names
+    the address and what answered there."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Reached:
-    """A connected socket and the candidate it reached."""
+    """A connected socket and the candidate it reached; ``discovered`` is what the
+    DNS-SD lookup returned when it finished before the race did (None: it did not)."""
 
     sock: socket.socket
     candidate: Candidate
+    discovered: tuple[Candidate, ...] | None = None
+
+
+@dataclass
+class _Lookup:
+    found: list[Candidate] | None = None
+    skip: set[tuple[str, str, int]] = field(default_factory=set)
+
+
+def _key(candidate: Candidate) -> tuple[str, str, int]:
+    return (candidate.kind, candidate.host, candidate.port)
 
 
 def same_device(found: Peer, peer: Peer) -> bool:
@@ -157,7 +188,8 @@ async def _under_way(attempt: Reached) -> Reached:
 
 
 async def _discovered(discover: Discover, stop: threading.Event,
-                      known: Sequence[Candidate], delay: float) -> Reached | None:
+                      known: Sequence[Candidate], delay: float,
+                      lookup: _Lookup) -> Reached | None:
     loop = asyncio.get_running_loop()
     answer: asyncio.Future[list[Candidate]] = loop.create_future()
 
@@ -174,16 +206,19 @@ async def _discovered(discover: Discover, stop: threading.Event,
             loop.call_soon_threadsafe(deliver, found)
 
     threading.Thread(target=browse, name="certpair-discover", daemon=True).start()
-    seen = {(c.kind, c.host, c.port) for c in known}
-    fresh = [c for c in await answer if (c.kind, c.host, c.port) not in seen]
+    found = await answer
+    if not stop.is_set():  # a whole answer, not one cut short
+        lookup.found = found
+    seen = {_key(c) for c in known} | lookup.skip
+    fresh = [c for c in found if _key(c) not in seen]
     if not fresh:
         return None
     return await _race(fresh, delay)
 
 
 async def _first(candidates: Sequence[Candidate], discover: Discover | None,
-                 delay: float, errors: list[str], under_way: Reached | None = None,
-                 ) -> Reached | None:
+                 delay: float, errors: list[str], lookup: _Lookup,
+                 under_way: Reached | None = None) -> Reached | None:
     stop = threading.Event()
     tasks: set[asyncio.Task[Reached | None]] = set()
     if under_way is not None:  # the first candidate's attempt, started before the race
@@ -192,7 +227,8 @@ async def _first(candidates: Sequence[Candidate], discover: Discover | None,
     if candidates:
         tasks.add(asyncio.create_task(_race(candidates, delay)))
     if discover is not None:
-        tasks.add(asyncio.create_task(_discovered(discover, stop, candidates, delay)))
+        tasks.add(asyncio.create_task(_discovered(discover, stop, candidates, delay,
+                                                  lookup)))
     won: Reached | None = None
     try:
         while tasks and won is None:
@@ -220,7 +256,8 @@ async def _first(candidates: Sequence[Candidate], discover: Discover | None,
 
 
 def dial(candidates: Sequence[Candidate], *, timeout: float, what: str,
-         discover: Discover | None = None, delay: float = HAPPY_EYEBALLS_DELAY) -> Reached:
+         discover: Discover | None = None, delay: float = HAPPY_EYEBALLS_DELAY,
+         skip: Collection[Candidate] = ()) -> Reached:
     """Connect (TCP) to the first candidate that answers; blocking.
 
     Args:
@@ -229,15 +266,18 @@ def dial(candidates: Sequence[Candidate], *, timeout: float, what: str,
         what: how errors name the device (``alpha``).
         discover: also race what this finds (see :data:`Discover`), as it comes.
         delay: seconds between the starts of two attempts (RFC 8305).
+        skip: addresses ``discover`` may return that are not to be raced (tried already).
 
     Returns:
-        The connected socket (blocking, with ``timeout`` set) and its candidate.
+        The connected socket (blocking, with ``timeout`` set), its candidate, and what
+        ``discover`` returned if it finished first.
 
     Raises:
         Expired: nothing answered within ``timeout``.
         NetworkError: every attempt failed (each address and its reason are named).
     """
     errors: list[str] = []
+    lookup = _Lookup(skip={_key(c) for c in skip})
     tried = ", ".join(str(c) for c in candidates) or "no known address"
     start = time.monotonic()
     attempt = _start_alone(candidates[0]) if candidates and discover is None else None
@@ -252,7 +292,7 @@ def dial(candidates: Sequence[Candidate], *, timeout: float, what: str,
     try:
         if won is None:
             won = asyncio.run(asyncio.wait_for(
-                _first(candidates, discover, delay, errors, attempt),
+                _first(candidates, discover, delay, errors, lookup, attempt),
                 max(0.0, timeout - (time.monotonic() - start))))
     except TimeoutError:
         raise Expired(f"cannot reach {what} at {tried}: no answer within {timeout:g} s"
@@ -268,11 +308,85 @@ def dial(candidates: Sequence[Candidate], *, timeout: float, what: str,
     won.sock.settimeout(timeout)
     with contextlib.suppress(OSError):
         won.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return won
+    if lookup.found is None:
+        return won
+    return Reached(sock=won.sock, candidate=won.candidate, discovered=tuple(lookup.found))
+
+
+def reach(what: str, candidates: Sequence[Candidate], attempt: Callable[[Reached], T], *,
+          timeout: float, discover: Discover | None = None,
+          delay: float = HAPPY_EYEBALLS_DELAY, passed: list[str] | None = None) -> T:
+    """Race ``candidates`` (and what ``discover`` finds) and hand the winner to
+    ``attempt``; when it raises :class:`OtherDevice`, race the addresses left.
+
+    Args:
+        what: how errors name the device (``alpha``).
+        candidates: its addresses, in order.
+        attempt: the handshake and check on a connected socket (it closes the socket
+            when it raises); its result is returned.
+        timeout: seconds for everything (each round gets what is left).
+        discover: the DNS-SD lookup raced with the first round; when the first round
+            cut it short and another device answered, it runs again with the next.
+        delay: seconds between the starts of two attempts (RFC 8305).
+        passed: receives one line per address passed over (what answered there
+            instead), in order.
+
+    Returns:
+        What ``attempt`` returned.
+
+    Raises:
+        NotPaired: only other devices answered (each address and what it is are named).
+        Expired, NetworkError: as for :func:`dial` (when no other device answered).
+        Whatever ``attempt`` raises besides :class:`OtherDevice`.
+    """
+    end = time.monotonic() + timeout
+    left = list(candidates)
+    tried: list[Candidate] = []
+    passed = [] if passed is None else passed
+    while True:
+        try:
+            reached = dial(left, timeout=max(0.1, end - time.monotonic()), what=what,
+                           discover=discover, delay=delay, skip=tried)
+        except CertpairError as exc:
+            if not passed:
+                raise
+            raise NotPaired(f"{'; '.join(passed)}; {what} answered nowhere else ({exc})"
+                            ) from exc
+        tried.append(reached.candidate)
+        if reached.discovered is not None:  # the lookup is done: its addresses join
+            discover = None
+            left += [c for c in reached.discovered if c not in left]
+        left = [c for c in left if _key(c) not in {_key(t) for t in tried}]
+        try:
+            return attempt(reached)
+        except OtherDevice as exc:
+            passed.append(str(exc))
+        if not left and discover is None:
+            raise NotPaired("; ".join(passed))
+
+
+def presented_certificate(host: str, port: int, *, alpn: Sequence[str] = (),
+                          timeout: float = 2.0) -> bytes:
+    """The certificate the far end at ``host:port`` presents, read on a connection that
+    verifies nothing and presents nothing (empty: none could be read). Only to say
+    whose it is after a refused handshake: it proves nothing."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                context.wrap_socket(raw) as tls:
+            return tls.getpeercert(binary_form=True) or b""
+    except (OSError, ValueError):
+        return b""
 
 
 def connect_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
                  context: ssl.SSLContext, timeout: float, discover: Discover | None = None,
+                 alpn: Sequence[str] = (), passed: list[str] | None = None,
                  ) -> tuple[ssl.SSLSocket, Peer, Candidate]:
     """Reach ``peer`` at the first of ``candidates`` where it, and no other device, answers.
 
@@ -282,8 +396,11 @@ def connect_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
         home: certpair's home directory.
         context: a client context (pinned to ``peer`` is best: the handshake refuses
             any other device).
-        timeout: seconds for each race and handshake, and every later read or write.
+        timeout: seconds to reach it, and for every later read or write.
         discover: DNS-SD lookup raced with the first attempt.
+        alpn: the protocols ``context`` offers (to read a refused certificate with).
+        passed: receives one line per address passed over (another device answered
+            there), in order, also when no address answered for ``peer`` at all.
 
     Returns:
         The TLS socket, the verified peer (as stored now) and the address that won.
@@ -292,52 +409,69 @@ def connect_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
         NotPaired: only other devices answered, or ``peer`` refused this device.
         Expired, NetworkError: as for :func:`dial`.
     """
-    left = list(candidates)
-    others: list[str] = []
-    while True:
-        reached = dial(left, timeout=timeout, what=peer.name, discover=discover)
-        discover = None
-        remote = str(reached.candidate)
-        left = [c for c in left if c != reached.candidate]
+    store = _store_of(context, home)
+
+    def attempt(reached: Reached) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+        used = reached.candidate
         try:
-            tls = context.wrap_socket(reached.sock, server_hostname=reached.candidate.host)
-        except ssl.SSLCertVerificationError:
+            tls = context.wrap_socket(reached.sock, server_hostname=used.host)
+        except ssl.SSLCertVerificationError as exc:
             reached.sock.close()
-            others.append(remote)
+            der = presented_certificate(used.host, used.port, alpn=alpn,
+                                        timeout=min(2.0, timeout))
+            why = (_explain(store, fingerprint(der), peer) if der
+                   else f"not {peer.name}: {exc.verify_message}")
+            raise OtherDevice(f"{used} is {why}" if why.startswith("not ")
+                              else f"{used}: {why}") from exc
         except OSError as exc:
             reached.sock.close()
-            raise connection_error(exc, remote) from exc
-        else:
-            try:
-                found = peer_of(tls, _store_of(context, home))
-            except CertpairError:
-                tls.close()
-                raise
-            if same_device(found, peer):
-                return tls, found, reached.candidate
+            raise connection_error(exc, str(used)) from exc
+        try:
+            found = peer_of(tls, store)
+        except CertpairError:
             tls.close()
-            others.append(remote)
-        if not left:
-            raise NotPaired(f"another device answered at {', '.join(others)}, not "
-                            f"{peer.name}")
+            raise
+        if not same_device(found, peer):
+            tls.close()
+            raise OtherDevice(f"{used} is not {peer.name}: it is {found.name}")
+        return tls, found, used
+
+    return reach(peer.name, candidates, attempt, timeout=timeout, discover=discover,
+                 passed=passed)
+
+
+def _explain(store: Path | TrustStore, fp: str, peer: Peer) -> str:
+    if isinstance(store, TrustStore):
+        return explain_certificate(store, fp, expected=peer)
+    with open_store(store) as opened:
+        return explain_certificate(opened, fp, expected=peer)
+
+
+def fingerprints_of(store: TrustStore, peer: Peer) -> set[str]:
+    """The certificates ``peer``'s device may present now: its current one and a
+    pending successor (what its announcement may carry)."""
+    found = {peer.fingerprint}
+    with contextlib.suppress(CertpairError):
+        found |= set(store.acceptable_certificates(peer.fingerprint))
+    return found
 
 
 def announced(store: TrustStore, peer: Peer, service: str, *, timeout: float,
-              interfaces: Sequence[str] = ()) -> Discover:
-    """A :data:`Discover` that looks for ``peer``'s ``service`` announced with its
-    fingerprint (DNS-SD, at most ``timeout`` seconds) and notes what it finds in the
-    address book, as a hint."""
-    from certpair.announce import (  # noqa: PLC0415  # zeroconf loads slowly
-        SERVE_SERVICE_TYPE,
-        TUNNEL_SERVICE_TYPE,
-        find_service,
-    )
+              interfaces: Sequence[str] = (), browser: Browser | None = None) -> Discover:
+    """A :data:`Discover` that looks for ``peer``'s ``service`` announced with one of its
+    fingerprints (DNS-SD, at most ``timeout`` seconds; on ``browser`` when one is
+    shared, else on a browse of its own) and notes what it finds in the address book,
+    as a hint."""
+    from certpair.announce import SERVE_SERVICE_TYPE, TUNNEL_SERVICE_TYPE  # noqa: PLC0415
+    from certpair.browsing import find_service  # noqa: PLC0415  # zeroconf loads slowly
 
     service_type = SERVE_SERVICE_TYPE if service == SERVE else TUNNEL_SERVICE_TYPE
 
     def discover(stop: threading.Event) -> list[Candidate]:
-        found = find_service(service_type, peer.fingerprint, timeout=timeout,
-                             interfaces=interfaces, stop=stop)
+        fps = fingerprints_of(store, peer)
+        found = (browser.find(fps, timeout=timeout, stop=stop) if browser is not None
+                 else find_service(service_type, fps, timeout=timeout,
+                                   interfaces=interfaces, stop=stop))
         for host, port in found:
             with contextlib.suppress(CertpairError):
                 store.note_address(peer, host, port, service=service, source=ANNOUNCED)
@@ -348,10 +482,12 @@ def announced(store: TrustStore, peer: Peer, service: str, *, timeout: float,
 
 def route(store: TrustStore, peer: Peer, service: str, default_port: int, *,
           discovery_timeout: float, interfaces: Sequence[str] = (),
+          browser: Browser | None = None,
           ) -> tuple[list[Candidate], Discover | None]:
     """``peer``'s addresses from the address book, in order, and the DNS-SD lookup to
     race with them (None when ``discovery_timeout`` is 0)."""
     ordered = candidates(store.address_book(peer), service=service, default_port=default_port)
     discover = (announced(store, peer, service, timeout=discovery_timeout,
-                          interfaces=interfaces) if discovery_timeout > 0 else None)
+                          interfaces=interfaces, browser=browser)
+                if discovery_timeout > 0 else None)
     return ordered, discover

@@ -53,7 +53,8 @@ def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
 def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
                context: ssl.SSLContext, timeout: float, discover: Discover | None = None,
                relay: RelayAddress | None = None, service: str = "serve",
-               via: Candidate | None = None) -> tuple[ssl.SSLSocket, Peer, Candidate]:
+               via: Candidate | None = None, alpn: Sequence[str] = (),
+               passed: list[str] | None = None) -> tuple[ssl.SSLSocket, Peer, Candidate]:
     """Reach ``peer``'s ``service`` at its addresses, then (with ``relay``) through it.
 
     Args:
@@ -67,6 +68,8 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
         service: ``serve`` or ``tunnel`` (the waiting connections' tokens name it).
         via: without ``relay``, the relay the device was last reached through
             (:func:`certpair.reach.relayed_via`): a failure then names it.
+        alpn, passed: as for :func:`connect_peer` (the addresses passed over: another
+            device answered there).
 
     Returns:
         The TLS socket (``timeout`` set), the verified peer and the way it was
@@ -80,7 +83,7 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
     if relay is None:
         try:
             return connect_peer(peer, candidates, home, context=context, timeout=timeout,
-                                discover=discover)
+                                discover=discover, alpn=alpn, passed=passed)
         except (NetworkError, Expired) as exc:
             if via is None:
                 raise
@@ -91,7 +94,7 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
         with contextlib.suppress(CertpairError):
             tls, found, used = connect_peer(peer, candidates, home, context=context,
                                             timeout=min(timeout, RELAY_DELAY),
-                                            discover=discover)
+                                            discover=discover, alpn=alpn, passed=passed)
             tls.settimeout(timeout)
             return tls, found, used
     sock = dial_relayed(peer, service, relay, timeout)

@@ -88,11 +88,13 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
             identity = load_identity(options.home)
             advertisement = TunnelAdvertisement(name=identity.name,
                                                 fingerprint=identity.fingerprint,
-                                                port=int(port), listen_host=str(host))
+                                                port=int(port), listen_host=str(host),
+                                                home=options.home)
 
-            def publish() -> None:  # probing takes seconds: not in the way of serving
+            def publish() -> None:  # follows this device's key and addresses (announce.py)
                 assert advertisement is not None
-                on_event(Advertised(problem=advertisement.start()))
+                advertisement.run(lambda problem, again: on_event(
+                    Advertised(problem=problem, again=again)))
 
             threading.Thread(target=publish, daemon=True, name="certpair-dnssd").start()
         try:
