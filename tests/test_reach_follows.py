@@ -73,7 +73,7 @@ def test_another_device_at_an_old_address_is_passed_over_and_sync_all_browses(
     assert ping.returncode == 0, ping.stderr
     passed, reply = _json(ping)[:2]
     assert passed["event"] == "passed_over"
-    assert passed["reason"].startswith(f"{OFFERER_ADDRESS}:4491 is not alpha: it presents "
+    assert str(passed["reason"]).startswith(f"{OFFERER_ADDRESS}:4491 is not alpha: it presents "
                                        f"{cert_fingerprint(gamma)}")
     assert (reply["event"], reply["remote"], reply["address_from"]) == (
         "reply", f"{first}:4491", "dns-sd")
