@@ -157,3 +157,81 @@ def test_tunnel_serve_on_ipv6_is_announced_with_link_local_zones_and_follows_its
          TUNNEL_SERVICE_TYPE, new], capture_output=True, text=True, timeout=WAIT, check=False)
     assert look.returncode == 0, look.stderr
     assert [port for _, port in json.loads(look.stdout)][:1] == [4492]
+
+
+def _tunnel_serve(hosts: TwoHosts, home: Path, procs: list[Proc], web: int,
+                  *args: str) -> Proc:
+    server = Proc(certpair_argv(home, "tunnel", "serve", "--to", f"{LOOPBACK}:{web}",
+                                "--json", *args, prefix=hosts.on_offerer))
+    procs.append(server)
+    assert server.next_event()["event"] == "listening"
+    return server
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl (Debian: apt install curl)")
+def test_a_running_tunnel_connect_passes_over_another_device_at_the_old_address(
+    lan: TwoHosts, homes: tuple[Path, Path], offerers: list[Proc], tmp_path: Path,
+) -> None:
+    a, b = homes
+    gamma = tmp_path / "gamma"
+    init(gamma, "gamma")  # paired with nobody
+    _pair(lan, a, b, offerers, OFFERER_ADDRESS, OFFERER_ADDRESS)
+    web = _web(lan, tmp_path, offerers)
+    server = _tunnel_serve(lan, a, offerers, web, "--listen", OFFERER_ADDRESS,
+                           "--no-advertise")
+    client = Proc(certpair_argv(b, "tunnel", "connect", "alpha", "--listen", "0", "--json",
+                                "--discovery-timeout", "0", prefix=lan.on_joiner))
+    offerers.append(client)
+    port = int(client.next_event()["port"])
+    assert _curl(lan, port) == "from alpha's loopback\n"
+    assert _until(client, lambda e: e["event"] == "opened")["far"] == (
+        f"{OFFERER_ADDRESS}:4492")
+
+    # alpha moves on (beta hears of it by pinging its serve there); gamma's tunnel now
+    # answers where alpha's tunnel was reached.
+    server.kill()
+    moved = f"{MOVES[0]}.1"
+    _ip("-n", lan.offerer_ns, "addr", "add", f"{moved}/24", "dev", _veth("a"))
+    _tunnel_serve(lan, gamma, offerers, web, "--listen", OFFERER_ADDRESS, "--no-advertise")
+    _tunnel_serve(lan, a, offerers, web, "--listen", moved, "--no-advertise")
+    _serve(lan, a, offerers, "--listen", moved, "--no-advertise")
+    assert run(b, "ping", moved, prefix=lan.on_joiner).returncode == 0
+
+    assert _curl(lan, port) == "from alpha's loopback\n"  # the same running tunnel
+    passed = _until(client, lambda e: e["event"] in {"passed_over", "failed"})
+    assert passed["event"] == "passed_over", passed
+    assert str(passed["reason"]).startswith(f"{OFFERER_ADDRESS}:4492 is not alpha: it "
+                                            f"presents {cert_fingerprint(gamma)}")
+    opened = _until(client, lambda e: e["event"] == "opened")
+    assert (opened["far"], opened["address_from"]) == (f"{moved}:4492", "contact")
+
+
+@pytest.mark.skipif(CURL is None, reason="needs curl (Debian: apt install curl)")
+def test_a_running_tunnel_connect_follows_the_peer_to_its_new_address(
+    lan: TwoHosts, homes: tuple[Path, Path], offerers: list[Proc], tmp_path: Path,
+) -> None:
+    a, b = homes
+    _pair(lan, a, b, offerers, OFFERER_ADDRESS, OFFERER_ADDRESS)
+    web = _web(lan, tmp_path, offerers)
+    server = _tunnel_serve(lan, a, offerers, web)  # announced on every address
+    client = Proc(certpair_argv(b, "tunnel", "connect", "alpha", "--listen", "0", "--json",
+                                prefix=lan.on_joiner))
+    offerers.append(client)
+    port = int(client.next_event()["port"])
+    assert _curl(lan, port) == "from alpha's loopback\n"
+    assert _until(client, lambda e: e["event"] == "opened")["far"] == (
+        f"{OFFERER_ADDRESS}:4492")
+
+    # alpha moves and restarts its tunnel serve; the running tunnel connect hears the
+    # announcement, and its next connection goes there at once: no failed one first.
+    server.kill()
+    moved = f"{MOVES[1]}.1"
+    _move_alpha(lan, f"{OFFERER_ADDRESS}/30", f"{moved}/24")
+    _tunnel_serve(lan, a, offerers, web)
+    heard = _until(client, lambda e: e["event"] == "announced"
+                   and f"{moved}:4492" in e["addresses"])
+    assert heard["peer"]["name"] == "alpha"
+    assert _curl(lan, port) == "from alpha's loopback\n"
+    opened = _until(client, lambda e: e["event"] in {"opened", "failed"})
+    assert (opened["event"], opened["far"], opened["address_from"]) == (
+        "opened", f"{moved}:4492", "dns-sd")

@@ -88,6 +88,11 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
     if isinstance(event, e.Failed):
         return {"event": "failed", "remote": event.remote, "peer": peer_json(event.peer),
                 "reason": event.reason}
+    if isinstance(event, e.Announced):
+        return {"event": "announced", "peer": _peer(event.peer),
+                "addresses": list(event.addresses)}
+    if isinstance(event, e.PassedOver):
+        return {"event": "passed_over", "peer": _peer(event.peer), "reason": event.reason}
     if isinstance(event, e.Refused):
         return {"event": "refused", "remote": event.remote, "reason": event.reason,
                 "count": event.count}
@@ -126,6 +131,11 @@ def _as_text(data: dict[str, Any], *, serving: bool) -> str:
                 f"{data['duration_ms']} ms")
     if kind == "failed":
         return f"Failed {data['remote']}: {data['reason']}"
+    if kind == "announced":
+        return (f"{peer['name']}'s tunnel is announced at {', '.join(data['addresses'])}: "
+                "the next connection tries it first")
+    if kind == "passed_over":
+        return f"Passed over {data['reason']}"
     if kind == "refused":
         return f"Refused {data['remote']}: {data['reason']} ({data['count']})"
     if kind == "target_unreachable":
@@ -254,8 +264,10 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
               help="Local address to listen on (loopback unless --unsafe-listen).")
 @click.option("--discovery-timeout", type=Finite(0, 60), default=3, metavar="SECONDS",
               show_default=True,
-              help="Without --to and a pairing address: seconds to look for PEER's "
-                   f"{TUNNEL_SERVICE} on the local network (0: do not).")
+              help="Without --to: seconds to wait for PEER's "
+                   f"{TUNNEL_SERVICE} on the local network when no address of it is "
+                   "known (0: never look; else its announcements are followed while "
+                   "the tunnel runs).")
 @click.option("--interface", "interfaces", multiple=True, metavar="ADDR",
               help="Look only on the interface with this IPv4 address (repeatable).")
 @click.option("--unsafe-listen", is_flag=True,
@@ -271,7 +283,10 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
             as_json: bool) -> None:
     """Listen locally and carry each connection to PEER's `tunnel serve`.
 
-    The far end must present exactly PEER's certificate.
+    The far end must present exactly PEER's certificate. Without --to, PEER's
+    addresses come from the address book for each connection, and its announcements
+    are followed while the tunnel runs: a PEER that moved is reached at its new
+    address by the next connection, no restart needed.
 
     \b
     Examples:
@@ -309,6 +324,7 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
         listen_host=listen_host, listen_port=listen_port, max_connections=max_connections,
         connect_timeout=connect_timeout, idle_timeout=idle_timeout or None,
         half_close_timeout=half_close_timeout or None, drain_timeout=drain_timeout,
-        key_sync=_key_sync(home_of(ctx)), relay=relay)
+        key_sync=_key_sync(home_of(ctx)), relay=relay, follow=to is None,
+        discovery_timeout=discovery_timeout, interfaces=interfaces)
     with _renderer(as_json, serving=False) as render:
         connect_tunnel(options, render)

@@ -167,6 +167,21 @@ class AddressBook(StoreBase):
         return [PeerAddress(kind=k, host=h, port=p or None, service=s, source=src, seen_at=at)
                 for k, h, p, s, src, at in rows]
 
+    def changed_elsewhere(self) -> int:
+        """A number that moves whenever another connection to this store (another
+        process, another :class:`TrustStore`) commits a change: SQLite's
+        ``data_version``, which reads no table. A long-running reader of the address
+        book reads it again only when this moved (or it wrote itself).
+
+        Raises:
+            StoreUnusable: the read failed.
+        """
+        try:
+            with self._lock:
+                return int(self._db.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc
+
     def remember_address(self, peer_fingerprint: str, address: str,
                          *, at: float | None = None) -> None:
         """Remember where a peer's ``serve`` answered (``HOST:PORT``)."""

@@ -16,11 +16,13 @@ from certpair.tunnel.address import far_end_candidates, resolve_far_end
 from certpair.tunnel.connect import ConnectOptions, connect_tunnel
 from certpair.tunnel.events import (
     Advertised,
+    Announced,
     Closed,
     Failed,
     Listening,
     OnEvent,
     Opened,
+    PassedOver,
     Refused,
     Stopped,
     Stopping,
@@ -34,6 +36,7 @@ from certpair.tunnel.targets import Target, parse_listen, parse_target
 
 __all__ = [
     "Advertised",
+    "Announced",
     "Closed",
     "ConnectOptions",
     "Failed",
@@ -41,6 +44,7 @@ __all__ = [
     "Listening",
     "OnEvent",
     "Opened",
+    "PassedOver",
     "Refused",
     "ServeOptions",
     "Stopped",

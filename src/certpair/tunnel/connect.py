@@ -40,10 +40,20 @@ from certpair.trusted import (
     connection_error,
     explain_certificate,
 )
-from certpair.trusted.dial import Discover, Reached, dial
+from certpair.trusted.dial import Discover, OtherDevice, Reached, reach
 from certpair.trusted.relayed import dial_relayed
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
-from certpair.tunnel.events import Closed, Failed, Listening, OnEvent, Opened, Refused
+from certpair.tunnel.address import PeerRoute
+from certpair.tunnel.events import (
+    Announced,
+    Closed,
+    Failed,
+    Listening,
+    OnEvent,
+    Opened,
+    PassedOver,
+    Refused,
+)
 from certpair.tunnel.far_end import FarEnd
 from certpair.tunnel.link import TlsLink, reset
 from certpair.tunnel.preamble import Intent, KeySync, client_protocols, speaks_preamble
@@ -62,8 +72,11 @@ class ConnectOptions:
 
     ``source`` says where ``host:port`` came from (``--to``, ``pairing``, ``dns-sd``).
     Each connection races ``candidates`` (``host:port`` alone if empty) and, until one
-    connection has succeeded, what ``discover`` finds (``trusted/dial.py``).
-    ``key_sync`` carries the key-rotation sync over the tunnel (tunnel/preamble.py).
+    connection has succeeded, what ``discover`` finds (``trusted/dial.py``). With
+    ``follow``, PEER's addresses are taken from the address book for each connection
+    instead, kept current by a DNS-SD browse of ``discovery_timeout`` > 0 on
+    ``interfaces`` (:class:`~certpair.tunnel.address.PeerRoute`). ``key_sync`` carries
+    the key-rotation sync over the tunnel (tunnel/preamble.py).
     """
 
     home: Path
@@ -82,6 +95,9 @@ class ConnectOptions:
     drain_timeout: float = 10.0
     key_sync: KeySync | None = None
     relay: RelayAddress | None = None  # PEER's tunnel serve --relay, after host:port
+    follow: bool = False
+    discovery_timeout: float = 0.0
+    interfaces: tuple[str, ...] = ()
 
 
 class _Client:
@@ -107,41 +123,66 @@ class _Client:
         self.noted: Candidate | None = None
         self.lock = threading.Lock()
         self.truth = FarEnd(self.options, self.store, self._open, on_event)
+        self.route = PeerRoute(
+            store, options.peer, discovery_timeout=options.discovery_timeout,
+            interfaces=options.interfaces,
+            on_announced=lambda found: on_event(Announced(peer=options.peer,
+                                                          addresses=found)),
+        ) if options.follow else None
 
-    def _reach(self, deadline: float) -> Reached:
+    def _connect(self, deadline: float) -> tuple[TlsLink, Peer, Candidate]:
         """Its addresses first; with a relay, after RELAY_DELAY (or once they failed)
         its `tunnel serve --relay` through the relay (docs/RELAY.md)."""
         relay = self.options.relay
         if relay is None:
-            return self._dial(deadline)
-        if self.candidates or self.options.host:
+            return self._direct(deadline, self._plan())
+        plan = self._plan()
+        if plan[0]:  # an address to try first
             with contextlib.suppress(CertpairError):
-                return self._dial(min(deadline, time.monotonic() + RELAY_DELAY))
+                return self._direct(min(deadline, time.monotonic() + RELAY_DELAY), plan)
         sock = dial_relayed(self.options.peer, "tunnel", relay,
                             max(0.1, deadline - time.monotonic()))
-        return Reached(sock=sock, candidate=Candidate(host=relay.host, port=relay.port,
-                                                      source="relay", kind=RELAYED))
+        return self._handshake(Reached(sock=sock, candidate=Candidate(
+            host=relay.host, port=relay.port, source="relay", kind=RELAYED)), deadline)
 
-    def _dial(self, deadline: float) -> Reached:
-        """Race the far end's addresses; the winner goes first for the next connection."""
+    def _plan(self) -> tuple[list[Candidate], Discover | None]:
+        if self.route is not None:
+            return self.route.plan()
         options = self.options
         with self.lock:
             candidates, discover = list(self.candidates), self.discover
-        candidates = candidates or [
-            Candidate(host=options.host, port=options.port, source=options.source)]
+        if not candidates and options.host:
+            candidates = [Candidate(host=options.host, port=options.port, source=options.source)]
+        return candidates, discover
+
+    def _direct(self, deadline: float, plan: tuple[list[Candidate], Discover | None],
+                ) -> tuple[TlsLink, Peer, Candidate]:
+        """Race the far end's addresses; another device answering at one only moves the
+        race on (said once PEER answered). Without a route, the winner goes first for
+        the next connection."""
+        candidates, discover = plan
+        passed: list[str] = []
         try:
-            reached = dial(candidates, timeout=max(0.1, deadline - time.monotonic()),
-                           what=self.options.peer.name, discover=discover)
+            found = reach(self.options.peer.name, candidates,
+                          lambda reached: self._handshake(reached, deadline),
+                          timeout=max(0.1, deadline - time.monotonic()), discover=discover,
+                          passed=passed)
         except CertpairError:
+            if self.route is not None:
+                self.route.ended(reached=False)
             with self.lock:  # moved again? the next connection looks again
                 self.discover = self.options.discover
             raise
+        used = found[2]
+        if self.route is not None:
+            self.route.ended(reached=True)
         with self.lock:
             if self.candidates:
-                self.candidates = [reached.candidate, *(
-                    c for c in self.candidates if c != reached.candidate)]
+                self.candidates = [used, *(c for c in self.candidates if c != used)]
             self.discover = None  # found: no more lookups on every connection
-        return reached
+        for line in passed:
+            self.on_event(PassedOver(peer=self.options.peer, reason=line))
+        return found
 
     def _must_tell(self, key_sync: KeySync) -> bool:
         """Whether this device has a rotation PEER has not acknowledged (one ``stat``
@@ -166,8 +207,24 @@ class _Client:
               ) -> tuple[TlsLink, Peer, Candidate]:
         """Connect, handshake and check the far end (raises a CertpairError); with the
         preamble, the intent byte goes out with the first data."""
+        link, peer, used = self._connect(deadline)
+        with self.lock:  # a store write only when the address that answers changes
+            changed, self.noted = self.noted != used, used
+        if changed:  # through a relay: a "via relay R" entry, never a host to dial
+            with contextlib.suppress(CertpairError):  # the address book is only a hint
+                self.store.note_address(peer, used.host, used.port, service=TUNNEL,
+                                        source=CONTACT, kind=used.kind)
+            if self.route is not None:
+                self.route.changed()
+        if speaks_preamble(link):
+            link.tls.write(bytes([intent]))
+        return link, peer, used
+
+    def _handshake(self, reached: Reached, deadline: float
+                   ) -> tuple[TlsLink, Peer, Candidate]:
+        """TLS on a connected socket, and the check that PEER answered (OtherDevice when
+        another device did: the race goes on)."""
         options = self.options
-        reached = self._reach(deadline)
         raw, used = reached.sock, reached.candidate
         link = TlsLink(raw, self.context, server_side=False)
         try:
@@ -183,22 +240,14 @@ class _Client:
             where = str(used)
             if isinstance(exc, PeerRefused | NotPaired):
                 why = exc.verify_message if isinstance(exc, PeerRefused) else str(exc)
-                raise NotPaired(_at(where, why)) from exc
+                raise OtherDevice(_at(where, why)) from exc
             if isinstance(exc, ssl.SSLCertVerificationError):
                 der = _presented(link) or _peek_certificate(used.host, used.port, deadline)
                 why = (explain_certificate(self.store, fingerprint(der), expected=options.peer)
                        if der else f"not {options.peer.name}: it presents a certificate that "
                        f"is none of {options.peer.name}'s ({exc.verify_message})")
-                raise NotPaired(_at(where, why)) from exc
+                raise OtherDevice(_at(where, why)) from exc
             raise connection_error(exc, where) from exc
-        with self.lock:  # a store write only when the address that answers changes
-            changed, self.noted = self.noted != used, used
-        if changed:  # through a relay: a "via relay R" entry, never a host to dial
-            with contextlib.suppress(CertpairError):  # the address book is only a hint
-                self.store.note_address(peer, used.host, used.port, service=TUNNEL,
-                                        source=CONTACT, kind=used.kind)
-        if speaks_preamble(link):
-            link.tls.write(bytes([intent]))
         return link, peer, used
 
     def handle(self, local: socket.socket, remote: str) -> Closed | None:
@@ -292,8 +341,14 @@ def connect_tunnel(options: ConnectOptions, on_event: OnEvent, *,
             "remote": client.remote, "address_from": options.source}))
         if ready is not None:
             ready()
-        run_acceptor(sock, client.handle, connections=client.connections,
-                     refusals=client.refusals, watch=client.watch, on_event=on_event,
-                     drain_timeout=options.drain_timeout)
+        if client.route is not None:
+            client.route.start()
+        try:
+            run_acceptor(sock, client.handle, connections=client.connections,
+                         refusals=client.refusals, watch=client.watch, on_event=on_event,
+                         drain_timeout=options.drain_timeout)
+        finally:
+            if client.route is not None:
+                client.route.close()
         if client.watch.ended is not None:
             raise NotPaired(f"{client.watch.ended}: the tunnel stopped")

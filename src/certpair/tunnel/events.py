@@ -14,11 +14,13 @@ from certpair.store import Peer
 
 __all__ = [
     "Advertised",
+    "Announced",
     "Closed",
     "Failed",
     "Listening",
     "OnEvent",
     "Opened",
+    "PassedOver",
     "Refused",
     "Stopped",
     "Stopping",
@@ -123,6 +125,24 @@ class Synced:
     error: str | None = None
 
 
+@dataclass(frozen=True, kw_only=True)
+class Announced:
+    """``tunnel connect``: PEER's ``tunnel serve`` is announced at ``addresses`` (new to
+    this run); the next connection tries them first."""
+
+    peer: Peer
+    addresses: tuple[str, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PassedOver:
+    """``tunnel connect``: another device answered at one of PEER's addresses (``reason``
+    names it); the connection went on to the next address."""
+
+    peer: Peer
+    reason: str
+
+
 TunnelEvent = (Listening | Advertised | Opened | Closed | Failed | Refused | Stopping | Stopped
-               | TargetDown | Synced)
+               | TargetDown | Synced | Announced | PassedOver)
 OnEvent = Callable[[TunnelEvent], None]
