@@ -10,7 +10,7 @@ family                 exit  members
 ``BadInput``           2     MalformedSecret, WrongCheckCharacter, WeakSecret, MalformedURI,
                              BadName, PeerNotFound, AmbiguousPeer, AmbiguousOfferers,
                              PairedIdentity, RotationPending, NoRotationPending
-``PairingFailed``      1     NotPaired, CertificateRefused
+``PairingFailed``      1     NotPaired (OtherDevice), CertificateRefused
 ``Expired``            3     NoOfferer
 ``NetworkError``       4     PairingUnconfirmed, DiscoveryError, SyncNotSupported,
                              RelayError, RelayClosed
@@ -46,6 +46,7 @@ from certpair.rotation.pending import NoRotationPending, RotationPending
 from certpair.rotation.status import PeersNotTold
 from certpair.store import AmbiguousPeer, PeerNotFound, StoreUnusable
 from certpair.trusted import NotPaired
+from certpair.trusted.dial import OtherDevice
 from certpair.uri import MalformedURI
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "NoRotationPending",
     "NotInitialised",
     "NotPaired",
+    "OtherDevice",
     "PairedIdentity",
     "PairingFailed",
     "PairingUnconfirmed",
