@@ -89,10 +89,10 @@ def _as_json(event: TunnelEvent) -> dict[str, Any]:
         return {"event": "failed", "remote": event.remote, "peer": peer_json(event.peer),
                 "reason": event.reason}
     if isinstance(event, e.Announced):
-        return {"event": "announced", "peer": _peer(event.peer),
+        return {"event": "announced", "peer": peer_json(event.peer),
                 "addresses": list(event.addresses)}
     if isinstance(event, e.PassedOver):
-        return {"event": "passed_over", "peer": _peer(event.peer), "reason": event.reason}
+        return {"event": "passed_over", "peer": peer_json(event.peer), "reason": event.reason}
     if isinstance(event, e.Refused):
         return {"event": "refused", "remote": event.remote, "reason": event.reason,
                 "count": event.count}
