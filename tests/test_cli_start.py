@@ -15,6 +15,8 @@ import pytest
 
 from certpair.cli import main as cli_main
 from certpair.cli.main import COMMANDS, cli
+from tests.cliutil import LOOPBACK, Proc
+from tests.tunnelutil import Devices, Service, dial, echo, make_devices
 
 # Heavy modules no start-up path may load: what issue 23 found costing ~60 ms.
 _NEVER_AT_START = ("cryptography", "OpenSSL", "ssl", "sqlite3", "asyncio", "zeroconf",
@@ -84,3 +86,67 @@ def test_global_options_are_accepted_after_a_lazily_loaded_command(
                              str(tmp_path / "none"), "--help"], capture_output=True,
                             text=True, check=False)
     assert result.returncode == 0, result.stderr
+
+
+# What a running tunnel must do without (issue 23, peak RSS): the pairing stack and the
+# key-rotation drivers (loaded at a sync), DNS-SD (with --no-advertise), and at start
+# cryptography (~10 MB: ssl loads the identity's files itself).
+_NEVER_IN_A_TUNNEL = ("certpair.net", "certpair.protocol", "certpair.rotation.exchange",
+                      "zeroconf", "segno", "OpenSSL")
+_TUNNEL_PROBE = """
+import atexit, json, sys
+atexit.register(lambda: print(json.dumps({"event": "modules", "loaded": sorted(sys.modules)}),
+                              flush=True))
+from certpair.cli.main import main
+sys.argv = ["certpair", *sys.argv[1:]]
+main()
+"""
+
+
+def _tunnel_modules(devices: Devices, *, connections: int) -> list[set[str]]:
+    """What ``tunnel serve`` and ``tunnel connect`` (real processes) had loaded when they
+    stopped, after carrying ``connections`` connections."""
+    service = Service(echo)
+    ends: list[Proc] = []
+    try:
+        server = Proc([sys.executable, "-c", _TUNNEL_PROBE, "--home", str(devices.home("alpha")),
+                       "tunnel", "serve", "--to", service.address, "--listen", LOOPBACK,
+                       "--port", "0", "--no-advertise", "--json"])
+        ends.append(server)
+        client = Proc([sys.executable, "-c", _TUNNEL_PROBE, "--home", str(devices.home("beta")),
+                       "tunnel", "connect", "alpha", "--to",
+                       f"{LOOPBACK}:{server.next_event()['port']}", "--listen", "0", "--json"])
+        ends.append(client)
+        port = int(client.next_event()["port"])
+        for _ in range(connections):
+            with dial(port) as sock:
+                sock.sendall(b"x")
+                assert sock.recv(1) == b"x"
+        loaded = []
+        for end in ends:
+            end.proc.terminate()
+            code, rest, err = end.finish()
+            assert code == 0, err
+            loaded.append(set(next(e for e in rest if e["event"] == "modules")["loaded"]))
+        return loaded
+    finally:
+        for end in ends:
+            end.kill()
+        service.close()
+
+
+def _under(modules: set[str], roots: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules for root in roots
+                  if m == root or m.startswith(f"{root}."))
+
+
+def test_a_tunnel_starts_without_cryptography_and_carries_without_the_pairing_stack(
+        tmp_path: Path) -> None:
+    devices = make_devices(tmp_path)
+    for loaded in _tunnel_modules(devices, connections=0):
+        assert "certpair.tunnel.pump" in loaded
+        assert _under(loaded, (*_NEVER_IN_A_TUNNEL, "cryptography")) == []
+    # A connection's peer check (store.anchors.anchor_problem) parses its certificate
+    # once (docs/PERFORMANCE.md): cryptography, then, but still no pairing or sync.
+    for loaded in _tunnel_modules(devices, connections=2):
+        assert _under(loaded, _NEVER_IN_A_TUNNEL) == []

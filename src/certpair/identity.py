@@ -19,11 +19,7 @@ import shutil
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from typing import TYPE_CHECKING
 
 from certpair.errors import BadInput, LocalStateError, counted
 from certpair.filemodes import check_private
@@ -39,12 +35,28 @@ __all__ = [
     "PrivateKey",
     "create_identity",
     "fingerprint",
+    "identity_files",
     "load_identity",
     "recover_identity",
     "validate_name",
 ]
 
-PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+# cryptography loads when a key is made or parsed, not with this module: a process that
+# only needs the files (a tunnel: ssl loads them itself) does without it (~9 MB).
+if TYPE_CHECKING:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def __getattr__(name: str) -> object:  # PrivateKey, for a caller that needs it at run time
+    if name != "PrivateKey":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: PLC0415
+
+    return ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
 # RFC 5280 4.1.2.5: "no well-defined expiration date" — the certificate cannot change.
 _NOT_AFTER = datetime.datetime(9999, 12, 31, 23, 59, 59, tzinfo=datetime.UTC)
 
@@ -119,12 +131,19 @@ def _paths(home: Path) -> tuple[Path, Path, Path]:
 
 
 def _generate_key(key_type: KeyType) -> PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: PLC0415
+
     if key_type is KeyType.ED25519:
         return ed25519.Ed25519PrivateKey.generate()
     return ec.generate_private_key(ec.SECP256R1())
 
 
 def _self_signed(key: PrivateKey, name: str) -> x509.Certificate:
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
+
     # A random serial and device id make the subject unique per device even when two
     # devices share a name.
     device_id = secrets.token_hex(16)
@@ -236,12 +255,16 @@ def _check_key_mode(key_path: Path) -> None:
 
 def _key_pem(key: PrivateKey) -> bytes:
     """A private key as its file holds it: PKCS #8 PEM, not encrypted (the file is 0600)."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def _spki(key: PrivateKey | x509.Certificate) -> bytes:
     """The DER public key of a private key or certificate: equal when they belong together."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     return key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -291,6 +314,8 @@ def create_identity(
         BadInput: the name is not acceptable.
         LocalStateError: the files cannot be written.
     """
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     validate_name(name)
     recover_identity(home)
     directory, key_path, cert_path = _paths(home)
@@ -334,6 +359,9 @@ def create_identity(
 def _resume_finish(home: Path, key_path: Path, cert_spki: bytes) -> PrivateKey:
     # 'certpair rotate --finish' replaces the certificate, then the key: a crash between
     # the two leaves the new certificate beside the old key and the new key pending.
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: PLC0415
+
     pending = key_path.with_name("next-key.pem")
     try:
         key = serialization.load_pem_private_key(pending.read_bytes(), password=None)
@@ -365,13 +393,12 @@ def load_identity(home: Path) -> Identity:
         InsecurePath: the home or ``identity/`` is writable by group or others, or
             belongs to another user (as ssh's StrictModes).
     """
-    check_private(home, "the certpair home")  # as ssh's StrictModes: no one else's to change
-    recover_identity(home)
-    directory, key_path, cert_path = _paths(home)
-    if not key_path.exists() or not cert_path.exists():
-        raise NotInitialised(f"no identity in {home}; run 'certpair init' first")
-    check_private(directory, "the identity directory")
-    _check_key_mode(key_path)
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key_path, cert_path = _checked_files(home)
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -390,3 +417,30 @@ def load_identity(home: Path) -> Identity:
         cert_path=cert_path,
         key_path=key_path,
     )
+
+
+def _checked_files(home: Path) -> tuple[Path, Path]:
+    check_private(home, "the certpair home")  # as ssh's StrictModes: no one else's to change
+    recover_identity(home)
+    directory, key_path, cert_path = _paths(home)
+    if not key_path.exists() or not cert_path.exists():
+        raise NotInitialised(f"no identity in {home}; run 'certpair init' first")
+    check_private(directory, "the identity directory")
+    _check_key_mode(key_path)
+    return key_path, cert_path
+
+
+def identity_files(home: Path) -> tuple[Path, Path]:
+    """``(cert_path, key_path)``, checked as :func:`load_identity` checks them, for a
+    process that hands them to ``ssl`` (which checks that the key is the certificate's):
+    nothing is parsed in Python, cryptography is not loaded, unless they do not belong
+    together (then :func:`load_identity` finishes an interrupted rotation or says why).
+    """
+    import ssl  # noqa: PLC0415
+
+    key_path, cert_path = _checked_files(home)
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert_path, key_path)
+    except (OSError, ssl.SSLError):
+        load_identity(home)
+    return cert_path, key_path

@@ -19,11 +19,7 @@ import enum
 import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypeVar
-
-from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import NameOID
+from typing import TYPE_CHECKING, TypeVar
 
 from certpair.errors import PairingFailed
 from certpair.identity import fingerprint
@@ -39,7 +35,12 @@ __all__ = [
     "extra_dns_names",
 ]
 
-_Ext = TypeVar("_Ext", bound=x509.ExtensionType)
+# cryptography loads with the first certificate parsed, not with this module: a process
+# whose store never checks a new peer (a tunnel) does without it (docs/PERFORMANCE.md).
+if TYPE_CHECKING:
+    from cryptography import x509
+
+_Ext = TypeVar("_Ext", bound="x509.ExtensionType")
 
 
 class ProfileRule(enum.Enum):
@@ -87,6 +88,8 @@ class CertificateNames:
 
 
 def _load(der: bytes) -> x509.Certificate:
+    from cryptography import x509  # noqa: PLC0415
+
     try:
         cert = x509.load_der_x509_certificate(der)
         _ = cert.version  # raises for a version cryptography does not know (v2)
@@ -98,6 +101,8 @@ def _load(der: bytes) -> x509.Certificate:
 
 
 def _extension(cert: x509.Certificate, kind: type[_Ext]) -> _Ext | None:
+    from cryptography import x509  # noqa: PLC0415
+
     try:
         return cert.extensions.get_extension_for_class(kind).value
     except x509.ExtensionNotFound:
@@ -124,6 +129,10 @@ def check_peer_certificate(der: bytes) -> None:
     Raises:
         CertificateRefused: the certificate breaks a rule; ``rule`` says which.
     """
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
     cert = _load(der)
     if cert.version is not x509.Version.v3:
         raise CertificateRefused(ProfileRule.OLD_VERSION)
@@ -166,6 +175,9 @@ def certificate_names(der: bytes) -> CertificateNames:
         CertificateRefused: the certificate cannot be parsed (rule ``UNPARSEABLE`` or
             ``OLD_VERSION``).
     """
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
     cert = _load(der)
     subject = " ".join(cert.subject.rfc4514_string().casefold().split())
     names: set[str] = set()

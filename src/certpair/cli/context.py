@@ -11,17 +11,22 @@ import shlex
 import sys
 import urllib.parse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from certpair.errors import BadInput, LocalStateError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from certpair.identity import Identity
     from certpair.store import Peer, TrustStore
 
+_T = TypeVar("_T")
+
 __all__ = [
+    "check_identity",
     "command_hint",
     "default_home",
     "emit_json",
@@ -124,11 +129,25 @@ def explain_home(ctx: click.Context) -> str | None:
 
 def identity_of(ctx: click.Context) -> Identity:
     """Load this device's identity (exit 5 if there is none)."""
-    from certpair.identity import NotInitialised, load_identity  # noqa: PLC0415  # fast start-up
+    from certpair.identity import load_identity  # noqa: PLC0415  # fast start-up
+
+    return _with_hint(ctx, load_identity)
+
+
+def check_identity(ctx: click.Context) -> None:
+    """Check this device's identity files as :func:`identity_of` does, without parsing
+    them (exit 5 if there is none): for a command that hands them to ``ssl``."""
+    from certpair.identity import identity_files  # noqa: PLC0415  # fast start-up
+
+    _with_hint(ctx, identity_files)
+
+
+def _with_hint(ctx: click.Context, load: Callable[[Path], _T]) -> _T:
+    from certpair.identity import NotInitialised  # noqa: PLC0415  # fast start-up
 
     home = home_of(ctx)
     try:
-        return load_identity(home)
+        return load(home)
     except NotInitialised:
         raise NotInitialised(
             f"no identity in {home}; run '{command_hint(ctx, 'init')}' first") from None

@@ -17,8 +17,8 @@ from certpair.addresses import format_address
 from certpair.cli.context import (
     advertised_json,
     advertised_text,
+    check_identity,
     home_of,
-    identity_of,
     peer_json,
     store_of,
 )
@@ -41,8 +41,8 @@ TUNNEL_SERVICE = "_certpair-tunnel._tcp"
 
 def _key_sync(home: Path) -> KeySync:
     """The key-rotation sync the tunnel carries (docs/PROTOCOL.md §8 and §9): certpair's
-    rotation drivers, handed to the tunnel (which sits beside them, not above)."""
-    from certpair.rotation.exchange import run_sync  # noqa: PLC0415
+    rotation drivers, handed to the tunnel (which sits beside them, not above). The
+    drivers (and cryptography) load at the first sync, not at start."""
     from certpair.rotation.pending import load_pending, pending_certificate  # noqa: PLC0415
     from certpair.tunnel import KeySync  # noqa: PLC0415
 
@@ -50,6 +50,8 @@ def _key_sync(home: Path) -> KeySync:
 
     def run(recv: Callable[[int], bytes], send: Callable[[bytes], None], peer: Peer,
             peer_cert: bytes, store: TrustStore, remote: str) -> tuple[str | None, str | None]:
+        from certpair.rotation.exchange import run_sync  # noqa: PLC0415
+
         done = run_sync(recv, send, peer=peer, peer_cert=peer_cert, home=home, store=store,
                         remote=remote, initiator=False)
         return (None if done.told is None else done.told.name,  # ACCEPTED is 0: falsy
@@ -241,7 +243,7 @@ def serve(ctx: click.Context, to: str, host: str, port: int, allow: tuple[str, .
     from certpair.tunnel.acceptor import systemd_listener  # noqa: PLC0415
 
     target = parse_target(to, unsafe=unsafe_target)
-    identity_of(ctx)  # first: no identity is the more useful error
+    check_identity(ctx)  # first: no identity is the more useful error
     store = store_of(ctx)
     # Devices, not fingerprints: an allowed device stays allowed after its key rotation.
     allowed = frozenset(store.find_peer(p).device_id for p in allow) if allow else None
@@ -305,7 +307,7 @@ def connect(ctx: click.Context, peer: str, to: str | None, listen: str,
 
     listen_host, listen_port = parse_listen(listen, unsafe=unsafe_listen)
     interfaces = tuple(check_interfaces(interfaces))
-    identity_of(ctx)  # first: no identity is the more useful error
+    check_identity(ctx)  # first: no identity is the more useful error
     store = store_of(ctx)
     found = store.find_peer(peer)
     try:

@@ -13,16 +13,12 @@ import errno
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from typing import TYPE_CHECKING
 
 from certpair.errors import BadInput, LocalStateError
 from certpair.identity import (
     Identity,
     KeyType,
-    PrivateKey,
     _fsync_directory,
     _generate_key,
     _key_pem,
@@ -32,6 +28,11 @@ from certpair.identity import (
     fingerprint,
     load_identity,
 )
+
+# cryptography loads only when a rotation is pending (or made): asking whether one is,
+# as a tunnel does for each connection, is a stat.
+if TYPE_CHECKING:
+    from certpair.identity import PrivateKey
 
 __all__ = [
     "NoRotationPending",
@@ -79,6 +80,8 @@ def pending_certificate(home: Path) -> Path:
 
 
 def _key_type(key: PrivateKey) -> KeyType:
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
     return KeyType.ED25519 if isinstance(key, ed25519.Ed25519PrivateKey) else KeyType.ECDSA_P256
 
 
@@ -91,6 +94,10 @@ def load_pending(home: Path) -> PendingRotation | None:
     key_path, cert_path = _paths(home)
     if not cert_path.exists():
         return None
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519  # noqa: PLC0415
+
     try:
         cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
         key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
@@ -115,6 +122,8 @@ def start_rotation(home: Path) -> tuple[Identity, PendingRotation]:
         RotationPending: a rotation is already pending.
         LocalStateError: the files cannot be written.
     """
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     identity = load_identity(home)
     if load_pending(home) is not None:
         raise RotationPending("a rotation is already pending: see 'certpair rotate --status',"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from certpair.errors import CertpairError, LocalStateError, PairingFailed
-from certpair.identity import Identity, fingerprint, load_identity
+from certpair.identity import fingerprint, identity_files
 from certpair.store import Peer, StoreUnusable, TrustStore, open_store
 from certpair.store.anchors import anchor_problem
 from certpair.trusted.explain import explain_certificate
@@ -174,7 +174,8 @@ class _Anchors:
 
     def __init__(self, home: Path, *, server_side: bool, peer: str | Peer | None = None
                  ) -> None:
-        self.identity: Identity = load_identity(home)
+        # The files only: each build loads them into OpenSSL (nothing parsed here).
+        self.cert_path, self.key_path = identity_files(home)
         self.store = open_store(home)
         self.server_side = server_side
         self.pinned: Peer | None = None
@@ -191,7 +192,8 @@ class _Anchors:
         self._lock = threading.RLock()
         self._version = -1
         self._own: tuple[int, ...] = ()
-        self.own_fingerprint = self.identity.fingerprint
+        self.own_fingerprint = fingerprint(ssl.PEM_cert_to_DER_cert(
+            self.cert_path.read_text("ascii")))
         self._calls: dict[Setting, Any] = {}
         # Peers admitted since latest() last read peers_version (_admitted_at): every
         # change to the peers moves it (store triggers); see admit.
@@ -204,7 +206,7 @@ class _Anchors:
         """What identifies this device's certificate and key files (a rotation's
         ``--finish`` replaces both: new inodes)."""
         try:
-            cert, key = os.stat(self.identity.cert_path), os.stat(self.identity.key_path)
+            cert, key = os.stat(self.cert_path), os.stat(self.key_path)
         except OSError:
             return self._own  # mid-replacement or gone: keep what is loaded
         return (cert.st_ino, cert.st_mtime_ns, cert.st_size,
@@ -317,8 +319,8 @@ class _Anchors:
         context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN | ssl.VERIFY_X509_STRICT
         try:
             # The files, not the identity loaded at start: a rotation replaces them.
-            context.load_cert_chain(self.identity.cert_path, self.identity.key_path)
-            own = ssl.PEM_cert_to_DER_cert(self.identity.cert_path.read_text("ascii"))
+            context.load_cert_chain(self.cert_path, self.key_path)
+            own = ssl.PEM_cert_to_DER_cert(self.cert_path.read_text("ascii"))
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise LocalStateError("cannot load this device's certificate and key") from exc
         self.own_fingerprint = fingerprint(own)
