@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -172,3 +173,106 @@ class HostileRelay:
         finally:
             # As the real relay does: one side gone, the other is closed too.
             dst.close()
+
+
+class ThreadedRelay:
+    """A transit relay of the test's own in threads (for tests whose client is a real
+    process): it glues two connections with the same token and different sides, after
+    ``redirect`` may have swapped the token (a third party's), copies bytes both ways,
+    and lists the connections that did not start with a relay handshake (``strays``).
+
+    ``mode`` makes it hostile instead: ``"glue-close"`` answers ``ok`` to every
+    handshake at once (glued to nobody) and closes; ``"glue-hold"`` answers ``ok`` and
+    holds the connection silent; ``"close"`` closes every handshake unanswered.
+    """
+
+    def __init__(self, mode: str = "honest",
+                 redirect: Callable[[bytes], bytes] = lambda token: token) -> None:
+        self.mode, self.redirect = mode, redirect
+        self.listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
+        self.port = int(self.listener.getsockname()[1])
+        self.accepted = 0
+        self.strays: list[bytes] = []
+        self.lock = threading.Lock()
+        self.held: list[socket.socket] = []
+        self.waiting: dict[bytes, list[tuple[bytes, socket.socket]]] = {}
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def arg(self) -> str:
+        return f"tcp:127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._one, args=(sock,), daemon=True).start()
+
+    def _one(self, sock: socket.socket) -> None:
+        sock.settimeout(30)
+        line = b""
+        with contextlib.suppress(OSError):
+            while not line.endswith(b"\n") and len(line) < 200:
+                chunk = sock.recv(1)
+                if not chunk:
+                    break
+                line += chunk
+        match = _LINE.fullmatch(line)
+        if match is None:
+            with self.lock:
+                self.strays.append(line[:16])  # recorded before the close it sees
+            sock.close()
+            return
+        if self.mode != "honest":
+            self._hostile(sock)
+            return
+        token, side = self.redirect(match[1]), match[2]
+        with self.lock:
+            pending = self.waiting.setdefault(token, [])
+            partner = next((p for p in pending if p[0] != side), None)
+            if partner is None:
+                pending.append((side, sock))
+                return
+            pending.remove(partner)
+        other = partner[1]
+        sock.settimeout(None)
+        other.settimeout(None)
+        with contextlib.suppress(OSError):
+            sock.sendall(b"ok\n")
+            other.sendall(b"ok\n")
+        for a, b in ((sock, other), (other, sock)):
+            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+    def _hostile(self, sock: socket.socket) -> None:
+        if self.mode == "close":
+            sock.close()
+            return
+        with contextlib.suppress(OSError):
+            sock.sendall(b"ok\n")
+        if self.mode == "glue-hold":
+            with self.lock:
+                self.held.append(sock)
+            return
+        sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+        with self.lock:
+            for sock in self.held:
+                sock.close()
+            for entries in self.waiting.values():
+                for _, sock in entries:
+                    sock.close()
+
+
+def _pump(a: socket.socket, b: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := a.recv(65536):
+            b.sendall(data)
+    for sock in (a, b):  # as the real relay: one side gone, both closed
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

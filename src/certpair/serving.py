@@ -21,6 +21,7 @@ import json
 import re
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BufferedReader
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 IDLE_TIMEOUT = 30.0
+# Refusals of relayed connections: the first of each reason is said at once, the rest
+# counted and said once per this many seconds (a relay can glue anyone, any number).
+RELAY_REFUSAL_WINDOW = 60.0
 MAX_LINES = 1000
 MAX_LINE = 8192
 MAX_HEADERS = 100
@@ -73,11 +77,14 @@ class Listening:
 
 @dataclass(frozen=True, kw_only=True)
 class Connection:
-    """A connection let through (``peer``), or refused (None, ``reason`` says why)."""
+    """A connection let through (``peer``), or refused (None, ``reason`` says why);
+    refusals of connections glued at a relay are counted: ``count`` of them since the
+    last report (:data:`RELAY_REFUSAL_WINDOW`)."""
 
     remote: str
     peer: Peer | None
     reason: str = ""
+    count: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -140,6 +147,9 @@ class _Server:
         self.hosts: dict[str, str] = {}  # the host each peer was last noted at
         self.port = 0  # the listening port: a connection on another one came via the relay
         self.relay: RelayAddress | None = None
+        self._relayed_lock = threading.Lock()
+        self._relayed_since: dict[str, float] = {}  # reason: when its window began
+        self._relayed_pending: dict[str, int] = {}  # reason: refusals not said yet
 
     def log(self, write: Callable[[], object]) -> None:
         """Write to the store; a failure is said once per cause, and serving goes on."""
@@ -165,7 +175,30 @@ class _Server:
         # One row per source, reason and minute (store/events.py).
         self.log(lambda: self.store.record_refusal(
             kind="connection", role="server", remote=remote, mode="mtls", reason=reason))
+        if remote.startswith("relay "):
+            with self._relayed_lock:
+                first = reason not in self._relayed_since
+                if first:
+                    self._relayed_since[reason] = time.monotonic()
+                else:
+                    self._relayed_pending[reason] = self._relayed_pending.get(reason, 0) + 1
+            if not first:
+                return  # counted: said by flush_relayed()
         self.on_event(Connection(remote=remote, peer=None, reason=reason))
+
+    def flush_relayed(self, *, everything: bool = False) -> None:
+        """Say the relayed refusals counted in windows that ended."""
+        now = time.monotonic()
+        with self._relayed_lock:
+            ended = [r for r, t in self._relayed_since.items()
+                     if everything or now - t >= RELAY_REFUSAL_WINDOW]
+            counts = [(r, self._relayed_pending.pop(r, 0)) for r in ended]
+            for reason in ended:
+                del self._relayed_since[reason]
+        for reason, count in counts:
+            if count:
+                self.on_event(Connection(remote=f"relay {self.relay}", peer=None,
+                                         reason=reason, count=count))
 
     def handle(self, tls: ssl.SSLSocket, peer: Peer) -> None:
         host = str(tls.getpeername()[0])
@@ -284,20 +317,23 @@ def serve(home: Path, identity: Identity, store: TrustStore, *, host: str = "0.0
         on_event(Listening(host=host, port=bound))
         advertisement = (_advertise(home, identity, host, bound, on_event) if advertise
                          else None)
-        waiting = None if relay is None else _wait_at(relay, identity, listener, on_event)
+        waiting = None if relay is None else _wait_at(relay, identity, server, listener,
+                                                       on_event)
         try:
             listener.serve_forever()
         finally:
             if waiting is not None:
                 waiting.stop()
+                server.flush_relayed(everything=True)
             if advertisement is not None:
                 advertisement.close()
 
 
-def _wait_at(relay: RelayAddress, identity: Identity, listener: TrustedServer,
-             on_event: Callable[[ServeEvent], None]) -> RelayServing:
-    """Connections waiting at ``relay``, each glued one taken in as an accepted one
-    (the relay's address stands for the source in the unproven connections' slots)."""
+def _wait_at(relay: RelayAddress, identity: Identity, server: _Server,
+             listener: TrustedServer, on_event: Callable[[ServeEvent], None]) -> RelayServing:
+    """Connections waiting at ``relay``, each glued one taken in as an accepted one,
+    under its label ``relay tcp:R:P`` and a budget of unproven slots of its own (one per
+    waiting connection: never any address's), its refusals counted."""
     from certpair.relay.serving import RelayServing  # noqa: PLC0415
 
     def status(waiting: bool, reason: str, retry_in: float) -> None:
@@ -306,9 +342,16 @@ def _wait_at(relay: RelayAddress, identity: Identity, listener: TrustedServer,
 
     serving = RelayServing(
         relay=relay, fingerprint=identity.fingerprint, service="serve",
-        hand_over=lambda sock, _: listener.process_request(sock, (relay.host, relay.port)),
+        hand_over=lambda sock, remote, settle: listener.process_relayed(
+            sock, remote, settle, budget=len(serving.tokens)),
         on_status=status)
     serving.start()
+
+    def flush() -> None:
+        while not serving.stopping.wait(RELAY_REFUSAL_WINDOW / 4):
+            server.flush_relayed()
+
+    threading.Thread(target=flush, daemon=True, name="certpair-relay-refusals").start()
     return serving
 
 

@@ -59,11 +59,17 @@ def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
     if isinstance(event, Connection):
         peer = event.peer
         if as_json:
-            return [{"event": "connection", "remote": event.remote,
-                     "outcome": "accepted" if peer else "refused",
-                     "peer": peer_json(peer), "reason": event.reason}]
+            row: dict[str, Any] = {"event": "connection", "remote": event.remote,
+                                   "outcome": "accepted" if peer else "refused",
+                                   "peer": peer_json(peer), "reason": event.reason}
+            if event.count > 1:
+                row["count"] = event.count  # relayed refusals, counted
+            return [row]
         if peer is not None:
             return [f"Accepted {printable(peer.name)}  {peer.fingerprint}  from {event.remote}"]
+        if event.count > 1:
+            return [f"Refused {event.remote} {event.count} more times: "
+                    f"{printable(event.reason)}"]
         return [f"Refused {event.remote}: {printable(event.reason)}"]
     if isinstance(event, Advertised):
         return [advertised_json(event.problem, event.again) if as_json

@@ -127,12 +127,16 @@ class _Offerer:
                              max_failures=1 if self.once else None)
         return self.current
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     relayed: str | None = None) -> None:
-        task = asyncio.current_task()
+    def _track(self, task: asyncio.Task[object] | None) -> None:
+        """A running conversation's task, cancelled when the offer ends."""
         if task is not None:
             self.handlers.add(task)
             task.add_done_callback(self.handlers.discard)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                     relayed: str | None = None,
+                     on_proven: Callable[[], None] = lambda: None) -> None:
+        self._track(asyncio.current_task())
         remote = relayed or remote_of(writer)
         conv: Conversation | None = None
         session: OffererSession | None = None
@@ -146,6 +150,7 @@ class _Offerer:
                 conv = Conversation(reader, writer, PairingTLS(self.identity, server_side=True))
                 conv.tls.receive_bytes(first)
                 await conv.handshake()
+                on_proven()  # a relay's waiting place may go back at once (relay/waiting.py)
                 assert self.current is not None
                 session = OffererSession(
                     offer=self.current, channel=conv.tls.channel(), name=self.identity.name,

@@ -23,7 +23,9 @@ __all__ = ["OfferRelay"]
 # A second joiner glued while one conversation runs hears BUSY, as on a direct port.
 _MAX_ACTIVE = 2
 
-Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter, str], Awaitable[None]]
+# handle(reader, writer, remote, on_proven): on_proven() once its TLS handshake completed.
+Handle = Callable[[asyncio.StreamReader, asyncio.StreamWriter, str, Callable[[], None]],
+                  Awaitable[None]]
 
 
 class OfferRelay:
@@ -42,8 +44,10 @@ class OfferRelay:
         """Wait under this nameplate from now on (the previous wait ends)."""
         self.stop()
 
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await self.handle(reader, writer, self.remote)
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+            proven: list[bool] = []
+            await self.handle(reader, writer, self.remote, lambda: proven.append(True))
+            return bool(proven)
 
         def waiting() -> None:
             self.on_event(RelayStatus(relay=str(self.relay), waiting=True, reason="",

@@ -4,12 +4,18 @@ and the client's way to one of them.
 The server keeps ``SLOTS`` connections waiting, one under each of its tokens (made of
 its fingerprint, the service and the slot number: public values only). When the relay
 glues one to a client, the socket is handed over (``hand_over``, which runs the TLS
-handshake: mutual TLS decides who gets in, exactly as on a direct connection) and the
-slot goes back to the relay at once. A waiting connection is renewed every
+handshake: mutual TLS decides who gets in, exactly as on a direct connection) with a
+``settle`` callback the server calls once that connection has proven itself (its peer
+let in) or ended. Only then does the slot go back to the relay: at once after a proven
+connection, after a delay that doubles from ``MIN_BACKOFF`` to ``MAX_BACKOFF`` after
+each one that ended unproven (a relay that glues its waiting connections to nobody,
+or to a squatter that stays silent, cannot make this end spin, and never holds more
+than ``SLOTS`` unproven connections here). A waiting connection is renewed every
 ``REFRESH`` seconds, so that a relay that vanished without a word is noticed; a relay
-that cannot be reached is retried after a delay that doubles from ``MIN_BACKOFF`` to
-``MAX_BACKOFF``. A client picks a slot at random; if the relay drops it (another
-client took that slot first), it tries another until its deadline.
+that cannot be reached is retried after the same growing delay. A client picks a slot
+at random; if the relay drops it (another client took that slot first), it tries
+another after a short, growing pause, at most ``MAX_TRIES`` times (a relay that closes
+every handshake cannot make a client spin either).
 """
 
 from __future__ import annotations
@@ -30,10 +36,25 @@ from certpair.relay.address import (
 from certpair.relay.connect import RelayClosed, RelayError, connect_relay
 from certpair.relay.waiting import MAX_BACKOFF, MIN_BACKOFF
 
-__all__ = ["REFRESH", "SLOTS", "RelayServing", "dial_service"]
+__all__ = [
+    "MAX_TRIES",
+    "REFRESH",
+    "SLOTS",
+    "RelayServing",
+    "Settle",
+    "dial_service",
+]
 
 SLOTS = 4
 REFRESH = 120.0
+# A client's tries at the relay (each a slot the relay dropped) before it gives up.
+MAX_TRIES = 3 * SLOTS
+# Its pause after a dropped try: from this, doubling, at most RETRY_PAUSE_MAX.
+RETRY_PAUSE = 0.05
+RETRY_PAUSE_MAX = 1.0
+
+# Told once whether a handed-over connection proved itself (True) or ended unproven.
+Settle = Callable[[bool], None]
 
 
 class RelayServing:
@@ -43,14 +64,16 @@ class RelayServing:
         relay: the relay.
         fingerprint: this device's fingerprint.
         service: ``serve`` or ``tunnel``.
-        hand_over: called with each glued socket and its remote label, in the slot's
-            thread; it must return quickly (start a thread) and owns the socket.
+        hand_over: called with each glued socket, its remote label and a
+            :data:`Settle` callback, in the slot's thread; it must return quickly
+            (start a thread), owns the socket, and must call ``settle`` once the
+            connection has proven itself or ended (the slot waits for that).
         on_status: told ``(waiting, reason, retry_in)`` when a slot's state changes.
         slots: how many connections wait at once.
     """
 
     def __init__(self, *, relay: RelayAddress, fingerprint: str, service: str,
-                 hand_over: Callable[[socket.socket, str], None],
+                 hand_over: Callable[[socket.socket, str, Settle], None],
                  on_status: Callable[[bool, str, float], None] = lambda *_: None,
                  slots: int = SLOTS) -> None:
         self.relay = relay
@@ -63,6 +86,7 @@ class RelayServing:
         self.waiting: set[socket.socket] = set()
         self.troubled = True
         self.glued = 0
+        self.unsettled: set[threading.Event] = set()  # handed over, not settled yet
         self.threads = [threading.Thread(target=self._slot, args=(token,), daemon=True,
                                          name=f"certpair-relay-slot-{n}")
                         for n, token in enumerate(self.tokens)]
@@ -75,6 +99,8 @@ class RelayServing:
         """End every wait (the connections already handed over keep running)."""
         self.stopping.set()
         with self.lock:
+            for settled in self.unsettled:
+                settled.set()
             for sock in self.waiting:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
@@ -103,12 +129,38 @@ class RelayServing:
                 self.stopping.wait(delay)  # a retry delay, ended early by stop()
                 delay = min(delay * 2, MAX_BACKOFF)
                 continue
-            delay = MIN_BACKOFF
             if sock is None:
+                delay = MIN_BACKOFF
                 continue  # renewed
+            if self._handed_over(sock):
+                delay = MIN_BACKOFF
+                continue  # proven: the slot goes back at once
+            # Ended unproven (glued to nobody, to a silent squatter, to an unpaired
+            # device): back to the relay only after a growing delay.
+            self.stopping.wait(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    def _handed_over(self, sock: socket.socket) -> bool:
+        """Hand a glued connection over and wait until it proved itself (True) or
+        ended (False)."""
+        settled = threading.Event()
+        proven: list[bool] = []
+
+        def settle(ok: bool) -> None:
+            if not settled.is_set():
+                proven.append(ok)
+                settled.set()
+
+        with self.lock:
+            self.glued += 1
+            self.unsettled.add(settled)
+        try:
+            self.hand_over(sock, self.remote, settle)
+            settled.wait()  # set by settle(), or by stop()
+        finally:
             with self.lock:
-                self.glued += 1
-            self.hand_over(sock, self.remote)
+                self.unsettled.discard(settled)
+        return bool(proven and proven[0])
 
     def _wait(self, token: str) -> socket.socket | None:
         """One waiting connection: the glued socket, or None when it was renewed."""
@@ -137,11 +189,20 @@ def dial_service(relay: RelayAddress, fingerprint: str, service: str, *, deadlin
 
     Raises:
         RelayError: the relay cannot be reached, or refused the handshake.
+        RelayClosed: the relay closed every try (``MAX_TRIES`` of them, or all those
+            the deadline allowed): it refuses, or another device keeps taking the
+            waiting connections.
         TimeoutError: no waiting connection of that device came in time.
     """
     tried: list[int] = []
+    pause = RETRY_PAUSE
     while True:
         left = deadline - time.monotonic()
+        if tried and (left <= 0 or len(tried) >= MAX_TRIES):
+            raise RelayClosed(
+                f"the relay {relay} closed every attempt ({len(tried)} in a row) before "
+                "the device's waiting connection was reached: the relay refuses, or "
+                "another device keeps taking those connections")
         if left <= 0:
             raise TimeoutError("no waiting connection at the relay")
         free = [n for n in range(slots) if n not in tried] or list(range(slots))
@@ -151,4 +212,8 @@ def dial_service(relay: RelayAddress, fingerprint: str, service: str, *, deadlin
             return connect_relay(relay, service_token(fingerprint, service, slot),
                                  CONNECTING_SIDE, timeout=left)
         except RelayClosed:
-            continue  # another client took that slot first: try another one
+            # Another client took that slot first: another one, after a short pause
+            # (a relay that closes every try must not make this end spin).
+            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+            pause = min(pause * 2, RETRY_PAUSE_MAX)
+

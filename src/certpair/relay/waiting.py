@@ -5,8 +5,12 @@ relay glues one to a partner (``ok``), the connection is handed to ``handle`` as
 task and a fresh one takes its place at once; at most ``max_active`` handed-over
 connections run at a time (a slot waits for one to end before it goes back to the
 relay), so a relay that glues many partners cannot make this end take on more work
-than that. A relay that cannot be reached, or that closes a waiting connection, is
-retried after a delay that doubles up to ``MAX_BACKOFF`` (and resets once a wait held).
+than that. ``handle`` returns True once its connection proved itself (for pairing: the
+TLS handshake completed); after each one that ended unproven (a relay that glues this
+end to nobody, or to a silent partner), its place goes back to the relay only after a
+delay that doubles from ``MIN_BACKOFF`` to ``MAX_BACKOFF``, reset by a proven one. A
+relay that cannot be reached, or that closes a waiting connection, is retried after the
+same kind of delay (reset once a wait held).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ MAX_BACKOFF = 30.0
 # next one goes back at once rather than after a grown delay.
 _HELD = 10.0
 
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+# handle(reader, writer) -> whether the connection proved itself.
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
 
 
 class RelayWaiter:
@@ -35,7 +40,8 @@ class RelayWaiter:
     Args:
         relay: the relay.
         tokens: one waiting connection is kept under each.
-        handle: runs each glued connection (it owns and closes the writer).
+        handle: runs each glued connection (it owns and closes the writer); returns
+            whether it proved itself.
         max_active: at most this many handed-over connections at a time.
         on_waiting: told when the relay took a waiting connection after a problem (or
             the first time).
@@ -56,6 +62,7 @@ class RelayWaiter:
         self.troubled = True  # until a first waiting connection is taken
         self.handlers: set[asyncio.Task[None]] = set()
         self.glued = 0  # connections handed over so far (for tests and benchmarks)
+        self.penalty = MIN_BACKOFF  # the wait after the next unproven connection
 
     async def run(self) -> None:
         """Wait at the relay until cancelled (handed-over connections keep running)."""
@@ -95,9 +102,17 @@ class RelayWaiter:
 
     async def _run_one(self, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter) -> None:
+        proven = False
         try:
-            await self.handle(reader, writer)
+            proven = await self.handle(reader, writer)
         finally:
-            self.active.release()
             with contextlib.suppress(Exception):
                 writer.close()
+            try:
+                if proven:
+                    self.penalty = MIN_BACKOFF
+                else:  # this place goes back to the relay after a growing delay
+                    delay, self.penalty = self.penalty, min(self.penalty * 2, MAX_BACKOFF)
+                    await asyncio.sleep(delay)
+            finally:
+                self.active.release()

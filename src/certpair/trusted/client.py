@@ -38,7 +38,10 @@ HANDSHAKE_TIMEOUT = 10.0
 
 
 def remote_name(peername: Any) -> str:
-    """How errors and refusals name the other end: ``HOST:PORT``, or ``unknown``."""
+    """How errors and refusals name the other end: ``HOST:PORT``, a label given as a
+    string (``relay tcp:R:P``), or ``unknown``."""
+    if isinstance(peername, str):
+        return peername
     if isinstance(peername, tuple) and len(peername) >= 2:
         host = str(peername[0])
         return format_address(host, peername[1])

@@ -12,7 +12,11 @@ tracking do:
   source (that connection is cut), so a host with few connections always gets in
   while a flood only displaces itself;
 * each slot expires ``deadline`` seconds after the accept, for the whole handshake,
-  however the bytes trickle in.
+  however the bytes trickle in;
+* connections glued at a relay are counted under the relay's label (``relay tcp:R:P``,
+  no address), with a limit of their own (one per waiting connection): a relay, or
+  whoever parks connections there, never fills the slots of the relay's address or
+  any other. Their ``on_free`` tells the waiting connection when it may go back.
 
 A cut shuts the socket down (``shutdown(SHUT_RDWR)``), which wakes the thread blocked
 in its handshake (the slot's owner must :meth:`Slot.leave` before closing the socket);
@@ -28,6 +32,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 __all__ = [
     "DEADLINE",
@@ -63,17 +68,25 @@ def source_of(host: str) -> str:
 class Slot:
     """One unproven connection's place; :meth:`leave` gives it back (idempotent)."""
 
-    __slots__ = ("_fd", "_gate", "expires", "reason", "source")
+    __slots__ = ("_fd", "_gate", "expires", "on_free", "proven", "reason", "source")
 
-    def __init__(self, gate: HandshakeSlots, source: str, fd: int, expires: float) -> None:
+    def __init__(self, gate: HandshakeSlots, source: str, fd: int, expires: float,
+                 on_free: Callable[[bool], None] | None = None) -> None:
         # The descriptor, not the socket object: it stays the same when the socket is
         # wrapped (``ssl.wrap_socket`` detaches the object it was given).
         self._gate, self.source, self._fd, self.expires = gate, source, fd, expires
         self.reason: str | None = None  # why it was cut, if it was
+        self.proven = False
+        self.on_free = on_free  # told once, when the slot is freed: proven or not
 
     def leave(self) -> None:
-        """The connection proved itself, or ended: free the slot (call before closing)."""
+        """The connection ended (or failed): free the slot (call before closing)."""
         self._gate._leave(self)  # the slot belongs to its gate
+
+    def prove(self) -> None:
+        """The connection proved itself (its peer is known and let in): free the slot."""
+        self.proven = True
+        self._gate._leave(self)
 
 
 class HandshakeSlots:
@@ -97,23 +110,34 @@ class HandshakeSlots:
         with self._lock:
             return self._count
 
-    def admit(self, host: str, sock: socket.socket) -> Slot | str:
+    def admit(self, host: str, sock: socket.socket, *, per_source: int | None = None,
+              on_free: Callable[[bool], None] | None = None) -> Slot | str:
         """Give a just-accepted connection a slot, or say why not (a refusal reason).
 
         May cut the oldest connection of the busiest source to make room.
+
+        Args:
+            host: the source's address, or a label (``relay tcp:R:P``: connections glued
+                at a relay are counted apart from any address, under a budget of their own).
+            sock: the connection.
+            per_source: this source's limit, if not the gate's.
+            on_free: called once with whether the connection proved itself, when its slot
+                is freed (proven, ended, cut); not called when no slot is given.
         """
         source = source_of(host)
+        limit = self.per_source if per_source is None else per_source
         with self._lock:
             mine = self._by_source.get(source)
             held = len(mine) if mine else 0
-            if held >= self.per_source:
+            if held >= limit:
                 return TOO_MANY
             if self._count >= self.total:
                 busiest = max(self._by_source, key=lambda s: len(self._by_source[s]))
                 if len(self._by_source[busiest]) <= held + 1:
                     return TOO_MANY  # this source is (about) the busiest itself
                 self._remove(next(iter(self._by_source[busiest])), DISPLACED)
-            slot = Slot(self, source, sock.fileno(), time.monotonic() + self.deadline)
+            slot = Slot(self, source, sock.fileno(), time.monotonic() + self.deadline,
+                        on_free)
             self._by_source.setdefault(source, OrderedDict())[slot] = None
             self._by_fd[slot._fd] = slot
             self._count += 1
@@ -161,6 +185,8 @@ class HandshakeSlots:
         if reason is not None:
             slot.reason = reason
             _shut_down(slot._fd)  # wakes the thread in its handshake
+        if slot.on_free is not None:
+            slot.on_free(slot.proven)  # must return at once (the lock is held)
 
     def _reap(self) -> None:
         """Cut the slots whose deadline passed; sleep until the next one."""

@@ -90,6 +90,23 @@ class TrustedServer(socketserver.ThreadingTCPServer):
         threading.Thread(target=self._serve_one, args=(request, client_address, slot),
                          daemon=True, name="certpair-serve-connection").start()
 
+    def process_relayed(self, request: socket.socket, remote: str,
+                        settle: Callable[[bool], None], *, budget: int) -> None:
+        """Serve a connection glued at a relay (``remote``: ``relay tcp:R:P``).
+
+        Its unproven slot is counted under that label with a budget of its own, never
+        against any address's, so connections through a relay cannot starve direct
+        ones; ``settle`` is told once whether it proved itself, when its slot is freed.
+        """
+        slot = self.handshakes.admit(remote, request, per_source=budget, on_free=settle)
+        if isinstance(slot, str):
+            self.shutdown_request(request)
+            self._refused(remote, slot)
+            settle(False)
+            return
+        threading.Thread(target=self._serve_one, args=(request, remote, slot),
+                         daemon=True, name="certpair-serve-connection").start()
+
     def _serve_one(self, request: Any, client_address: Any, slot: Slot) -> None:
         try:
             self._finish(request, client_address, slot)
@@ -115,7 +132,7 @@ class TrustedServer(socketserver.ThreadingTCPServer):
             close_notify(tls, _LINGER)  # refused after the handshake: closed on purpose
             _linger(tls, slot.leave)
             return
-        slot.leave()  # proven: from here on an authenticated connection
+        slot.prove()  # proven: from here on an authenticated connection
         if not self._slots.acquire(blocking=False):
             self._refused(client_address, "too many connections")
             close_notify(tls, _LINGER)

@@ -37,6 +37,12 @@ __all__ = ["Handler", "Stop", "address_of", "listen", "run_acceptor", "systemd_l
 
 # handle(sock, remote); with HandshakeSlots, HandshakeSlots.slot_for(sock) is its slot.
 Handler = Callable[[socket.socket, str], TunnelEvent | None]
+# A relayed connection's (settle, budget): told once whether it proved itself, and how
+# many unproven slots connections under its label may hold (their own, never an
+# address's: certpair.trusted.handshakes).
+Relayed = tuple[Callable[[bool], None], int]
+# admit(sock, remote, relayed): take in a connection from another source than accept().
+Admit = Callable[[socket.socket, str, Relayed], None]
 
 _BACKLOG = 1024
 _SD_LISTEN_FDS_START = 3
@@ -139,7 +145,7 @@ def run_acceptor(
     listener: socket.socket, handle: Handler, *,
     connections: Connections, refusals: Refusals, watch: TrustWatch, on_event: OnEvent,
     drain_timeout: float, handshakes: HandshakeSlots | None = None,
-    feed: Callable[[Callable[[socket.socket, str], None]], Callable[[], None]] | None = None,
+    feed: Callable[[Admit], Callable[[], None]] | None = None,
 ) -> None:
     """Accept until a signal, each connection in its own thread, then drain and stop.
 
@@ -157,19 +163,25 @@ def run_acceptor(
         drain_timeout: seconds open connections get to finish after the signal.
         handshakes: slots for connections not proven yet (see the module docs).
         feed: another source of connections (a relay's waiting connections): called
-            with ``admit(sock, remote)``, which takes them in under the same limits, and
-            returns the function that stops it (called before the drain).
+            with ``admit(sock, remote, (settle, budget))``, which takes them in under the
+            same limits (their unproven slots under ``remote``, at most ``budget``; each
+            one's ``settle`` told whether it proved itself), and returns the function
+            that stops it (called before the drain).
     """
     workers = _Workers()
     # The watch may end the tunnel (its peer unpaired here): that wakes accept() up.
     watch.on_end = functools.partial(_wake_listener, listener)
 
-    def admit(sock: socket.socket, remote: str) -> None:
-        slot = _admit(sock, remote, connections, handshakes)
+    def admit(sock: socket.socket, remote: str, relayed: Relayed | None = None) -> None:
+        slot = _admit(sock, remote, connections, handshakes, relayed)
         if isinstance(slot, str):
             reset(sock)
             refusals.add(host_of(remote), slot)
+            if relayed is not None:
+                relayed[0](False)
             return
+        if slot is None and relayed is not None:
+            relayed[0](True)  # no unproven slots here: nothing to wait for
         connections.handling(+1)
         workers.submit(functools.partial(_run_one, handle, connections, on_event, sock,
                                          remote, slot))
@@ -236,9 +248,13 @@ def _wake_listener(listener: socket.socket) -> None:
 
 
 def _admit(sock: socket.socket, remote: str, connections: Connections,
-           handshakes: HandshakeSlots | None) -> Slot | str | None:
+           handshakes: HandshakeSlots | None,
+           relayed: Relayed | None = None) -> Slot | str | None:
     """An unproven slot (or None: a slot of ``connections`` taken), or why not."""
     if handshakes is not None:
+        if relayed is not None:  # under its label, with a budget of its own
+            return handshakes.admit(remote, sock, per_source=relayed[1],
+                                    on_free=relayed[0])
         return handshakes.admit(host_of(remote), sock)
     return None if connections.take_slot() else "too many connections"
 

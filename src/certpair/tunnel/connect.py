@@ -237,16 +237,21 @@ class _Client:
                                                     expected=options.peer))
         except (OSError, ssl.SSLError, CertpairError) as exc:
             raw.close()
-            where = str(used)
+            relayed = used.kind == RELAYED
+            # Through a relay, its address is not the device's: named as the relay, and
+            # never connected to for a second look (whatever answered there, the relay).
+            where = f"relay {options.relay}" if relayed else str(used)
+            who = f"the device reached through the {where}" if relayed else where
             if isinstance(exc, PeerRefused | NotPaired):
                 why = exc.verify_message if isinstance(exc, PeerRefused) else str(exc)
-                raise OtherDevice(_at(where, why)) from exc
+                raise OtherDevice(_at(who, why)) from exc
             if isinstance(exc, ssl.SSLCertVerificationError):
-                der = _presented(link) or _peek_certificate(used.host, used.port, deadline)
+                der = _presented(link) or (
+                    b"" if relayed else _peek_certificate(used.host, used.port, deadline))
                 why = (explain_certificate(self.store, fingerprint(der), expected=options.peer)
                        if der else f"not {options.peer.name}: it presents a certificate that "
                        f"is none of {options.peer.name}'s ({exc.verify_message})")
-                raise OtherDevice(_at(where, why)) from exc
+                raise OtherDevice(_at(who, why)) from exc
             raise connection_error(exc, where) from exc
         return link, peer, used
 

@@ -18,7 +18,7 @@ from certpair.identity import load_identity
 from certpair.relay import RelayAddress
 from certpair.relay.serving import RelayServing
 from certpair.store import TrustStore, open_store
-from certpair.tunnel.acceptor import listen, run_acceptor
+from certpair.tunnel.acceptor import Admit, listen, run_acceptor
 from certpair.tunnel.events import Advertised, Failed, Listening, OnEvent, TargetDown
 from certpair.tunnel.server import ServeOptions, TunnelServer
 from certpair.tunnel.target_check import target_problem
@@ -34,17 +34,20 @@ def _fingerprints(store: TrustStore, devices: frozenset[str] | None) -> list[str
 
 
 def _relay_feed(relay: RelayAddress, fingerprint: str, on_event: OnEvent,
-                ) -> Callable[[Callable[[socket.socket, str], None]], Callable[[], None]]:
-    """Connections waiting at ``relay`` (docs/RELAY.md), taken in like accepted ones;
+                ) -> Callable[[Admit], Callable[[], None]]:
+    """Connections waiting at ``relay`` (docs/RELAY.md), taken in like accepted ones
+    under the label ``relay tcp:R:P`` and a budget of unproven slots of their own;
     mutual TLS decides who gets in, exactly as on the listening port."""
-    def feed(admit: Callable[[socket.socket, str], None]) -> Callable[[], None]:
+    def feed(admit: Admit) -> Callable[[], None]:
         def status(waiting: bool, reason: str, retry_in: float) -> None:
             if not waiting:
                 on_event(Failed(remote=f"relay {relay}",
                                 reason=f"{reason}; trying again in {retry_in:g} s"))
 
-        serving = RelayServing(relay=relay, fingerprint=fingerprint, service="tunnel",
-                               hand_over=admit, on_status=status)
+        serving = RelayServing(
+            relay=relay, fingerprint=fingerprint, service="tunnel", on_status=status,
+            hand_over=lambda sock, remote, settle: admit(sock, remote,
+                                                         (settle, len(serving.tokens))))
         serving.start()
         return serving.stop
 

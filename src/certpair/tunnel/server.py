@@ -194,7 +194,7 @@ class TunnelServer:
                              slot=slot)
                 return None
             if slot is not None:  # proven: from here on an authenticated connection
-                slot.leave()
+                slot.prove()
                 if not self.connections.take_slot():
                     self._refuse(link, remote, "too many connections")
                     return None
