@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from certpair.relay import RelayAddress
+from certpair.relay import CONNECTING_SIDE, RelayAddress
 
 TWISTD = Path(sys.executable).with_name("twistd")
 _STARTED = re.compile(r"starting on (\d+)")
@@ -183,12 +183,15 @@ class ThreadedRelay:
 
     ``mode`` makes it hostile instead: ``"glue-close"`` answers ``ok`` to every
     handshake at once (glued to nobody) and closes; ``"glue-hold"`` answers ``ok`` and
-    holds the connection silent; ``"close"`` closes every handshake unanswered.
+    holds the connection silent; ``"close"`` closes every handshake unanswered. An honest
+    one may still cut the first ``cut_first`` connecting ends right after their ``ok``
+    (as when a squatter was glued to the waiting connection first).
     """
 
     def __init__(self, mode: str = "honest",
-                 redirect: Callable[[bytes], bytes] = lambda token: token) -> None:
-        self.mode, self.redirect = mode, redirect
+                 redirect: Callable[[bytes], bytes] = lambda token: token,
+                 cut_first: int = 0) -> None:
+        self.mode, self.redirect, self.cut_first = mode, redirect, cut_first
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=1024)
         self.port = int(self.listener.getsockname()[1])
         self.accepted = 0
@@ -231,6 +234,14 @@ class ThreadedRelay:
             self._hostile(sock)
             return
         token, side = self.redirect(match[1]), match[2]
+        with self.lock:
+            cut = side == CONNECTING_SIDE.encode() and self.cut_first > 0
+            self.cut_first -= cut
+        if cut:
+            with contextlib.suppress(OSError):
+                sock.sendall(b"ok\n")
+            sock.close()
+            return
         with self.lock:
             pending = self.waiting.setdefault(token, [])
             partner = next((p for p in pending if p[0] != side), None)

@@ -184,3 +184,22 @@ def test_rotate_status_prints_aligned_columns(home: Path, tmp_path: Path) -> Non
     column = header.index("FINGERPRINT")
     assert all(row[column:].startswith("sha256:") for row in rows), shown
     assert shown[-1] == "0 of 2 peers have learned it."
+
+
+def test_an_unreachable_relay_says_to_check_the_relay_not_the_device(
+    home: Path, closed_port: int,
+) -> None:
+    result = run(home, "pair", "--port", "0", "--listen", LOOPBACK, "--no-advertise",
+                 "--relay", f"tcp:{LOOPBACK}:{closed_port}", "--json", "--ttl", "1")
+    # (the offer keeps trying the relay until its code expires; its retry line says why)
+    reasons = [json.loads(line).get("reason", "") for line in result.stdout.splitlines()]
+    said = next(r for r in reasons if "cannot reach the relay" in r)
+    assert "the relay is running there" in said, said
+    assert "certpair is running on the other device" not in said
+
+
+def test_a_name_that_is_neither_a_peer_nor_a_host_says_so_exit_2(home: Path) -> None:
+    result = run(home, "ping", "nosuchpeer.invalid", "--timeout", "2")
+    assert result.returncode == 2, result.stderr  # bad input: it names nothing
+    assert "neither a paired device nor a host name that resolves" in result.stderr
+    assert "unknown error" not in result.stderr

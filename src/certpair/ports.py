@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 
 from certpair.errors import NetworkError
 
 __all__ = [
     "ALPN_PAIRING", "ALPN_PREFIX", "ALPN_SERVE", "ALPN_SERVICES", "ALPN_TUNNEL", "PAIRING_PORT",
-    "SERVE_PORT", "TUNNEL_PORT", "alpn_offer", "cannot_listen", "cannot_reach", "service_of",
+    "SERVE_PORT", "TUNNEL_PORT", "alpn_offer", "cannot_listen", "cannot_reach", "no_such_name",
+    "service_of",
 ]
 
 # Below every common range of ports for outgoing connections (Linux 32768-60999,
@@ -88,7 +90,22 @@ _REACH_HINTS = {
 }
 
 
+# A relay is not "certpair on the other device": what to check instead.
+_RELAY_HINTS = {
+    errno.ECONNREFUSED: "nothing is listening on that port; check the relay's address "
+                        "and port, and that the relay is running there",
+    errno.ETIMEDOUT: "the relay did not answer; check its address, and that no firewall "
+                     "drops the connection",
+}
+# getaddrinfo's "no such name" (EAI_NONAME, EAI_NODATA): negative, not errno values.
+_NO_SUCH_NAME = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+
+
 def _cause(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):  # a name: os.strerror says "unknown error -2"
+        if error.errno in _NO_SUCH_NAME:
+            return "no such host: the name does not resolve"
+        return (error.strerror or str(error)).lower()
     if error.errno:
         return os.strerror(error.errno).lower()
     return str(error) or type(error).__name__
@@ -100,7 +117,15 @@ def cannot_listen(address: str, error: OSError) -> NetworkError:
     return NetworkError(f"cannot listen on {address}: {hint or _cause(error)}")
 
 
-def cannot_reach(remote: str, error: OSError) -> NetworkError:
-    """The error of a connection to ``remote`` (``HOST:PORT``) that could not be made."""
-    hint = _REACH_HINTS.get(error.errno or 0)
+def cannot_reach(remote: str, error: OSError, *, relay: bool = False) -> NetworkError:
+    """The error of a connection to ``remote`` (``HOST:PORT``; ``relay``: a transit
+    relay, not a certpair device) that could not be made."""
+    hints = {**_REACH_HINTS, **_RELAY_HINTS} if relay else _REACH_HINTS
+    hint = None if isinstance(error, socket.gaierror) else hints.get(error.errno or 0)
     return NetworkError(f"cannot reach {remote}: {hint or _cause(error)}")
+
+
+def no_such_name(error: BaseException | None) -> bool:
+    """Whether ``error`` says a host name does not resolve at all (not a DNS failure
+    that may pass: that is a network error)."""
+    return isinstance(error, socket.gaierror) and error.errno in _NO_SUCH_NAME

@@ -122,6 +122,36 @@ def test_a_relay_that_closes_every_handshake_is_named_and_not_hammered(
     assert "running there" not in result.stderr  # the device is not to blame
 
 
+def test_nobody_waiting_at_the_relay_is_a_timeout_exit_3(devices: Devices) -> None:
+    relay = ThreadedRelay()  # honest; alpha does not wait there
+    try:
+        result = run(devices.home("beta"), "ping", "--relay", relay.arg, "alpha",
+                     "--timeout", "1", "--discovery-timeout", "0")
+    finally:
+        relay.close()
+    assert result.returncode == 3, result.stderr  # the code before: 4
+    assert "did not answer at the relay" in result.stderr, result.stderr
+
+
+def test_a_relayed_handshake_cut_short_is_tried_again_at_another_slot(
+    devices: Devices,
+) -> None:
+    relay = ThreadedRelay(cut_first=2)  # as if a squatter took the first two glues
+    serve = Proc(certpair_argv(devices.home("alpha"), "serve", "--listen", "127.0.0.1",
+                               "--port", "0", "--no-advertise", "--relay", relay.arg,
+                               "--json"))
+    try:
+        while serve.next_event().get("status") != "waiting":
+            pass
+        result = run(devices.home("beta"), "ping", "--relay", relay.arg, "alpha",
+                     "--timeout", "10", "--discovery-timeout", "0")
+    finally:
+        serve.kill()
+        relay.close()
+    assert result.returncode == 0, result.stderr  # the code before: "… was cut", exit 4
+    assert f"at relay {relay.arg}" in result.stdout, result.stdout
+
+
 class Squatter:
     """Knows only a device's fingerprint: parks connections under its ``serve`` tokens
     at the relay and holds each glued one silent; counts how many it holds at once."""

@@ -11,8 +11,8 @@ import click
 from certpair.cli.context import emit_json, home_of, identity_of, store_of
 from certpair.cli.params import Finite, HostPort, relay_option
 from certpair.cli.terminal import printable
-from certpair.errors import CertpairError, NetworkError, PairingFailed
-from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer
+from certpair.errors import BadInput, CertpairError, NetworkError, PairingFailed
+from certpair.ports import ALPN_SERVE, SERVE_PORT, alpn_offer, no_such_name
 
 if TYPE_CHECKING:
     import ssl
@@ -189,7 +189,13 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
     # Names the protocol, so that a port of another kind refuses, or names itself, at once.
     context.set_alpn_protocols(alpn_offer(ALPN_SERVE))
     if named is None:
-        tls, peer = connect(host, port, home, context=context, timeout=timeout)
+        try:
+            tls, peer = connect(host, port, home, context=context, timeout=timeout)
+        except NetworkError as exc:
+            if no_such_name(exc.__cause__):  # a typo, not a network failure: exit 2
+                raise BadInput(f"{target} is neither a paired device nor a host name that "
+                               "resolves (`certpair peers` lists the paired ones)") from exc
+            raise
         return tls, peer, Candidate(host=host, port=port, source=GIVEN)
     candidates, discover = route(store, named, SERVE, SERVE_PORT,
                                  discovery_timeout=discovery_timeout)

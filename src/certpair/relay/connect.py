@@ -32,7 +32,7 @@ class RelayClosed(RelayError):
 
 
 def _unreachable(relay: RelayAddress, exc: OSError) -> RelayError:
-    return RelayError(str(cannot_reach(f"the relay {relay}", exc)))
+    return RelayError(str(cannot_reach(f"the relay {relay}", exc, relay=True)))
 
 
 def _check_answer(relay: RelayAddress, answer: bytes) -> None:

@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from certpair.ports import cannot_reach
 from certpair.relay.address import (
     CONNECTING_SIDE,
     WAITING_SIDE,
@@ -124,7 +125,7 @@ class RelayServing:
                 if time.monotonic() - started >= REFRESH / 2:
                     delay = MIN_BACKOFF
                 reason = str(exc) if isinstance(exc, RelayError) else \
-                    f"the relay {self.relay}: {exc.strerror or exc}"
+                    str(cannot_reach(f"the relay {self.relay}", exc, relay=True))
                 self._status(False, reason, delay)
                 self.stopping.wait(delay)  # a retry delay, ended early by stop()
                 delay = min(delay * 2, MAX_BACKOFF)

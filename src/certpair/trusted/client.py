@@ -84,7 +84,7 @@ def _dial(host: str, port: int, timeout: float) -> socket.socket:
 def connect(
     host: str, port: int, home: Path, *, context: ssl.SSLContext | None = None,
     timeout: float = HANDSHAKE_TIMEOUT, peer: str | Peer | None = None,
-    sock: socket.socket | None = None,
+    sock: socket.socket | None = None, remote: str | None = None,
 ) -> tuple[ssl.SSLSocket, Peer]:
     """Connect to a paired device over mutual TLS (blocking).
 
@@ -98,6 +98,8 @@ def connect(
             :func:`open_connection`).
         sock: a socket already connected to the device by another transport (a
             relay); TLS runs over it exactly as over a direct connection.
+        remote: how messages name the other end (default ``HOST:PORT``; through a
+            relay, ``relay tcp:R:P``: the relay's address is not the device's).
 
     Returns:
         The TLS socket (its timeout stays set) and the verified peer.
@@ -108,7 +110,8 @@ def connect(
         Expired: the connection or handshake timed out.
         NetworkError: the device cannot be reached or the handshake failed.
     """
-    context, remote = client_side(host, port, home, context, peer)
+    context, shown = client_side(host, port, home, context, peer)
+    remote = remote or shown
     try:
         raw = _dial(host, port, timeout) if sock is None else sock
         raw.settimeout(timeout)

@@ -21,13 +21,16 @@ from certpair.errors import CertpairError, Expired, NetworkError
 from certpair.reach import RELAYED, Candidate
 from certpair.relay import RELAY_ENV, RelayAddress
 from certpair.relay.race import RELAY_DELAY
-from certpair.relay.serving import dial_service
+from certpair.relay.serving import SLOTS, dial_service
 from certpair.store import Peer
 from certpair.trusted.client import connect
 from certpair.trusted.dial import Discover, connect_peer
 from certpair.trusted.failures import connection_error
 
-__all__ = ["dial_relayed", "reach_peer"]
+__all__ = ["CUT_TRIES", "dial_relayed", "reach_peer"]
+
+# Handshakes through the relay that may be cut before one completes.
+CUT_TRIES = SLOTS
 
 
 def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
@@ -36,16 +39,18 @@ def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
     (``serve``, ``tunnel``) at ``relay``; TLS comes next.
 
     Raises:
-        NetworkError: nothing answered in time, or the relay failed (in words).
+        Expired: nothing answered in time.
+        NetworkError: the relay failed, or closed every try (in words).
     """
     try:
         return dial_service(relay, peer.fingerprint, service,
                             deadline=time.monotonic() + timeout)
     except TimeoutError:
         command = "serve" if service == "serve" else "tunnel serve"
-        raise NetworkError(f"{peer.name} did not answer at the relay {relay} within "
-                           f"{timeout:g} s: is `certpair {command} --relay {relay}` running "
-                           "there?") from None
+        # A wait that timed out (exit 3); a relay that closed every try says so instead.
+        raise Expired(f"{peer.name} did not answer at the relay {relay} within "
+                      f"{timeout:g} s: is `certpair {command} --relay {relay}` running "
+                      "there?") from None
     except OSError as exc:
         raise connection_error(exc, f"relay {relay}") from exc
 
@@ -97,8 +102,30 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
                                             discover=discover, alpn=alpn, passed=passed)
             tls.settimeout(timeout)
             return tls, found, used
-    sock = dial_relayed(peer, service, relay, timeout)
-    tls, found = connect(relay.host, relay.port, home, context=context, timeout=timeout,
-                         peer=peer, sock=sock)
+    tls, found = _through(peer, service, relay, home, context, timeout)
     return tls, found, Candidate(host=relay.host, port=relay.port, source="relay",
                                  kind=RELAYED)
+
+
+def _through(peer: Peer, service: str, relay: RelayAddress, home: Path,
+             context: ssl.SSLContext, timeout: float) -> tuple[ssl.SSLSocket, Peer]:
+    """TLS with ``peer`` through the relay; a handshake cut short (a squatter glued to
+    the waiting connection first, or the relay cut it) is tried again at another
+    slot, at most :data:`CUT_TRIES` times in all, within ``timeout``."""
+    deadline = time.monotonic() + timeout
+    remote = f"relay {relay}"
+    for tries in range(1, CUT_TRIES + 1):
+        sock = dial_relayed(peer, service, relay, max(0.1, deadline - time.monotonic()))
+        try:
+            return connect(relay.host, relay.port, home, context=context, timeout=timeout,
+                           peer=peer, sock=sock, remote=remote)
+        except NetworkError as exc:  # cut: not a refusal (NotPaired), not a timeout
+            if tries < CUT_TRIES and time.monotonic() < deadline:
+                continue
+            raise NetworkError(
+                f"{exc}; {tries} handshake(s) through the relay were cut: the relay, or "
+                f"someone occupying {peer.name}'s meeting points there (anyone who knows "
+                "its fingerprint can: docs/SECURITY.md §9); a direct connection is not "
+                "affected") from exc
+    raise AssertionError("unreachable")  # the loop returns or raises
+
