@@ -49,8 +49,9 @@ def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
         command = "serve" if service == "serve" else "tunnel serve"
         # A wait that timed out (exit 3); a relay that closed every try says so instead.
         raise Expired(f"{peer.name} did not answer at the relay {relay} within "
-                      f"{timeout:g} s: is `certpair {command} --relay {relay}` running "
-                      "there?") from None
+                      f"{timeout:.3g} s: is `certpair {command} --relay {relay}` running "
+                      "there? (If it is, someone who knows its fingerprint may be "
+                      "occupying its meeting points there: docs/SECURITY.md §9)") from None
     except OSError as exc:
         raise connection_error(exc, f"relay {relay}") from exc
 
