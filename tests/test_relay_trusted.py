@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from certpair.relay import service_token
 from certpair.relay.serving import SLOTS, dial_service
 from certpair.trusted import NotPaired, client_context, connect
-from tests.cliutil import Proc, certpair_argv
-from tests.relayutil import HostileRelay
+from tests.cliutil import Proc, certpair_argv, peers, run
+from tests.relayutil import HostileRelay, real_relay
 from tests.trustedutil import Devices, make_devices
 
 
@@ -102,3 +102,41 @@ async def test_an_unpaired_device_reaching_serve_through_the_relay_is_refused(
     finally:
         serve.kill()
         await hostile.close()
+
+
+def test_serve_at_a_relay_follows_its_own_key_rotation_without_a_restart(
+    devices: Devices,
+) -> None:
+    """alpha rotates while its `serve --relay` runs: beta reaches it through the relay
+    before the rotation, while it is pending, and again and again after it ended (the
+    waiting connections move to the new key's meeting points; beta tries a learned
+    successor's first)."""
+    with real_relay() as relay:
+        serve = Proc(certpair_argv(devices.home("alpha"), "serve", "--listen", "127.0.0.1",
+                                   "--port", "0", "--relay", relay.arg, "--json"))
+        try:
+            assert serve.next_event()["event"] == "listening"
+            while serve.next_event()["event"] != "relay":
+                pass
+
+            def ping() -> dict[str, object]:
+                done = run(devices.home("beta"), "ping", "--relay", relay.arg, "alpha",
+                           "--json", "--timeout", "10")
+                assert done.returncode == 0, done.stderr
+                reply = json.loads(done.stdout.splitlines()[0])
+                assert reply["remote"] == f"relay {relay.arg}"
+                return dict(reply)
+
+            ping()
+            started = run(devices.home("alpha"), "rotate", "--json")
+            assert started.returncode == 0, started.stderr
+            successor = json.loads(started.stdout.splitlines()[0])["fingerprint"]
+            ping()  # beta learns alpha's successor (pending) from serve's statement
+            finished = run(devices.home("alpha"), "rotate", "--finish", "--json")
+            assert finished.returncode == 0, finished.stderr
+            for _ in range(2):  # the first completes the rotation at beta; the next
+                ping()          # looks alpha up under its new key alone
+            assert [p["fingerprint"] for p in peers(devices.home("beta"))
+                    if p["name"] == "alpha"] == [successor]
+        finally:
+            serve.kill()

@@ -334,14 +334,14 @@ def _wait_at(relay: RelayAddress, identity: Identity, server: _Server,
     """Connections waiting at ``relay``, each glued one taken in as an accepted one,
     under its label ``relay tcp:R:P`` and a budget of unproven slots of its own (one per
     waiting connection: never any address's), its refusals counted."""
-    from certpair.relay.serving import RelayServing  # noqa: PLC0415
+    from certpair.relay.serving import RelayServing, own_fingerprints  # noqa: PLC0415
 
     def status(waiting: bool, reason: str, retry_in: float) -> None:
         on_event(RelayStatus(relay=str(relay), waiting=waiting, reason=reason,
                              retry_in=retry_in))
 
     serving = RelayServing(
-        relay=relay, fingerprint=identity.fingerprint, service="serve",
+        relay=relay, fingerprint=own_fingerprints(identity.home), service="serve",
         hand_over=lambda sock, remote, settle: listener.process_relayed(
             sock, remote, settle, budget=len(serving.tokens)),
         on_status=status)

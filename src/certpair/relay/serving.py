@@ -12,7 +12,10 @@ each one that ended unproven (a relay that glues its waiting connections to nobo
 or to a squatter that stays silent, cannot make this end spin, and never holds more
 than ``SLOTS`` unproven connections here). A waiting connection is renewed every
 ``REFRESH`` seconds, so that a relay that vanished without a word is noticed; a relay
-that cannot be reached is retried after the same growing delay. A client picks a slot
+that cannot be reached is retried after the same growing delay. The fingerprints it
+waits under follow this device's key (:func:`own_fingerprints`, looked at every
+``FOLLOW`` seconds): while a rotation is pending it waits under the current and the
+next key, after it under the new key alone, without a restart. A client picks a slot
 at random; if the relay drops it (another client took that slot first), it tries
 another after a short, growing pause, at most ``MAX_TRIES`` times (a relay that closes
 every handshake cannot make a client spin either).
@@ -21,12 +24,16 @@ every handshake cannot make a client spin either).
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import socket
+import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from certpair.identity import fingerprint as fingerprint_of
 from certpair.ports import cannot_reach
 from certpair.relay.address import (
     CONNECTING_SIDE,
@@ -38,16 +45,20 @@ from certpair.relay.connect import RelayClosed, RelayError, connect_relay
 from certpair.relay.waiting import MAX_BACKOFF, MIN_BACKOFF
 
 __all__ = [
+    "FOLLOW",
     "MAX_TRIES",
     "REFRESH",
     "SLOTS",
     "RelayServing",
     "Settle",
     "dial_service",
+    "own_fingerprints",
 ]
 
 SLOTS = 4
 REFRESH = 120.0
+# Seconds between looks at this device's key (a rotation changes the tokens).
+FOLLOW = 2.0
 # A client's tries at the relay (each a slot the relay dropped) before it gives up.
 MAX_TRIES = 3 * SLOTS
 # Its pause after a dropped try: from this, doubling, at most RETRY_PAUSE_MAX.
@@ -63,7 +74,9 @@ class RelayServing:
 
     Args:
         relay: the relay.
-        fingerprint: this device's fingerprint.
+        fingerprint: this device's fingerprint, or a function giving the
+            fingerprints to wait under now (:func:`own_fingerprints`), followed every
+            ``FOLLOW`` seconds.
         service: ``serve`` or ``tunnel``.
         hand_over: called with each glued socket, its remote label and a
             :data:`Settle` callback, in the slot's thread; it must return quickly
@@ -73,28 +86,76 @@ class RelayServing:
         slots: how many connections wait at once.
     """
 
-    def __init__(self, *, relay: RelayAddress, fingerprint: str, service: str,
+    def __init__(self, *, relay: RelayAddress,
+                 fingerprint: str | Callable[[], Sequence[str]], service: str,
                  hand_over: Callable[[socket.socket, str, Settle], None],
                  on_status: Callable[[bool, str, float], None] = lambda *_: None,
                  slots: int = SLOTS) -> None:
         self.relay = relay
         self.remote = f"relay {relay}"
-        self.tokens = [service_token(fingerprint, service, slot) for slot in range(slots)]
+        self.service = service
+        self.slots = slots
+        self.fingerprints: Callable[[], Sequence[str]] | None = (
+            None if isinstance(fingerprint, str) else fingerprint)
+        self.following = [fingerprint] if isinstance(fingerprint, str) else \
+            list(fingerprint())
+        self.tokens = self._tokens(self.following)
+        self.retired: set[str] = set()  # tokens no longer waited under (a rotation)
+        self.renewed: set[socket.socket] = set()  # waits ended by a change of tokens
         self.hand_over = hand_over
         self.on_status = on_status
         self.stopping = threading.Event()
         self.lock = threading.Lock()
-        self.waiting: set[socket.socket] = set()
+        self.waiting_under: dict[socket.socket, str] = {}  # waiting, by token
         self.troubled = True
         self.glued = 0
         self.unsettled: set[threading.Event] = set()  # handed over, not settled yet
-        self.threads = [threading.Thread(target=self._slot, args=(token,), daemon=True,
-                                         name=f"certpair-relay-slot-{n}")
-                        for n, token in enumerate(self.tokens)]
+        self.threads = [self._thread(token) for token in self.tokens]
+
+    def _tokens(self, fingerprints: Sequence[str]) -> list[str]:
+        return [service_token(fp, self.service, slot)
+                for fp in fingerprints for slot in range(self.slots)]
+
+    def _thread(self, token: str) -> threading.Thread:
+        return threading.Thread(target=self._slot, args=(token,), daemon=True,
+                                name=f"certpair-relay-slot-{token[:8]}")
 
     def start(self) -> None:
         for thread in self.threads:
             thread.start()
+        if self.fingerprints is not None:
+            threading.Thread(target=self._follow, daemon=True,
+                             name="certpair-relay-follow").start()
+
+    def _follow(self) -> None:
+        """Wait under the tokens of this device's key as it is now: new slots for a
+        new key, and the waits under a key no longer held ended (never a glued
+        connection: it finishes as it would have)."""
+        assert self.fingerprints is not None
+        while not self.stopping.wait(FOLLOW):
+            try:
+                now = list(self.fingerprints())
+            except (OSError, ValueError):
+                continue  # mid-replacement: looked at again next time
+            if not now or now == self.following:
+                continue
+            wanted = self._tokens(now)
+            with self.lock:
+                self.following = now
+                gone = set(self.tokens) - set(wanted)
+                self.retired |= gone
+                self.retired -= set(wanted)
+                fresh = [t for t in wanted if t not in self.tokens]
+                self.tokens = wanted
+                for sock, token in list(self.waiting_under.items()):
+                    if token in gone:
+                        self.renewed.add(sock)
+                        with contextlib.suppress(OSError):
+                            sock.shutdown(socket.SHUT_RDWR)
+            for token in fresh:
+                thread = self._thread(token)
+                self.threads.append(thread)
+                thread.start()
 
     def stop(self) -> None:
         """End every wait (the connections already handed over keep running)."""
@@ -102,7 +163,7 @@ class RelayServing:
         with self.lock:
             for settled in self.unsettled:
                 settled.set()
-            for sock in self.waiting:
+            for sock in self.waiting_under:
                 with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
 
@@ -115,7 +176,7 @@ class RelayServing:
 
     def _slot(self, token: str) -> None:
         delay = MIN_BACKOFF
-        while not self.stopping.is_set():
+        while not self.stopping.is_set() and token not in self.retired:
             started = time.monotonic()
             try:
                 sock = self._wait(token)
@@ -167,7 +228,10 @@ class RelayServing:
         """One waiting connection: the glued socket, or None when it was renewed."""
         sock = socket.create_connection((self.relay.host, self.relay.port), timeout=10)
         with self.lock:
-            self.waiting.add(sock)
+            if token in self.retired:
+                sock.close()
+                return None
+            self.waiting_under[sock] = token
         try:
             try:
                 glued = connect_relay(self.relay, token, WAITING_SIDE, timeout=REFRESH,
@@ -175,9 +239,17 @@ class RelayServing:
             except TimeoutError:
                 sock.close()
                 return None
+            except (RelayError, OSError):
+                with self.lock:
+                    renewed = sock in self.renewed
+                if not renewed:
+                    raise
+                sock.close()
+                return None  # its key is no longer this device's: not a relay failure
         finally:
             with self.lock:
-                self.waiting.discard(sock)
+                self.waiting_under.pop(sock, None)
+                self.renewed.discard(sock)
         return glued
 
 
@@ -218,3 +290,31 @@ def dial_service(relay: RelayAddress, fingerprint: str, service: str, *, deadlin
             time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
             pause = min(pause * 2, RETRY_PAUSE_MAX)
 
+
+
+def own_fingerprints(home: Path) -> Callable[[], list[str]]:
+    """What this device's waiting connections wait under, for :class:`RelayServing`:
+    its key's fingerprint, and the next key's while a rotation is pending
+    (``identity/next-cert.pem``), so that a peer that learned the successor finds it
+    before and after the rotation ends. The files are read again only when they
+    changed."""
+    paths = (home / "identity" / "cert.pem", home / "identity" / "next-cert.pem")
+    seen: list[tuple[int, ...]] = []
+    found: list[str] = []
+
+    def stamp(path: Path) -> tuple[int, ...]:
+        try:
+            info = os.stat(path)
+        except FileNotFoundError:
+            return ()
+        return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+    def now() -> list[str]:
+        stamps = [stamp(path) for path in paths]
+        if stamps != seen:
+            fresh = [fingerprint_of(ssl.PEM_cert_to_DER_cert(path.read_text("ascii")))
+                     for path, mark in zip(paths, stamps, strict=True) if mark]
+            seen[:], found[:] = stamps, fresh
+        return list(found)
+
+    return now

@@ -22,29 +22,44 @@ from certpair.reach import RELAYED, Candidate
 from certpair.relay import RELAY_ENV, RelayAddress
 from certpair.relay.race import RELAY_DELAY
 from certpair.relay.serving import SLOTS, dial_service
-from certpair.store import Peer
+from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.client import connect
 from certpair.trusted.dial import Discover, connect_peer
 from certpair.trusted.failures import connection_error
 
-__all__ = ["CUT_TRIES", "dial_relayed", "reach_peer"]
+__all__ = ["CUT_TRIES", "dial_relayed", "meeting_fingerprints", "reach_peer"]
 
 # Handshakes through the relay that may be cut before one completes.
 CUT_TRIES = SLOTS
 
 
-def dial_relayed(peer: Peer, service: str, relay: RelayAddress,
-                 timeout: float) -> socket.socket:
+def meeting_fingerprints(peer: Peer, store: TrustStore) -> list[str]:
+    """The fingerprints ``peer`` waits under at a relay, to try in this order: its
+    pending successor first (a device waits under its current and next key while its
+    rotation is pending, under the new key alone once it ended), then its key."""
+    known = store.acceptable_certificates(peer.fingerprint)
+    return [fp for fp in known if fp != peer.fingerprint] + [peer.fingerprint]
+
+
+def dial_relayed(peer: Peer, service: str, relay: RelayAddress, timeout: float, *,
+                 fingerprints: Sequence[str] = ()) -> socket.socket:
     """A socket glued to one of ``peer``'s waiting connections of ``service``
-    (``serve``, ``tunnel``) at ``relay``; TLS comes next.
+    (``serve``, ``tunnel``) at ``relay``; TLS comes next. ``fingerprints``
+    (:func:`meeting_fingerprints`) are tried in order, each but the last with its
+    share of ``timeout``; without them, the peer's own.
 
     Raises:
         Expired: nothing answered in time.
         NetworkError: the relay failed, or closed every try (in words).
     """
+    deadline = time.monotonic() + timeout
+    order = list(fingerprints) or [peer.fingerprint]
     try:
-        return dial_service(relay, peer.fingerprint, service,
-                            deadline=time.monotonic() + timeout)
+        for left, fp in enumerate(order[:-1], start=0):
+            share = (deadline - time.monotonic()) / (len(order) - left)
+            with contextlib.suppress(TimeoutError):
+                return dial_service(relay, fp, service, deadline=time.monotonic() + share)
+        return dial_service(relay, order[-1], service, deadline=deadline)
     except TimeoutError:
         command = "serve" if service == "serve" else "tunnel serve"
         # A wait that timed out (exit 3); a relay that closed every try says so instead.
@@ -115,8 +130,11 @@ def _through(peer: Peer, service: str, relay: RelayAddress, home: Path,
     slot, at most :data:`CUT_TRIES` times in all, within ``timeout``."""
     deadline = time.monotonic() + timeout
     remote = f"relay {relay}"
+    with open_store(home) as store:
+        fingerprints = meeting_fingerprints(peer, store)
     for tries in range(1, CUT_TRIES + 1):
-        sock = dial_relayed(peer, service, relay, max(0.1, deadline - time.monotonic()))
+        sock = dial_relayed(peer, service, relay, max(0.1, deadline - time.monotonic()),
+                            fingerprints=fingerprints)
         try:
             return connect(relay.host, relay.port, home, context=context, timeout=timeout,
                            peer=peer, sock=sock, remote=remote)

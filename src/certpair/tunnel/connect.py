@@ -41,7 +41,7 @@ from certpair.trusted import (
     explain_certificate,
 )
 from certpair.trusted.dial import Discover, OtherDevice, Reached, reach
-from certpair.trusted.relayed import dial_relayed
+from certpair.trusted.relayed import dial_relayed, meeting_fingerprints
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.address import PeerRoute
 from certpair.tunnel.events import (
@@ -141,7 +141,8 @@ class _Client:
             with contextlib.suppress(CertpairError):
                 return self._direct(min(deadline, time.monotonic() + RELAY_DELAY), plan)
         sock = dial_relayed(self.options.peer, "tunnel", relay,
-                            max(0.1, deadline - time.monotonic()))
+                            max(0.1, deadline - time.monotonic()),
+                            fingerprints=meeting_fingerprints(self.options.peer, self.store))
         return self._handshake(Reached(sock=sock, candidate=Candidate(
             host=relay.host, port=relay.port, source="relay", kind=RELAYED)), deadline)
 

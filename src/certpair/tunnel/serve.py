@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from certpair.identity import load_identity
 from certpair.relay import RelayAddress
-from certpair.relay.serving import RelayServing
+from certpair.relay.serving import RelayServing, own_fingerprints
 from certpair.store import TrustStore, open_store
 from certpair.tunnel.acceptor import Admit, listen, run_acceptor
 from certpair.tunnel.events import Advertised, Failed, Listening, OnEvent, TargetDown
@@ -33,7 +33,8 @@ def _fingerprints(store: TrustStore, devices: frozenset[str] | None) -> list[str
     return sorted(p.fingerprint for d in devices if (p := store.peer_by_device(d)))
 
 
-def _relay_feed(relay: RelayAddress, fingerprint: str, on_event: OnEvent,
+def _relay_feed(relay: RelayAddress, fingerprint: Callable[[], Sequence[str]],
+                on_event: OnEvent,
                 ) -> Callable[[Admit], Callable[[], None]]:
     """Connections waiting at ``relay`` (docs/RELAY.md), taken in like accepted ones
     under the label ``relay tcp:R:P`` and a budget of unproven slots of their own;
@@ -105,8 +106,7 @@ def serve_tunnel(options: ServeOptions, on_event: OnEvent, *,
                          refusals=server.refusals, watch=server.watch, on_event=on_event,
                          drain_timeout=options.drain_timeout, handshakes=server.handshakes,
                          feed=None if options.relay is None else _relay_feed(
-                             options.relay, load_identity(options.home).fingerprint,
-                             on_event))
+                             options.relay, own_fingerprints(options.home), on_event))
         finally:
             server.flush_log()
             if advertisement is not None:
