@@ -35,7 +35,7 @@ from certpair.addresses import (
 )
 from certpair.codes import Mode
 from certpair.errors import BadInput, Expired, NetworkError
-from certpair.identity import validate_name
+from certpair.names import check_name
 
 if TYPE_CHECKING:
     from zeroconf import ServiceStateChange, Zeroconf
@@ -246,7 +246,7 @@ def _offerer(info: AsyncServiceInfo) -> DiscoveredOfferer | None:
         # Without a well-formed fingerprint join could not pin the offerer it found.
         return None
     try:
-        validate_name(name)
+        check_name(name)
     except BadInput:
         return None
     return DiscoveredOfferer(

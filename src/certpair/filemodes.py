@@ -11,13 +11,21 @@ umask, never through an existing file or a planted symlink.
 from __future__ import annotations
 
 import os
+import secrets
 import shlex
 import stat
 from pathlib import Path
 
 from certpair.errors import LocalStateError
 
-__all__ = ["InsecurePath", "check_private", "create_private"]
+__all__ = [
+    "InsecurePath",
+    "check_key_mode",
+    "check_private",
+    "create_private",
+    "fsync_directory",
+    "write_private",
+]
 
 
 class InsecurePath(LocalStateError):
@@ -79,3 +87,42 @@ def create_private(path: Path, data: bytes = b"") -> None:
     with os.fdopen(fd, "wb") as file:
         os.fchmod(fd, 0o600)  # umask can only remove bits: make the mode exact
         file.write(data)
+
+
+def fsync_directory(path: Path) -> None:
+    """Make a rename or a new entry in ``path`` durable."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_key_mode(key_path: Path) -> None:
+    """Refuse a key file that group or others may read or write (like ssh)."""
+    try:
+        mode = stat.S_IMODE(key_path.stat().st_mode)
+    except OSError:
+        return  # reading it reports the problem
+    if mode & 0o077:
+        raise LocalStateError(
+            f"the private key {key_path} is readable by others (mode {mode:04o}); "
+            f"refusing to use it: run 'chmod 600 {key_path}'")
+
+
+def write_private(path: Path, data: bytes, mode: int) -> None:
+    """Replace ``path`` with ``data`` (fsynced), created with exactly ``mode`` before
+    any byte lands, through a new temporary name (never an existing file or link)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
+    try:
+        # umask can only remove bits; fchmod makes the mode exact before any byte lands.
+        os.fchmod(fd, mode)
+        os.write(fd, data)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    os.replace(tmp, path)

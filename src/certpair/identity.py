@@ -16,13 +16,12 @@ import hashlib
 import os
 import secrets
 import shutil
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certpair.errors import BadInput, LocalStateError, counted
-from certpair.filemodes import check_private
+from certpair.filemodes import check_key_mode, check_private, fsync_directory, write_private
 from certpair.names import MAX_NAME_BYTES, check_name
 
 __all__ = [
@@ -38,7 +37,6 @@ __all__ = [
     "identity_files",
     "load_identity",
     "recover_identity",
-    "validate_name",
 ]
 
 # cryptography loads when a key is made or parsed, not with this module: a process that
@@ -108,21 +106,6 @@ def fingerprint(cert_der: bytes) -> str:
         ``sha256:`` followed by 64 lowercase hex digits.
     """
     return "sha256:" + hashlib.sha256(cert_der).hexdigest()
-
-
-def validate_name(name: str) -> str:
-    """Check a device name (see :func:`certpair.names.check_name`).
-
-    Args:
-        name: the proposed name.
-
-    Returns:
-        The name, unchanged.
-
-    Raises:
-        BadInput: empty, blank, too long, or holding a control or format character.
-    """
-    return check_name(name)
 
 
 def _paths(home: Path) -> tuple[Path, Path, Path]:
@@ -208,14 +191,6 @@ class PairedIdentity(BadInput):
     """Replacing this identity would silently unpair it from every paired device."""
 
 
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def recover_identity(home: Path) -> None:
     """Finish or undo an identity replacement that a crash interrupted; remove leftovers.
 
@@ -233,24 +208,12 @@ def recover_identity(home: Path) -> None:
         ready = sorted(p for p in entries if p.name.startswith(_READY))
         if ready and not directory.exists():
             os.replace(ready[-1], directory)
-            _fsync_directory(home)
+            fsync_directory(home)
         for leftover in entries:
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
     except OSError:
         pass
-
-
-def _check_key_mode(key_path: Path) -> None:
-    """Refuse a key file that group or others may read or write (like ssh)."""
-    try:
-        mode = stat.S_IMODE(key_path.stat().st_mode)
-    except OSError:
-        return  # reading it reports the problem
-    if mode & 0o077:
-        raise LocalStateError(
-            f"the private key {key_path} is readable by others (mode {mode:04o}); "
-            f"refusing to use it: run 'chmod 600 {key_path}'")
 
 
 def _key_pem(key: PrivateKey) -> bytes:
@@ -267,22 +230,6 @@ def _spki(key: PrivateKey | x509.Certificate) -> bytes:
 
     return key.public_key().public_bytes(serialization.Encoding.DER,
                                          serialization.PublicFormat.SubjectPublicKeyInfo)
-
-
-def _write_private(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), mode)
-    try:
-        # umask can only remove bits; fchmod makes the mode exact before any byte lands.
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        tmp.unlink(missing_ok=True)
-        raise
-    os.close(fd)
-    os.replace(tmp, path)
 
 
 def create_identity(
@@ -316,7 +263,7 @@ def create_identity(
     """
     from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
 
-    validate_name(name)
+    check_name(name)
     recover_identity(home)
     directory, key_path, cert_path = _paths(home)
     if directory.exists() and not force:
@@ -332,16 +279,16 @@ def create_identity(
         new.mkdir(mode=0o700)
         key = _generate_key(key_type)
         cert = _self_signed(key, name)
-        _write_private(new / key_path.name, _key_pem(key), 0o600)
-        _write_private(new / cert_path.name, cert.public_bytes(serialization.Encoding.PEM),
+        write_private(new / key_path.name, _key_pem(key), 0o600)
+        write_private(new / cert_path.name, cert.public_bytes(serialization.Encoding.PEM),
                        0o644)
-        _fsync_directory(new)
+        fsync_directory(new)
         os.replace(new, ready)  # complete: from here recovery rolls forward, not back
         replaced = directory.exists()
         if replaced:
             os.replace(directory, old)
         os.replace(ready, directory)
-        _fsync_directory(home)
+        fsync_directory(home)
         if replaced:
             shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
@@ -426,7 +373,7 @@ def _checked_files(home: Path) -> tuple[Path, Path]:
     if not key_path.exists() or not cert_path.exists():
         raise NotInitialised(f"no identity in {home}; run 'certpair init' first")
     check_private(directory, "the identity directory")
-    _check_key_mode(key_path)
+    check_key_mode(key_path)
     return key_path, cert_path
 
 

@@ -59,18 +59,15 @@ def command(
     """
     from socket import gethostname  # noqa: PLC0415
 
-    from certpair.identity import (  # noqa: PLC0415  # fast start-up
-        KeyType,
-        create_identity,
-        validate_name,
-    )
+    from certpair.identity import KeyType, create_identity  # noqa: PLC0415  # fast start-up
+    from certpair.names import check_name  # noqa: PLC0415
     from certpair.store import open_store  # noqa: PLC0415
 
     home = home_of(ctx)
     if force:
         _confirm_replacement(ctx, home, yes)
     name = name or gethostname() or "device"
-    validate_name(name)
+    check_name(name)
     # The store first: a disk too full to hold it fails the command before an identity
     # exists, so exit 5 means that nothing was created.
     try:

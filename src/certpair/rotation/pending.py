@@ -16,15 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from certpair.errors import BadInput, LocalStateError
+from certpair.filemodes import fsync_directory, write_private
 from certpair.identity import (
     Identity,
     KeyType,
-    _fsync_directory,
     _generate_key,
     _key_pem,
     _self_signed,
     _spki,
-    _write_private,
     fingerprint,
     load_identity,
 )
@@ -133,8 +132,8 @@ def start_rotation(home: Path) -> tuple[Identity, PendingRotation]:
     cert = _self_signed(key, identity.name)
     try:
         key_path.unlink(missing_ok=True)  # a stray key from a start that crashed
-        _write_private(key_path, _key_pem(key), 0o600)
-        _write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        write_private(key_path, _key_pem(key), 0o600)
+        write_private(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
     except OSError as exc:
         key_path.unlink(missing_ok=True)  # no certificate: nothing is pending
         raise LocalStateError(f"cannot write the pending rotation in {home}: "
@@ -161,7 +160,7 @@ def finish_rotation(home: Path) -> tuple[Identity, PendingRotation]:
     try:
         os.replace(pending.cert_path, old.cert_path)
         os.replace(pending.key_path, old.key_path)
-        _fsync_directory(old.cert_path.parent)
+        fsync_directory(old.cert_path.parent)
     except OSError as exc:
         raise LocalStateError(f"cannot switch to the new identity in {home}: "
                               f"{_why(exc)}") from exc

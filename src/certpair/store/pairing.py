@@ -10,7 +10,8 @@ import dataclasses
 import sqlite3
 import time
 
-from certpair.identity import fingerprint, validate_name
+from certpair.identity import fingerprint
+from certpair.names import check_name
 from certpair.profile import certificate_keys
 from certpair.store import events as events_sql
 from certpair.store import identity_keys as keys_sql
@@ -207,7 +208,7 @@ class PairingCommits(StoreBase):
                 this call ran: the rename acts on the row, never on a stale read).
             StoreUnusable: the write failed.
         """
-        validate_name(name)
+        check_name(name)
         when = iso_time(time.time() if at is None else at)
         try:
             with self._lock, self._db:
