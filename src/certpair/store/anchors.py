@@ -38,6 +38,7 @@ from certpair.profile import CertificateRefused, check_peer_certificate
 __all__ = [
     "ANCHORS_DIRECTORY",
     "anchor_problem",
+    "in_directory",
     "mark_all_pending",
     "row_hash",
     "subject_hash",
@@ -48,6 +49,8 @@ ANCHORS_DIRECTORY = "anchors"
 _LOCK = ".lock"
 # Rows hashed, or buckets rewritten, per transaction (a rebuild of 100,000 peers).
 _BATCH = 2000
+# Files of one bucket looked at for a certificate (subjects whose hashes collide: few).
+_BUCKET_FILES = 64
 
 
 def subject_hash(cert_der: bytes) -> str:
@@ -82,6 +85,28 @@ def anchor_problem(cert_der: bytes) -> str | None:
     except CertificateRefused as exc:
         return exc.rule.value
     return None
+
+
+def in_directory(directory: Path, bucket: str | None, cert_der: bytes) -> bool:
+    """Whether ``cert_der`` is one of the files of ``directory``'s bucket ``bucket``.
+
+    Only certificates that meet the peer profile are written there (:func:`anchor_problem`
+    decides, as :func:`sync_anchors` writes), and a trusted handshake has just found the
+    peer's certificate there: a certificate found there needs no second look, which
+    spares a process that only carries trusted connections (a tunnel) from loading
+    cryptography to parse it. False sends the caller to :func:`anchor_problem`.
+    """
+    if not bucket or len(bucket) != 8:
+        return False
+    for n in range(_BUCKET_FILES):
+        try:
+            pem = (directory / f"{bucket}.{n}").read_text("ascii")
+        except (OSError, UnicodeDecodeError):
+            return False  # the end of the bucket, or a file this cannot read
+        with contextlib.suppress(ValueError):
+            if ssl.PEM_cert_to_DER_cert(pem) == cert_der:
+                return True
+    return False
 
 
 def mark_all_pending(db: sqlite3.Connection) -> None:

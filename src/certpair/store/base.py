@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Self
 
 from certpair.store import peers as peers_sql
-from certpair.store.anchors import ANCHORS_DIRECTORY, sync_anchors
+from certpair.store.anchors import ANCHORS_DIRECTORY, in_directory, sync_anchors
 from certpair.store.failures import describe
 from certpair.store.records import Peer, PeerNotFound, StoreUnusable
 
@@ -78,6 +78,20 @@ class StoreBase:
         """Return the peer with this fingerprint, or None."""
         found = self._select("WHERE fingerprint = ?", (fingerprint_,))
         return found[0] if found else None
+
+    def anchored(self, fingerprint_: str, cert_der: bytes) -> bool:
+        """Whether this trusted certificate (a peer's, or a pending successor's) is in
+        the anchor directory, so met the peer profile when it was written there
+        (:func:`~certpair.store.anchors.in_directory`): one indexed read and a file or
+        two, no certificate parsed."""
+        try:
+            with self._lock:
+                row = self._db.execute(
+                    "SELECT subject_hash FROM trusted_certs WHERE fingerprint = ?",
+                    (fingerprint_,)).fetchone()
+        except sqlite3.Error as exc:
+            raise self._read_error(exc) from exc
+        return row is not None and in_directory(self.anchors, row[0], cert_der)
 
     def _follow_anchors(self) -> None:
         # The change is committed and the store is the truth: a directory that cannot

@@ -397,7 +397,10 @@ def _admit(store: TrustStore, der: bytes, fp: str) -> Peer:
     peer = store.admit(fp)
     if peer is None:
         raise NotPaired(explain_certificate(store, fp))  # "a former key of …", not a stranger
-    problem = anchor_problem(der) if peer.intact else "a damaged row"
+    # Found in the anchor directory, it met the profile (no parse: a tunnel does
+    # without cryptography); else anchor_problem says why it is flagged.
+    problem = ("a damaged row" if not peer.intact else
+               None if store.anchored(peer.fingerprint, der) else anchor_problem(der))
     if problem is not None:
         raise NotPaired(f"paired device {fp} is flagged and not trusted: {problem}")
     return peer
