@@ -12,7 +12,8 @@
   (one per waiting connection), so direct connections are unaffected.
 * A relay that closes every handshake made a client retry in a tight loop, then blame
   the server; it now pauses between tries, stops after a few, and says the relay
-  closed every attempt.
+  closed every attempt. A handshake cut short (a squatter glued first) is tried again
+  at another slot, by ping, sync and each connection of tunnel connect.
 * A wrong certificate through a relay made ``tunnel connect`` open a second, raw TLS
   connection to the relay's port (to say whose certificate it was), and name the relay
   as the device; relayed connections are now named ``relay tcp:R:P`` everywhere.
@@ -35,6 +36,7 @@ import pytest
 from certpair.relay import CONNECTING_SIDE, service_token
 from certpair.relay.address import handshake_line
 from certpair.relay.serving import MAX_TRIES, SLOTS
+from tests import tunnelutil
 from tests.cliutil import Proc, certpair_argv, init, run
 from tests.relayutil import ThreadedRelay, real_relay
 from tests.trustedutil import Devices, make_devices
@@ -150,6 +152,38 @@ def test_a_relayed_handshake_cut_short_is_tried_again_at_another_slot(
         relay.close()
     assert result.returncode == 0, result.stderr  # the code before: "… was cut", exit 4
     assert f"at relay {relay.arg}" in result.stdout, result.stdout
+
+
+def test_a_tunnel_handshake_cut_short_at_the_relay_is_tried_again_at_another_slot(
+    tmp_path: Path,
+) -> None:
+    relay = ThreadedRelay(cut_first=2)  # as if a squatter took the first two glues
+    devices = tunnelutil.make_devices(tmp_path)
+    service = tunnelutil.Service(tunnelutil.echo)
+    ends: list[Proc] = []
+    try:
+        server = Proc(certpair_argv(devices.home("alpha"), "tunnel", "serve", "--to",
+                                    service.address, "--listen", "127.0.0.1", "--port", "0",
+                                    "--no-advertise", "--relay", relay.arg, "--json"))
+        ends.append(server)
+        assert server.next_event()["event"] == "listening"
+        client = Proc(certpair_argv(devices.home("beta"), "tunnel", "connect", "alpha",
+                                    "--relay", relay.arg, "--listen", "0",
+                                    "--discovery-timeout", "0", "--json"))
+        ends.append(client)
+        port = int(client.next_event()["port"])
+        with tunnelutil.dial(port) as sock:  # the code before: cut, "failed"
+            sock.sendall(b"through")
+            sock.shutdown(socket.SHUT_WR)
+            assert tunnelutil.read_all(sock) == b"through"
+        while (event := client.next_event())["event"] != "opened":
+            assert event["event"] != "failed", event
+        assert event["address_from"] == "relay"
+    finally:
+        for end in ends:
+            end.kill()
+        service.close()
+        relay.close()
 
 
 class Squatter:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from certpair.errors import CertpairError
+from certpair.errors import CertpairError, NetworkError
 from certpair.identity import fingerprint
 from certpair.ports import ALPN_TUNNEL, alpn_offer
 from certpair.reach import CONTACT, RELAYED, TUNNEL, Candidate
@@ -41,7 +41,7 @@ from certpair.trusted import (
     explain_certificate,
 )
 from certpair.trusted.dial import Discover, OtherDevice, Reached, reach
-from certpair.trusted.relayed import dial_relayed, meeting_fingerprints
+from certpair.trusted.relayed import CUT_TRIES, dial_relayed, meeting_fingerprints
 from certpair.tunnel.acceptor import address_of, listen, run_acceptor
 from certpair.tunnel.address import PeerRoute
 from certpair.tunnel.events import (
@@ -140,11 +140,21 @@ class _Client:
         if plan[0]:  # an address to try first
             with contextlib.suppress(CertpairError):
                 return self._direct(min(deadline, time.monotonic() + RELAY_DELAY), plan)
-        sock = dial_relayed(self.options.peer, "tunnel", relay,
-                            max(0.1, deadline - time.monotonic()),
-                            fingerprints=meeting_fingerprints(self.options.peer, self.store))
-        return self._handshake(Reached(sock=sock, candidate=Candidate(
-            host=relay.host, port=relay.port, source="relay", kind=RELAYED)), deadline)
+        fingerprints = meeting_fingerprints(self.options.peer, self.store)
+        # A handshake cut short (a squatter glued first, or the relay cut it) is tried
+        # again at another slot, at most CUT_TRIES in all, as ping and sync do.
+        for tries in range(1, CUT_TRIES + 1):
+            sock = dial_relayed(self.options.peer, "tunnel", relay,
+                                max(0.1, deadline - time.monotonic()),
+                                fingerprints=fingerprints)
+            try:
+                return self._handshake(Reached(sock=sock, candidate=Candidate(
+                    host=relay.host, port=relay.port, source="relay", kind=RELAYED)),
+                    deadline)
+            except NetworkError:  # cut: not a refusal (NotPaired), not a timeout
+                if tries == CUT_TRIES or time.monotonic() >= deadline:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     def _plan(self) -> tuple[list[Candidate], Discover | None]:
         if self.route is not None:
