@@ -180,8 +180,8 @@ def _reach(ctx: click.Context, home: Path, store: TrustStore, named: Peer | None
     passed over (another device answered there)."""
     from certpair.reach import GIVEN, SERVE, Candidate, relayed_via  # noqa: PLC0415
     from certpair.trusted import client_context, connect  # noqa: PLC0415
-    from certpair.trusted.dial import route  # noqa: PLC0415
     from certpair.trusted.relayed import reach_peer  # noqa: PLC0415
+    from certpair.trusted.routes import route  # noqa: PLC0415
 
     if named is None:
         host, port = HostPort(SERVE_PORT).convert(target, None, ctx)

@@ -28,9 +28,9 @@ from certpair.relay import RelayAddress
 from certpair.rotation.exchange import SyncOutcome, run_sync
 from certpair.store import Peer, TrustStore
 from certpair.trusted import check_service, client_context, connect, connection_error
-from certpair.trusted.dial import route
 from certpair.trusted.failures import strict_eof
 from certpair.trusted.relayed import reach_peer
+from certpair.trusted.routes import route
 
 if TYPE_CHECKING:
     from certpair.browsing import Browser

@@ -24,8 +24,9 @@ from certpair.relay.race import RELAY_DELAY
 from certpair.relay.serving import SLOTS, dial_service
 from certpair.store import Peer, TrustStore, open_store
 from certpair.trusted.client import connect
-from certpair.trusted.dial import Discover, connect_peer
+from certpair.trusted.dial import Discover
 from certpair.trusted.failures import connection_error
+from certpair.trusted.routes import connect_peer
 
 __all__ = ["CUT_TRIES", "dial_relayed", "meeting_fingerprints", "reach_peer"]
 
@@ -80,7 +81,7 @@ def reach_peer(peer: Peer, candidates: Sequence[Candidate], home: Path, *,
 
     Args:
         peer: the paired device.
-        candidates: its addresses (:func:`certpair.trusted.dial.route`).
+        candidates: its addresses (:func:`certpair.trusted.routes.route`).
         home: certpair's home directory.
         context: a client context pinned to ``peer``.
         timeout: seconds for each attempt and every later read or write.

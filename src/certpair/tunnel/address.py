@@ -32,7 +32,8 @@ from certpair.errors import BadInput, CertpairError
 from certpair.ports import TUNNEL_PORT
 from certpair.reach import ANNOUNCED, TUNNEL, Candidate, candidates
 from certpair.store import Peer, TrustStore
-from certpair.trusted.dial import Discover, announced, fingerprints_of, route
+from certpair.trusted.dial import Discover
+from certpair.trusted.routes import announced, fingerprints_of, route
 
 if TYPE_CHECKING:
     from certpair.browsing import Browser, Sighting
