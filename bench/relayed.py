@@ -37,7 +37,7 @@ from pathlib import Path
 
 from bench.proxy import DelayProxy, proxied_rtt
 from bench.stats import Figure, cpu_seconds, python_env, ratio, summary
-from bench.tunnel_ends import LOOPBACK, Pair, Service, sink
+from bench.tunnel_ends import LOOPBACK, Pair, Service, sink, stream
 from certpair.codes import generate_code, parse_secret
 from certpair.identity import create_identity
 from certpair.net import Listening, OfferEvent, RelayStatus, run_join, run_offer
@@ -147,18 +147,8 @@ def _closed_port() -> int:
 
 def _stream(port: int, size: int) -> float:
     """Seconds to send ``size`` bytes through ``port`` to the sink, until it confirms."""
-    block = memoryview(bytes(range(256)) * 4096)
     start = time.perf_counter()
-    with socket.create_connection((LOOPBACK, port), timeout=_WAIT) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        left = size
-        while left:
-            left -= sock.send(block[:min(left, len(block))])
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while data := sock.recv(64):
-            answer += data
-    assert int(answer) == size, f"the sink got {answer!r}, not {size}"
+    stream(port, size, timeout=_WAIT)
     return time.perf_counter() - start
 
 

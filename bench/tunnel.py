@@ -44,6 +44,7 @@ from bench.tunnel_ends import (
     echo,
     fd_count,
     sink,
+    stream,
     stunnel_binary,
 )
 
@@ -100,21 +101,6 @@ def _bench() -> Iterator[Bench]:
 
 
 # ------------------------------------------------------------------ the workloads
-
-
-def _stream(port: int, size: int) -> None:
-    """Send ``size`` bytes through ``port`` to the sink, until it confirms the count."""
-    block = memoryview(bytes(range(256)) * 4096)  # 1 MiB
-    with socket.create_connection((LOOPBACK, port), timeout=_WAIT) as sock:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        left = size
-        while left:
-            left -= sock.send(block[:min(left, len(block))])
-        sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while data := sock.recv(64):
-            answer += data
-    assert int(answer) == size, f"the sink got {answer!r}, not {size}"
 
 
 def _fresh(port: int, count: int) -> None:
@@ -185,10 +171,10 @@ def tunnel_throughput(quick: bool = False) -> Figure:
     repeats = 2 if quick else 3
     with _bench() as bench:
         one = _compare(bench, repeats, {
-            n: partial(_stream, bench.to_sink[n].port, 256 * _MIB // scale)
+            n: partial(stream, bench.to_sink[n].port, 256 * _MIB // scale)
             for n in bench.names}, unit=256 / 1024 / scale)
         many = _compare(bench, repeats, {
-            n: partial(_at_once, 16, partial(_stream, bench.to_sink[n].port,
+            n: partial(_at_once, 16, partial(stream, bench.to_sink[n].port,
                                              16 * _MIB // scale)) for n in bench.names},
             unit=256 / 1024 / scale)
     return {
@@ -233,7 +219,7 @@ def tunnel_rss(quick: bool = False) -> Figure:
         peak: Figure = {}
         held: Figure = {}
         for name in bench.names:
-            _at_once(16, partial(_stream, bench.to_sink[name].port, 16 * _MIB))
+            _at_once(16, partial(stream, bench.to_sink[name].port, 16 * _MIB))
             _at_once(20, partial(_fresh, bench.to_echo[name].port, 20))
             peak[name] = round(max(peak_rss_mb(pid) for pid in bench.pids(name)), 1)
             chain = bench.to_echo[name]

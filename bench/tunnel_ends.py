@@ -212,3 +212,18 @@ class StunnelChain(Chain):
                                                stderr=subprocess.DEVNULL, text=True))
             wait_listening(port)
         self.server_pid = self.procs[0].pid
+
+
+def stream(port: int, size: int, timeout: float = 120.0) -> None:
+    """Send ``size`` bytes through ``port`` to the sink, until it confirms the count."""
+    block = memoryview(bytes(range(256)) * 4096)  # 1 MiB
+    with socket.create_connection((LOOPBACK, port), timeout=timeout) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        left = size
+        while left:
+            left -= sock.send(block[:min(left, len(block))])
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := sock.recv(64):
+            answer += data
+    assert int(answer) == size, f"the sink got {answer!r}, not {size}"
