@@ -1,7 +1,8 @@
-"""The accept loop both tunnel ends share (tunnel/acceptor.py), in-process: the worker
-pool, the connection limit (a reset and a counted refusal over it, room again once a
-connection ends), a failing handler, the stop when the trust watch ends the tunnel, and
-SIGTERM: drain for the timeout, then cut what is still open."""
+"""The accept loop both tunnel ends share (tunnel/acceptor.py), in-process: each
+connection run by the thread that accepted it, the worker pool, the connection limit
+(a reset and a counted refusal over it, room again once a connection ends), a failing
+handler, the stop when the trust watch ends the tunnel, and SIGTERM: drain for the
+timeout, then cut what is still open."""
 
 from __future__ import annotations
 
@@ -17,15 +18,17 @@ from pathlib import Path
 import pytest
 
 from certpair.store import TrustStore, open_store
-from certpair.tunnel.acceptor import _Workers, listen, run_acceptor
+from certpair.tunnel import threads
+from certpair.tunnel.acceptor import listen, run_acceptor
 from certpair.tunnel.events import Failed, Stopped, Stopping, TunnelEvent
+from certpair.tunnel.threads import Workers
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch
 from tests.trustedutil import Devices, make_devices
 from tests.tunnelpipe import LOOPBACK, WAIT, in_thread, make_pipe, what_the_end_saw
 
 
 def test_the_pool_runs_every_submitted_job_at_the_same_time() -> None:
-    workers = _Workers()
+    workers = Workers()
     together = threading.Barrier(6, timeout=WAIT)
 
     def meet() -> None:
@@ -45,7 +48,7 @@ def until(predicate: Callable[[], bool]) -> None:
 
 
 def test_the_pool_hands_the_next_job_to_a_thread_that_finished_one() -> None:
-    workers = _Workers()
+    workers = Workers()
     ran: queue.Queue[int] = queue.Queue()
     for _ in range(20):
         workers.submit(lambda: ran.put(threading.get_ident()))
@@ -71,21 +74,25 @@ class Harness:
     port: int = 0
     ended: Callable[..., object] = lambda *_: None
     stop_now: threading.Event = field(default_factory=threading.Event)
+    listener: socket.socket | None = None
+    ran_in: dict[str, bool] = field(default_factory=dict)
 
     def start(self) -> None:
         self.connections = Connections(limit=self.limit)
         self.refusals = Refusals(lambda *row: self.refused.put(row))
         self.watch = TrustWatch(self.store, self.connections, self.refusals, lambda d: d,
                                 ending=lambda _: "stopped" if self.stop_now.is_set() else None)
-        listener = listen(LOOPBACK, 0)
+        listener = self.listener or listen(LOOPBACK, 0)
         self.port = listener.getsockname()[1]
         self.ended = in_thread(lambda: run_acceptor(
             listener, self.handle, connections=self.connections, refusals=self.refusals,
             watch=self.watch, on_event=self.events.put, drain_timeout=1.0))
 
     def handle(self, sock: socket.socket, remote: str) -> TunnelEvent | None:
+        accepted_by = getattr(self.listener, "accepted_by", {})
         with sock:
             name = sock.recv(16).decode()
+            self.ran_in[name] = accepted_by.get(sock.fileno()) == threading.get_ident()
             self.started.put(name)
             if name in self.fail:
                 raise RuntimeError("the store went away")
@@ -111,6 +118,44 @@ class Harness:
         self.stop_now.set()
         self.devices.forget("alpha", "beta")  # a change the watch sees: it ends the tunnel
         self.ended()
+
+
+class RecordingListener(socket.socket):
+    """A listener that notes which thread accepted each connection (by descriptor)."""
+
+    accepted_by: dict[int, int]
+
+    def accept(self) -> tuple[socket.socket, object]:
+        sock, address = super().accept()
+        self.accepted_by[sock.fileno()] = threading.get_ident()
+        return sock, address
+
+
+@pytest.mark.parametrize("epoll", [True, False], ids=["epoll", "poll"])
+def test_each_connection_runs_in_the_thread_that_accepted_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, epoll: bool,
+) -> None:
+    """No hand-off from an accepting thread to a worker (two thread switches per
+    connection): the thread that accepts a connection runs it, with epoll (Linux) and
+    with a poll in each waiting thread."""
+    monkeypatch.setattr(threads, "_EPOLL", epoll)
+    listener = RecordingListener(socket.AF_INET, socket.SOCK_STREAM)
+    listener.accepted_by = {}
+    listener.bind((LOOPBACK, 0))
+    listener.listen(16)
+    devices = make_devices(tmp_path)
+    with open_store(devices.home("alpha")) as store:
+        made = Harness(store, devices, limit=8, listener=listener)
+        made.start()
+        try:
+            for name in ("one", "two", "three", "four", "five"):
+                with made.open(name) as sock:
+                    assert made.started.get(timeout=WAIT) == name
+                    made.release[name].set()
+                    assert sock.recv(16) == b"bye " + name.encode()
+            assert made.ran_in == dict.fromkeys(("one", "two", "three", "four", "five"), True)
+        finally:
+            made.stop()
 
 
 @pytest.fixture

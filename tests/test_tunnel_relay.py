@@ -1,9 +1,11 @@
 """The relay (tunnel/pump.py) in-process: two relays back to back over real TLS on
 loopback, and what each plain end saw. Both directions, half-close, backpressure, and
-what a cut or a truncated stream looks like to the ends (a reset, never a clean EOF)."""
+what a cut or a truncated stream looks like to the ends (a reset, never a clean EOF);
+the buffers a thread keeps for its next connection."""
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -11,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from certpair.tunnel.link import CHUNK, reset
-from certpair.tunnel.pump import _PLAIN_CHUNK, DONE, Relay
+from certpair.tunnel.link import CHUNK, reset, thread_buffer
+from certpair.tunnel.pump import _OUT, _PLAIN_CHUNK, DONE, Relay
 from tests.trustedutil import Devices, make_devices
 from tests.tunnelpipe import (
     WAIT,
@@ -208,3 +210,45 @@ def test_one_full_plain_read_fills_exactly_one_64_kib_read_of_a_transit_relay(
     finally:
         tls_a.close()
         tls_b.close()
+
+
+def test_a_thread_keeps_its_buffers_for_the_next_connection_and_frees_their_pages(
+    devices: Devices,
+) -> None:
+    """A thread maps its buffers once, not per connection (each map and unmap cost
+    system calls and page faults on the connection's path); after a connection that
+    filled them, their pages are given back (they read as zeros), so an idle thread
+    does not keep them resident."""
+    tls_a, tls_b = tcp_pair()
+    link_a, link_b = client_link(devices, tls_a), server_link(devices, tls_b)
+    assert link_a.scratch.obj is link_b.scratch.obj  # one thread, one buffer
+    deadline = time.monotonic() + WAIT
+    shaken = in_thread(lambda: link_b.handshake(deadline))
+    link_a.handshake(deadline)
+    shaken()
+    relays = [Relay(link, idle_timeout=None) for link in (link_a, link_b)]
+    apps = []
+    for relay in relays:
+        app, plain = tcp_pair()
+        assert relay.attach(plain)
+        apps.append(app)
+
+    def carry_then_look(relay: Relay) -> tuple[object, bool, bool]:
+        used = relay.link.scratch.obj  # the buffers this thread's relay reads into
+        reason = relay.run()
+        return (reason, relay.link.scratch.obj is used,
+                any(relay.link.scratch) or any(thread_buffer("out", _OUT)))
+
+    ended = [in_thread(functools.partial(carry_then_look, relay)) for relay in relays]
+    data = os.urandom(256 * 1024)
+    sent = in_thread(lambda: apps[0].sendall(data))
+    assert read_exactly(apps[1], len(data)) == data
+    sent()
+    for app in apps:
+        app.shutdown(socket.SHUT_WR)
+    for app in apps:
+        assert read_all(app) == b""
+    for each in ended:
+        assert each() == (DONE, True, False)  # the same buffers, all pages given back
+    for app in apps:
+        app.close()

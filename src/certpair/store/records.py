@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import functools
+import math
 from dataclasses import dataclass, field
 
 from certpair.errors import BadInput, LocalStateError
@@ -91,5 +93,10 @@ class Event:
 
 def iso_time(at: float) -> str:
     """Seconds since the epoch as the store writes times: ``YYYY-MM-DDTHH:MM:SSZ``."""
-    moment = datetime.datetime.fromtimestamp(at, datetime.UTC).replace(microsecond=0)
+    return _iso_second(math.floor(at))
+
+
+@functools.lru_cache(maxsize=4)  # a busy tunnel logs many connections in one second
+def _iso_second(second: int) -> str:
+    moment = datetime.datetime.fromtimestamp(second, datetime.UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")

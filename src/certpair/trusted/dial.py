@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import select
 import socket
@@ -37,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohappyeyeballs
 
@@ -133,18 +134,38 @@ def _start_alone(candidate: Candidate) -> Reached | None:
     name is resolved in the race), else None; ``sock`` may still be connecting."""
     if candidate.kind != DIRECT:
         return None
-    try:
-        infos = socket.getaddrinfo(candidate.host, candidate.port, type=socket.SOCK_STREAM,
-                                   flags=socket.AI_NUMERICHOST)
-    except (OSError, UnicodeError):
+    found = _numeric(candidate.host, candidate.port)
+    if found is None:
         return None
-    family, kind, proto, _, address = infos[0]
+    family, kind, proto, address = found
     sock = socket.socket(family, kind, proto)
     sock.setblocking(False)
     if sock.connect_ex(address) not in (0, errno.EINPROGRESS):
         sock.close()  # failed at once: the race tries it again and says why
         return None
     return Reached(sock=sock, candidate=candidate)
+
+
+def _numeric(host: str, port: int) -> tuple[int, int, int, Any] | None:
+    """``host:port``'s socket address if ``host`` is an IP address, else None; looked up
+    once per address (a tunnel dials the same one for each connection), except an IPv6
+    address with a zone: its interface's index may change."""
+    if "%" in host:
+        return _numeric_now(host, port)
+    return _numeric_once(host, port)
+
+
+def _numeric_now(host: str, port: int) -> tuple[int, int, int, Any] | None:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError):
+        return None
+    family, kind, proto, _, address = infos[0]
+    return int(family), int(kind), proto, address
+
+
+_numeric_once = functools.lru_cache(maxsize=256)(_numeric_now)
 
 
 def _answered(attempt: Reached, wait: float) -> bool | None:

@@ -1,6 +1,7 @@
-"""The accept loop both tunnel ends share: the listener, the connection limit, one
-thread per connection, and the stop on SIGINT/SIGTERM (stop accepting, drain the open
-connections for a bounded time, cut the rest).
+"""The accept loop both tunnel ends share: the listener, the connection limit, each
+connection run by the thread that accepted it (tunnel/threads.py), and the stop on
+SIGINT/SIGTERM (stop accepting, drain the open connections for a bounded time, cut the
+rest).
 
 With :class:`~certpair.trusted.handshakes.HandshakeSlots` (``tunnel serve``), a
 connection first holds an unproven slot, bounded per source and in total and expiring
@@ -15,10 +16,8 @@ The listener may also come from systemd socket activation (``LISTEN_FDS``).
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import os
-import queue
 import signal
 import socket
 import threading
@@ -31,6 +30,7 @@ from certpair.ports import cannot_listen
 from certpair.trusted.handshakes import HandshakeSlots, Slot
 from certpair.tunnel.events import Failed, OnEvent, Stopped, Stopping, TunnelEvent
 from certpair.tunnel.link import reset
+from certpair.tunnel.threads import Acceptors, Workers
 from certpair.tunnel.watch import Connections, Refusals, TrustWatch
 
 __all__ = ["Handler", "Stop", "address_of", "listen", "run_acceptor", "systemd_listener"]
@@ -46,8 +46,6 @@ Admit = Callable[[socket.socket, str, Relayed], None]
 
 _BACKLOG = 1024
 _SD_LISTEN_FDS_START = 3
-_IDLE_WORKER = 60.0
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class Stop(Exception):  # a control-flow signal, not an error
@@ -106,48 +104,14 @@ def _signals_stop() -> Iterator[None]:
             signal.signal(sig, previous)
 
 
-class _Workers:
-    """Threads kept for the next connections: starting a thread per connection costs
-    more than a queue hand-off (measured on the connect time). An idle thread ends
-    after :data:`_IDLE_WORKER` seconds."""
-
-    def __init__(self) -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._idle = 0
-
-    def submit(self, job: Callable[[], None]) -> None:
-        with self._lock:
-            if self._idle:
-                self._idle -= 1
-                self._jobs.put(job)
-                return
-        threading.Thread(target=self._work, args=(job,), daemon=True,
-                         name="certpair-tunnel-connection").start()
-
-    def _work(self, job: Callable[[], None]) -> None:
-        while True:
-            job()
-            with self._lock:
-                self._idle += 1
-            try:
-                job = self._jobs.get(timeout=_IDLE_WORKER)
-            except queue.Empty:
-                with self._lock:
-                    try:  # a job handed over while the wait timed out is still ours
-                        job = self._jobs.get_nowait()
-                    except queue.Empty:
-                        self._idle -= 1
-                        return
-
-
 def run_acceptor(
     listener: socket.socket, handle: Handler, *,
     connections: Connections, refusals: Refusals, watch: TrustWatch, on_event: OnEvent,
     drain_timeout: float, handshakes: HandshakeSlots | None = None,
     feed: Callable[[Admit], Callable[[], None]] | None = None,
 ) -> None:
-    """Accept until a signal, each connection in its own thread, then drain and stop.
+    """Accept until a signal, each connection in the thread that accepted it, then drain
+    and stop.
 
     Args:
         listener: the listening socket (closed on return).
@@ -168,54 +132,57 @@ def run_acceptor(
             one's ``settle`` told whether it proved itself), and returns the function
             that stops it (called before the drain).
     """
-    workers = _Workers()
-    # The watch may end the tunnel (its peer unpaired here): that wakes accept() up.
-    watch.on_end = functools.partial(_wake_listener, listener)
+    workers = Workers()  # for connections fed from elsewhere (a relay)
 
-    def admit(sock: socket.socket, remote: str, relayed: Relayed | None = None) -> None:
-        slot = _admit(sock, remote, connections, handshakes, relayed)
+    def admitted(sock: socket.socket, host: str, remote: str,
+                 relayed: Relayed | None) -> Callable[[], None] | None:
+        """The connection's run, under its slot; None: refused (reset and counted)."""
+        slot = _admit(sock, host if relayed is None else remote, connections, handshakes,
+                      relayed)
         if isinstance(slot, str):
             reset(sock)
-            refusals.add(host_of(remote), slot)
+            refusals.add(host, slot)
             if relayed is not None:
                 relayed[0](False)
-            return
+            return None
         if slot is None and relayed is not None:
             relayed[0](True)  # no unproven slots here: nothing to wait for
         connections.handling(+1)
-        workers.submit(functools.partial(_run_one, handle, connections, on_event, sock,
-                                         remote, slot))
+        return functools.partial(_run_one, handle, connections, on_event, sock, remote, slot)
 
+    def admit(sock: socket.socket, remote: str, relayed: Relayed | None = None) -> None:
+        job = admitted(sock, host_of(remote), remote, relayed)
+        if job is not None:
+            workers.submit(job)
+
+    def run(sock: socket.socket, address: object) -> None:
+        """One accepted connection, in the thread that accepted it."""
+        remote = address_of(address)
+        job = admitted(sock, str(address[0]) if isinstance(address, tuple) else remote,
+                       remote, None)
+        if job is not None:
+            job()
+
+    acceptors = Acceptors(listener, run, connections, watch)
+    # The watch may end the tunnel (its peer unpaired here): that stops the accepting.
+    watch.on_end = acceptors.stop
     watch.start()
     stop_feed = None if feed is None else feed(admit)
     with _signals_stop():
         try:
-            with listener:
-                while True:
-                    try:
-                        sock, address = listener.accept()
-                    except (ConnectionAbortedError, InterruptedError):
-                        continue
-                    except OSError as exc:
-                        if watch.ended is not None:
-                            break
-                        if exc.errno not in _OUT_OF_RESOURCES:
-                            raise
-                        # Out of descriptors: let open connections end, then retry.
-                        connections.wait_change(0.1)
-                        continue
-                    remote = address_of(address)
-                    if watch.ended is not None:
-                        reset(sock)
-                        break
-                    admit(sock, remote)
+            acceptors.start()
+            acceptors.wait()
         except Stop:
             pass
+        acceptors.close()
         if stop_feed is not None:
             stop_feed()
         if handshakes is not None:
             handshakes.cut_all("shutdown")
             handshakes.stop()
+        if acceptors.error is not None:
+            watch.stop()
+            raise acceptors.error
         _drain(connections, refusals, watch, on_event, drain_timeout)
 
 
@@ -242,20 +209,14 @@ def _run_one(handle: Handler, connections: Connections, on_event: OnEvent,
         connections.handling(-1)
 
 
-def _wake_listener(listener: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        listener.shutdown(socket.SHUT_RDWR)  # a blocked accept() returns with EINVAL
-
-
-def _admit(sock: socket.socket, remote: str, connections: Connections,
+def _admit(sock: socket.socket, host: str, connections: Connections,
            handshakes: HandshakeSlots | None,
            relayed: Relayed | None = None) -> Slot | str | None:
     """An unproven slot (or None: a slot of ``connections`` taken), or why not."""
     if handshakes is not None:
         if relayed is not None:  # under its label, with a budget of its own
-            return handshakes.admit(remote, sock, per_source=relayed[1],
-                                    on_free=relayed[0])
-        return handshakes.admit(host_of(remote), sock)
+            return handshakes.admit(host, sock, per_source=relayed[1], on_free=relayed[0])
+        return handshakes.admit(host, sock)
     return None if connections.take_slot() else "too many connections"
 
 

@@ -287,7 +287,7 @@ class _Client:
             relay.on_status = self.truth.on_status
         tracked = self.connections.track(peer.device_id, relay)
         try:
-            if not self.watch.admits(peer.device_id) or not relay.attach(local):
+            if not self.watch.admits(peer.device_id) or not relay.attach(local, armed=True):
                 relay.close(clean=False)
                 return None
             conn_id = next(self.ids)

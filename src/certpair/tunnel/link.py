@@ -16,13 +16,15 @@ import select
 import socket
 import ssl
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 
 from certpair.trusted import PeerRefused
 
-__all__ = ["CHUNK", "Outbox", "TlsLink", "reset", "wait_for"]
+__all__ = ["CHUNK", "Outbox", "TlsLink", "reset", "thread_buffer", "trim_thread_buffers",
+           "wait_for"]
 
 # The most one read takes from a socket, and about the most a direction holds in flight.
 # 256 KiB cost the same CPU per GiB (measured again for issue 23: per-record work
@@ -30,6 +32,7 @@ __all__ = ["CHUNK", "Outbox", "TlsLink", "reset", "wait_for"]
 # OpenSSL's memory BIOs never shrink (docs/PERFORMANCE.md).
 CHUNK = 64 * 1024
 _LINGER = 2.0
+_THREAD = threading.local()
 
 
 def wait_for(sock: socket.socket, events: int, deadline: float) -> None:
@@ -96,17 +99,14 @@ class TlsLink:
         self.tls = context.wrap_bio(self.incoming, self.outgoing, server_side=server_side)
         self.outbox = Outbox()
         self.raw_eof = False
-        self._scratch: memoryview | None = None
 
     @property
     def scratch(self) -> memoryview:
         """A buffer of :data:`CHUNK` bytes for one read at a time, whose bytes are copied
         on at once (into OpenSSL) so that it can be reused: the socket's reads land here
-        without allocating. Mapped on first use, so its pages are resident only once
-        touched (an idle connection holds a page or two, not 64 KiB)."""
-        if self._scratch is None:
-            self._scratch = memoryview(mmap.mmap(-1, CHUNK))
-        return self._scratch
+        without allocating. The calling thread's (:func:`thread_buffer`): nothing stays
+        in it between two calls."""
+        return thread_buffer("scratch", CHUNK)
 
     def collect(self) -> None:
         """Move what OpenSSL wrote into the outbox."""
@@ -177,6 +177,30 @@ class TlsLink:
         if before_close is not None:
             before_close()
         self.sock.close()
+
+
+def thread_buffer(name: str, size: int) -> memoryview:
+    """The calling thread's buffer ``name`` of ``size`` bytes, for work that starts and
+    ends in this thread (a connection's reads, its relay): a thread runs one connection
+    at a time, and keeps its buffers for the next one instead of mapping and unmapping
+    them for each (two system calls and page faults per buffer and connection, under
+    the GIL). Mapped on first use, so its pages are resident only once touched (a thread
+    that carried only short connections holds a page or two, not the whole buffer)."""
+    mine: dict[str, tuple[mmap.mmap, memoryview]] = _THREAD.__dict__
+    found = mine.get(name)
+    if found is None or len(found[1]) != size:
+        mapped = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE)
+        found = mine[name] = (mapped, memoryview(mapped))
+    return found[1]
+
+
+def trim_thread_buffers() -> None:
+    """Give the pages of the calling thread's buffers back to the system (they read as
+    zeros when touched again): after a connection that filled them, so that an idle
+    thread does not keep them resident."""
+    for mapped, _ in _THREAD.__dict__.values():
+        with contextlib.suppress(OSError):
+            mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def reset(sock: socket.socket) -> None:

@@ -32,7 +32,6 @@ plain side (a cut must never look like a clean end) and drops the TLS connection
 from __future__ import annotations
 
 import contextlib
-import mmap
 import os
 import select
 import socket
@@ -44,9 +43,9 @@ from collections.abc import Callable
 from typing import cast
 
 from certpair.trusted import NotPaired, connection_error
-from certpair.tunnel.link import CHUNK, TlsLink, reset
+from certpair.tunnel.link import CHUNK, TlsLink, reset, thread_buffer, trim_thread_buffers
 
-__all__ = ["DONE", "HALF_CLOSE_TIMEOUT", "Relay", "arm_reset"]
+__all__ = ["DONE", "HALF_CLOSE_TIMEOUT", "Relay", "arm_reset", "wake_pair"]
 
 DONE = "done"
 HALF_CLOSE_TIMEOUT = 60.0
@@ -112,13 +111,15 @@ class Relay:
         """Why :meth:`cut` was called, or None."""
         return self._cut
 
-    def attach(self, plain: socket.socket) -> bool:
-        """Give the relay its plain side; False (and the socket closed) if already cut."""
-        arm_reset(plain)
+    def attach(self, plain: socket.socket, *, armed: bool = False) -> bool:
+        """Give the relay its plain side; False (and the socket closed) if already cut.
+        ``armed``: the caller made it reset on close already (:func:`arm_reset`)."""
+        if not armed:
+            arm_reset(plain)
         with self._lock:
             if self._cut is None:
                 self.plain = plain
-                self._wake = _wake_pair()
+                self._wake = wake_pair()
                 return True
         plain.close()
         return False
@@ -215,6 +216,8 @@ class Relay:
             if self._cut is not None:
                 reason, clean = self._cut, False
             self.close(clean=clean)
+            if self.sent + self.received > _RECORD:  # it filled this thread's buffers
+                trim_thread_buffers()
         return reason
 
     def _loop(self, plain: socket.socket) -> str:  # noqa: PLR0915  # one loop reads best
@@ -238,8 +241,8 @@ class Relay:
         while self._cut is None:
             # TLS -> plain: decrypt what has arrived, while the plain side keeps up.
             if not tls_done and end - start < CHUNK:
-                if out is None:
-                    out = memoryview(mmap.mmap(-1, _OUT))
+                if out is None:  # this thread's: a thread runs one relay at a time
+                    out = thread_buffer("out", _OUT)
                 start, end, tls_done = self._decrypt(out, start, end)
             # Stopped with room left: OpenSSL needs more bytes (not: the plain side is
             # behind).
@@ -367,7 +370,7 @@ def _check(sock: socket.socket, on_tls: bool) -> None:
         raise _Broken(f"{side} broke: {os.strerror(error)}")
 
 
-def _wake_pair() -> tuple[int, int]:
+def wake_pair() -> tuple[int, int]:
     """A descriptor to poll and one to write to wake the poller (one eventfd on Linux)."""
     if hasattr(os, "eventfd"):
         fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)

@@ -228,7 +228,7 @@ class TunnelServer:
             self.on_event(Failed(remote=remote, peer=peer, reason=(
                 f"the service {options.target} is unreachable: {exc.strerror or exc}")))
             return None
-        if not relay.attach(plain):
+        if not relay.attach(plain, armed=True):  # by _dial
             relay.close(clean=False)
             return None
         if speaks_preamble(relay.link):
