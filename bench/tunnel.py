@@ -12,7 +12,10 @@ on a shared machine.
   once.
 * ``tunnel_fresh_seq_vs_stunnel``: 200 fresh connections one after another, each
   connect + 1-byte echo + close; ``tunnel_fresh_20x20_vs_stunnel``: 20 clients at once,
-  20 such connections each.
+  20 such connections each. Beside them ``tunnel_fresh_*_floor_vs_stunnel``: the same
+  through the least a Python tunnel does per connection (bench/floor_tunnel.py: a
+  thread, one blocking ``SSLSocket`` handshake, a copy loop; no trust store, no checks),
+  the floor under certpair's figures.
 * ``tunnel_rss_vs_stunnel``: peak RSS (``VmHWM``) of the larger of certpair's two tunnel
   processes over stunnel's, after the 16-stream and 20x20 workloads; and
   ``tunnel_rss_mb_500_conns``: the server side's RSS with 500 connections open.
@@ -38,6 +41,7 @@ from bench.tunnel_ends import (
     LOOPBACK,
     CertpairChain,
     Chain,
+    FloorChain,
     Pair,
     Service,
     StunnelChain,
@@ -80,8 +84,8 @@ class Bench:
 
     def pids(self, name: str) -> list[int]:
         """Every tunnel process of ``name`` (both chains, both ends)."""
-        return [p.pid for chain in (self.to_sink[name], self.to_echo[name])
-                for p in chain.procs]
+        return [p.pid for chains in (self.to_sink, self.to_echo) if name in chains
+                for p in chains[name].procs]
 
     def close(self) -> None:
         for chain in [*self.to_sink.values(), *self.to_echo.values()]:
@@ -159,6 +163,9 @@ def _compare(bench: Bench, repeats: int, jobs: dict[str, Callable[[], None]],
     if "stunnel" in jobs:
         out["wall_ratio"] = ratio(min(wall["stunnel"]), min(wall["certpair"]))
         out["cpu_ratio"] = ratio(min(cpu["stunnel"]), min(cpu["certpair"]))
+    if "floor" in jobs:
+        out["floor_ratio"] = ratio(min(wall["stunnel"]), min(wall["floor"]))
+        out["floor_cpu_ratio"] = ratio(min(cpu["stunnel"]), min(cpu["floor"]))
     return out
 
 
@@ -194,17 +201,28 @@ def tunnel_fresh(quick: bool = False) -> Figure:
     per = 5 if quick else 20
     repeats = 2 if quick else 3
     with _bench() as bench:
-        seq = _compare(bench, repeats, {
-            n: partial(_fresh, bench.to_echo[n].port, count) for n in bench.names},
-            unit=count / 1000)
-        many = _compare(bench, repeats, {
-            n: partial(_at_once, 20, partial(_fresh, bench.to_echo[n].port, per))
-            for n in bench.names}, unit=20 * per / 1000)
+        if bench.binary:  # the floor is a figure against stunnel only
+            floor = bench.to_echo["floor"] = FloorChain(bench.pair, bench.echo.port)
+            bench.names.append("floor")
+        try:
+            seq = _compare(bench, repeats, {
+                n: partial(_fresh, bench.to_echo[n].port, count) for n in bench.names},
+                unit=count / 1000)
+            many = _compare(bench, repeats, {
+                n: partial(_at_once, 20, partial(_fresh, bench.to_echo[n].port, per))
+                for n in bench.names}, unit=20 * per / 1000)
+        finally:
+            if bench.binary:
+                floor.close()
+                bench.names.remove("floor")
+                del bench.to_echo["floor"]
     return {
         "tunnel_fresh_seq_vs_stunnel": seq.get("wall_ratio"),
         "tunnel_fresh_20x20_vs_stunnel": many.get("wall_ratio"),
         "tunnel_fresh_seq_cpu_vs_stunnel": seq.get("cpu_ratio"),
         "tunnel_fresh_20x20_cpu_vs_stunnel": many.get("cpu_ratio"),
+        "tunnel_fresh_seq_floor_vs_stunnel": seq.get("floor_ratio"),
+        "tunnel_fresh_20x20_floor_vs_stunnel": many.get("floor_ratio"),
         "tunnel_fresh": {"stunnel": bench.binary or _NO_STUNNEL, "sequential": seq,
                          "clients_20": many, "connections": {"sequential": count,
                                                              "clients_20": 20 * per},

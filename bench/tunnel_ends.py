@@ -214,6 +214,25 @@ class StunnelChain(Chain):
         self.server_pid = self.procs[0].pid
 
 
+class FloorChain(Chain):
+    """The least a Python tunnel does per connection (bench/floor_tunnel.py), both ends,
+    with the same certificates and trust as stunnel's chain."""
+
+    def __init__(self, pair: Pair, service_port: int) -> None:
+        super().__init__()
+        alpha, beta = pair.exported["alpha"], pair.exported["beta"]
+        server_port, self.port = free_port(), free_port()
+        for role, listen, to, who in (("server", server_port, service_port, alpha),
+                                      ("client", self.port, server_port, beta)):
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "bench.floor_tunnel", role, str(listen), str(to),
+                 who["cert"], who["key"], who["peers"]],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+                env=python_env()))
+            wait_listening(listen)
+        self.server_pid = self.procs[0].pid
+
+
 def stream(port: int, size: int, timeout: float = 120.0) -> None:
     """Send ``size`` bytes through ``port`` to the sink, until it confirms the count."""
     block = memoryview(bytes(range(256)) * 4096)  # 1 MiB
