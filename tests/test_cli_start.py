@@ -58,6 +58,15 @@ def test_help_loads_the_command_modules_but_nothing_heavy() -> None:
     assert {f"certpair.cli.{module}" for module in COMMANDS.values()} <= loaded
 
 
+def test_help_loads_no_socket_and_no_hash() -> None:
+    # Each command module's imports are what `--help` pays for: the address and code
+    # readers (socket) and the relay's tokens (hashlib, which loads OpenSSL's libcrypto)
+    # load when a value is parsed or a token made, ~5 ms of `--help` (scripts/bench).
+    for args in (("--version",), ("--help",)):
+        loaded = _loaded(*args)
+        assert loaded & {"socket", "hashlib", "_hashlib", "certpair.addresses"} == set(), args
+
+
 def test_show_loads_its_own_module_only_and_no_store_tls_or_event_loop(
         tmp_path: Path) -> None:
     home = tmp_path / "a"

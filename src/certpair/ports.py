@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 
 from certpair.errors import NetworkError
 
@@ -97,13 +96,27 @@ _RELAY_HINTS = {
     errno.ETIMEDOUT: "the relay did not answer; check its address, and that no firewall "
                      "drops the connection",
 }
-# getaddrinfo's "no such name" (EAI_NONAME, EAI_NODATA): negative, not errno values.
-_NO_SUCH_NAME = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+# socket loads when an error is explained: every command imports this module for its
+# port numbers at start (``--help`` too).
+
+
+def _name_error(error: BaseException | None) -> bool:
+    """Whether ``error`` is getaddrinfo's (its numbers are negative, not errno values)."""
+    import socket  # noqa: PLC0415  # see above
+
+    return isinstance(error, socket.gaierror)
+
+
+def _no_such_name(error: OSError) -> bool:
+    """getaddrinfo's "no such name" (EAI_NONAME, EAI_NODATA)."""
+    import socket  # noqa: PLC0415  # see above
+
+    return error.errno in {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
 
 
 def _cause(error: OSError) -> str:
-    if isinstance(error, socket.gaierror):  # a name: os.strerror says "unknown error -2"
-        if error.errno in _NO_SUCH_NAME:
+    if _name_error(error):  # a name: os.strerror says "unknown error -2"
+        if _no_such_name(error):
             return "no such host: the name does not resolve"
         return (error.strerror or str(error)).lower()
     if error.errno:
@@ -121,11 +134,11 @@ def cannot_reach(remote: str, error: OSError, *, relay: bool = False) -> Network
     """The error of a connection to ``remote`` (``HOST:PORT``; ``relay``: a transit
     relay, not a certpair device) that could not be made."""
     hints = {**_REACH_HINTS, **_RELAY_HINTS} if relay else _REACH_HINTS
-    hint = None if isinstance(error, socket.gaierror) else hints.get(error.errno or 0)
+    hint = None if _name_error(error) else hints.get(error.errno or 0)
     return NetworkError(f"cannot reach {remote}: {hint or _cause(error)}")
 
 
 def no_such_name(error: BaseException | None) -> bool:
     """Whether ``error`` says a host name does not resolve at all (not a DNS failure
     that may pass: that is a network error)."""
-    return isinstance(error, socket.gaierror) and error.errno in _NO_SUCH_NAME
+    return isinstance(error, OSError) and _name_error(error) and _no_such_name(error)

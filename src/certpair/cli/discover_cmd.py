@@ -6,7 +6,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.addresses import format_address
 from certpair.cli.context import emit_json
 from certpair.cli.params import Finite
 from certpair.cli.terminal import printable
@@ -41,6 +40,8 @@ def offerer_line(offerer: DiscoveredOfferer) -> str:
     Returns:
         The line, without a newline.
     """
+    from certpair.addresses import format_address  # noqa: PLC0415  # not at every start
+
     return (f"{printable(offerer.instance)}  {format_address(offerer.host, offerer.port)}  "
             f"{offerer.mode.value}  "
             f"{offerer.fingerprint or '(no fingerprint)'}")

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from certpair.advice import DEFAULT_RISK
 from certpair.cli.params import Finite, relay_option
 from certpair.codes import (
     CPACE_DEFAULT_DIGITS,
@@ -107,7 +106,7 @@ def _check_hmac_bits(bits: int, ttl: float) -> None:
     (docs/SECURITY.md): its length follows --ttl by `certpair advise`'s formula."""
     import math  # noqa: PLC0415  # only hmac mode needs it
 
-    from certpair.advice import advise  # noqa: PLC0415  # keeps start-up fast
+    from certpair.advice import DEFAULT_RISK, advise  # noqa: PLC0415  # keeps start-up fast
 
     needed = max(HMAC_MIN_BITS, math.ceil(advise(mode=Mode.HMAC, risk=DEFAULT_RISK,
                                                  ttl=ttl).bits))

@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
-from certpair.addresses import parse_address
-from certpair.codes import Secret, parse_secret
 from certpair.errors import BadInput
-from certpair.relay import RELAY_ENV, RelayAddress, parse_relay
+from certpair.relay.address import RELAY_ENV, RelayAddress, parse_relay
+
+if TYPE_CHECKING:
+    from certpair.codes import Secret
+
+# The address and code readers load when a value is converted: every command's module
+# imports this one at start (``--help`` too), most never parse a code.
 
 __all__ = [
     "Finite", "HostPort", "RelayParam", "SecretParam", "parse_host_port", "read_stdin_secret",
@@ -30,6 +34,8 @@ def parse_host_port(text: str, default_port: int) -> tuple[str, int]:
     Raises:
         BadInput: the address is malformed.
     """
+    from certpair.addresses import parse_address  # noqa: PLC0415  # see the imports
+
     return parse_address(text, default_port)
 
 
@@ -61,6 +67,8 @@ class SecretParam(click.ParamType):  # type: ignore[type-arg]  # click 8.1 is no
 
     def convert(self, value: object, param: click.Parameter | None,
                 ctx: click.Context | None) -> Secret:
+        from certpair.codes import Secret, parse_secret  # noqa: PLC0415  # see the imports
+
         if isinstance(value, Secret):
             return value
         text = str(value)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.addresses import format_address
 from certpair.cli.context import (
     advertised_json,
     advertised_text,
@@ -39,6 +38,7 @@ SERVE_SERVICE = "_certpair-serve._tcp"
 
 def _lines(event: ServeEvent, identity: Identity, store: TrustStore,
            as_json: bool) -> list[dict[str, Any] | str]:
+    from certpair.addresses import format_address  # noqa: PLC0415
     from certpair.cli.sync_report import key_alarm_lines, sync_lines  # noqa: PLC0415
     from certpair.serving import (  # noqa: PLC0415
         Advertised,

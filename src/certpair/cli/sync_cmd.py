@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING
 
 import click
 
-from certpair.addresses import format_address
 from certpair.cli.context import emit_json, home_of, store_of
 from certpair.cli.params import Finite, parse_host_port, relay_option
 from certpair.cli.terminal import printable
@@ -59,6 +58,7 @@ def command(ctx: click.Context, target: str | None, every: bool, timeout: float,
       certpair sync --all
       certpair sync --all --relay tcp:relay.example:4001
     """
+    from certpair.addresses import format_address  # noqa: PLC0415
     from certpair.rotation.fleet import sync_all, sync_peer, sync_with  # noqa: PLC0415
     from certpair.store import PeerNotFound  # noqa: PLC0415
 

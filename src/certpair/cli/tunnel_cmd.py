@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from certpair.addresses import format_address
 from certpair.cli.context import (
     advertised_json,
     advertised_text,
@@ -113,6 +112,8 @@ def _as_text(data: dict[str, Any], *, serving: bool) -> str:
     kind = data["event"]
     peer = data.get("peer") or {}
     if kind == "listening":
+        from certpair.addresses import format_address  # noqa: PLC0415  # not at every start
+
         where = format_address(data["host"], data["port"])
         if "to" in data:
             return f"Tunnel to {data['to']} listening on {where}  (Ctrl-C stops)"

@@ -19,7 +19,6 @@ never meet each other, nor two connecting ends.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
@@ -132,6 +131,8 @@ def pairing_token(nameplate: str) -> str:
     Returns:
         64 lowercase hex digits.
     """
+    import hashlib  # noqa: PLC0415  # loads OpenSSL's libcrypto: not at every CLI start
+
     return hashlib.sha256(_PAIRING_LABEL + nameplate.encode("ascii")).hexdigest()
 
 
@@ -147,6 +148,8 @@ def service_token(fingerprint: str, service: str, slot: int) -> str:
         64 lowercase hex digits.
     """
     text = f"{fingerprint}\x00{service}\x00{slot}".encode("ascii")
+    import hashlib  # noqa: PLC0415  # as above
+
     return hashlib.sha256(_SERVICE_LABEL + text).hexdigest()
 
 
