@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from certpair.errors import BadInput
 from certpair.identity import create_identity
 from certpair.ports import TUNNEL_PORT
 from certpair.store import open_store
-from certpair.tunnel import Target, parse_listen, parse_target, resolve_far_end
+from certpair.tunnel import Target, parse_listen, parse_target, resolve_far_end, target_check
 from certpair.tunnel.dnssd import tunnel_properties
 from certpair.tunnel.proxy_v2 import encode_header
 from tests.cliutil import LOOPBACK, run
@@ -168,3 +169,31 @@ def test_the_tunnel_and_the_pairing_drivers_do_not_import_each_other() -> None:
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
     assert LOOPBACK == "127.0.0.1"
+
+
+@pytest.mark.parametrize("listening", [True, False])
+def test_the_start_check_reads_a_busy_hosts_socket_table_row_by_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, listening: bool,
+) -> None:
+    """`tunnel serve`'s check that its service listens reads the kernel's socket table,
+    which holds a row per socket: 100,000 in TIME_WAIT (a host after a load) must not
+    take memory by the row. Counted with tracemalloc, not timed."""
+    port = 43210
+    row = ("   0: 0100007F:{:04X} 0100007F:D431 {} 00000000:00000000 00:00000000 "
+           "00000000     0        0 0 1 0000000000000000 100 0 0 10 0\n")
+    with (tmp_path / "tcp").open("w") as table:
+        table.write("  sl  local_address rem_address   st tx_queue rx_queue ...\n")
+        for _ in range(100_000):
+            table.write(row.format(port, "06"))  # TIME_WAIT
+        if listening:
+            table.write(row.format(port, "0A"))  # LISTEN, the last row
+    (tmp_path / "tcp6").write_text("  sl  local_address ...\n")
+    monkeypatch.setattr(target_check, "_NET", tmp_path)
+    tracemalloc.start()
+    try:
+        problem = target_check.target_problem(Target(host=LOOPBACK, port=port))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert problem == (None if listening else "connection refused (nothing listens there)")
+    assert peak < 1_000_000, peak  # the table is 16 MB
