@@ -174,7 +174,8 @@ def run_acceptor(
             acceptors.wait()
         except Stop:
             pass
-        acceptors.close()
+        finally:
+            acceptors.close()  # no thread accepts any more; the listener is closed
         if stop_feed is not None:
             stop_feed()
         if handshakes is not None:
